@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `make test`: format check, clippy and the test suite against private
+# PostgreSQL / Redis / NATS JetStream servers (instance `test`, see
+# scripts/services.sh). The servers are stopped on exit, on failure too;
+# set OMNISTOCK_KEEP_SERVICES=1 to leave them running.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+SERVICES="$ROOT/scripts/services.sh"
+cd "$ROOT"
+
+say() { printf '==> %s\n' "$*"; }
+
+# cargo may be installed by rustup without being on PATH.
+if ! command -v cargo >/dev/null 2>&1; then
+    cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+    [[ -x "$cargo_bin/cargo" ]] && PATH="$cargo_bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "test.sh: cargo not found" >&2; exit 1; }
+
+# shellcheck disable=SC2317 # invoked by trap
+stop_services() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ "${OMNISTOCK_KEEP_SERVICES:-0}" == 1 ]]; then
+        say "leaving services of instance test running (OMNISTOCK_KEEP_SERVICES=1)"
+    elif ! out="$("$SERVICES" stop test 2>&1)"; then
+        printf '%s\n' "$out" >&2
+    fi
+    exit "$rc"
+}
+trap stop_services EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say "starting services (instance test)"
+"$SERVICES" start test
+eval "$("$SERVICES" env test)"
+OMNISTOCK_TEST_REDIS_SERVER="$(command -v redis-server)"
+export OMNISTOCK_TEST_REDIS_SERVER
+say "DATABASE_URL=$DATABASE_URL REDIS_URL=$REDIS_URL NATS_URL=$NATS_URL"
+
+failed=()
+
+say "cargo fmt --check"
+cargo fmt --check || failed+=(fmt)
+
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings || failed+=(clippy)
+
+if cargo nextest --version >/dev/null 2>&1; then
+    say "cargo nextest run --no-fail-fast"
+    cargo nextest run --no-fail-fast || failed+=(tests)
+else
+    say "cargo test --no-fail-fast (cargo-nextest not installed)"
+    cargo test --no-fail-fast || failed+=(tests)
+fi
+
+if ((${#failed[@]})); then
+    echo "test.sh: failed steps: ${failed[*]}" >&2
+    exit 1
+fi

@@ -1,0 +1,208 @@
+//! Applying movements to the truth: a whole batch in one PostgreSQL transaction.
+//!
+//! Exactly-once comes from three things together: the level rows of the batch are locked in a
+//! fixed order, the ledger is asked which `event_id`s it already holds *after* the locks are
+//! taken, and `event_id` is unique in the ledger (a racing daemon that slips past the check
+//! gets a unique violation, and the retry then sees a duplicate). The caller acks only after
+//! this returns.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+use crate::db;
+use crate::db::levels::LevelRow;
+use crate::db::movements::NewLedgerRow;
+use crate::domain::level::{self, LevelFacts, MovementFact, RecordedDelta};
+use crate::domain::movement::{Movement, MovementKind};
+
+/// What one applied batch did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Movements newly recorded in the ledger.
+    pub recorded: usize,
+    /// Movements whose `event_id` was already recorded (or repeated within the batch).
+    pub duplicates: usize,
+    /// Of the recorded, how many changed nothing because a count had already seen them.
+    pub late: usize,
+    /// Levels after the batch, for every level whose quantities changed.
+    pub changed: Vec<LevelRow>,
+}
+
+type Key = (String, String);
+
+/// How many times a batch is retried on deadlock, serialization failure or a raced event id.
+const ATTEMPTS: usize = 5;
+
+/// Applies movements of known locations in one transaction, retrying on transient conflicts.
+pub async fn apply_batch(pool: &PgPool, movements: &[Movement]) -> Result<Applied, sqlx::Error> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut tx = pool.begin().await?;
+        match apply_in(&mut tx, movements).await {
+            Ok(applied) => {
+                tx.commit().await?;
+                return Ok(applied);
+            }
+            Err(e) if attempt < ATTEMPTS && db::is_retryable(&e) => {
+                tracing::debug!(error = %e, attempt, "retrying movement batch");
+                drop(tx);
+                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Applies movements inside the caller's transaction. Every movement's location must exist.
+pub async fn apply_in(
+    conn: &mut PgConnection,
+    movements: &[Movement],
+) -> Result<Applied, sqlx::Error> {
+    let mut out = Applied::default();
+    // The first of a repeated event_id wins; later copies are duplicates.
+    let mut seen = HashSet::new();
+    let fresh: Vec<&Movement> = movements
+        .iter()
+        .filter(|m| seen.insert(m.event_id.as_str()))
+        .collect();
+    out.duplicates = movements.len() - fresh.len();
+    if fresh.is_empty() {
+        return Ok(out);
+    }
+
+    let keys: BTreeSet<(&str, &str)> = fresh
+        .iter()
+        .map(|m| (m.location_id.as_str(), m.sku.as_str()))
+        .collect();
+    let skus: Vec<String> = keys
+        .iter()
+        .map(|(_, s)| s.to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (key_locs, key_skus): (Vec<String>, Vec<String>) = keys
+        .iter()
+        .map(|(l, s)| (l.to_string(), s.to_string()))
+        .unzip();
+    db::levels::ensure_skus(conn, &skus).await?;
+    db::levels::ensure(conn, &key_locs, &key_skus).await?;
+    let locked = db::levels::lock(conn, &key_locs, &key_skus).await?;
+
+    let ids: Vec<&str> = fresh.iter().map(|m| m.event_id.as_str()).collect();
+    let existing = db::movements::existing_event_ids(conn, &ids).await?;
+    let todo: Vec<&Movement> = fresh
+        .into_iter()
+        .filter(|m| !existing.contains(&m.event_id))
+        .collect();
+    out.duplicates += existing.len();
+    if todo.is_empty() {
+        return Ok(out);
+    }
+
+    let mut recorded = recorded_deltas_for_counts(conn, &todo).await?;
+    let mut levels: HashMap<Key, (LevelRow, LevelRow)> = locked
+        .into_iter()
+        .map(|r| ((r.location_id.clone(), r.sku.clone()), (r.clone(), r)))
+        .collect();
+
+    let mut ledger = Vec::with_capacity(todo.len());
+    for m in &todo {
+        let key = (m.location_id.clone(), m.sku.clone());
+        let Some((_, row)) = levels.get_mut(&key) else {
+            // ensure() + lock() cover every key; a missing row means the schema changed under us.
+            return Err(sqlx::Error::RowNotFound);
+        };
+        let mut facts = LevelFacts {
+            on_hand: row.on_hand,
+            last_count_at: row.last_count_at,
+        };
+        let effect = level::apply(
+            &mut facts,
+            recorded.entry(key).or_default(),
+            MovementFact {
+                kind: m.kind,
+                quantity: m.quantity,
+                occurred_at: m.occurred_at,
+            },
+        );
+        if effect.on_hand_change != 0 {
+            row.version += 1;
+        }
+        row.on_hand = facts.on_hand;
+        row.last_count_at = facts.last_count_at;
+        row.last_movement_at = Some(
+            row.last_movement_at
+                .map_or(m.occurred_at, |t| t.max(m.occurred_at)),
+        );
+        if effect.outcome == level::Outcome::Late {
+            out.late += 1;
+        }
+        ledger.push(NewLedgerRow {
+            event_id: &m.event_id,
+            location_id: &m.location_id,
+            sku: &m.sku,
+            kind: m.kind.as_str(),
+            quantity: m.quantity,
+            signed_quantity: m.signed_delta(),
+            effect: effect.on_hand_change,
+            outcome: effect.outcome.as_str(),
+            on_hand_after: effect.on_hand_after,
+            occurred_at: m.occurred_at,
+            source: m.source.as_deref(),
+            reference: m.reference.as_deref(),
+            reservation_id: m.reservation_id.as_deref(),
+        });
+    }
+
+    // Level rows first: the ledger's foreign key points at them, and both are in this tx.
+    let touched: Vec<LevelRow> = levels
+        .into_values()
+        .filter(|(before, after)| before != after)
+        .map(|(before, after)| {
+            if after.version != before.version {
+                out.changed.push(after.clone());
+            }
+            after
+        })
+        .collect();
+    db::levels::update(conn, &touched).await?;
+    db::movements::insert(conn, &ledger).await?;
+    out.recorded = ledger.len();
+    out.changed
+        .sort_by(|a, b| (&a.sku, &a.location_id).cmp(&(&b.sku, &b.location_id)));
+    Ok(out)
+}
+
+/// For every key that has a count in this batch: the deltas already recorded after the
+/// earliest such count, which a count adds back to the counted quantity.
+async fn recorded_deltas_for_counts(
+    conn: &mut PgConnection,
+    todo: &[&Movement],
+) -> Result<HashMap<Key, Vec<RecordedDelta>>, sqlx::Error> {
+    let mut earliest: BTreeMap<(&str, &str), DateTime<Utc>> = BTreeMap::new();
+    for m in todo.iter().filter(|m| m.kind == MovementKind::Count) {
+        let e = earliest
+            .entry((m.location_id.as_str(), m.sku.as_str()))
+            .or_insert(m.occurred_at);
+        *e = (*e).min(m.occurred_at);
+    }
+    let mut out: HashMap<Key, Vec<RecordedDelta>> = HashMap::new();
+    if earliest.is_empty() {
+        return Ok(out);
+    }
+    let locs: Vec<&str> = earliest.keys().map(|k| k.0).collect();
+    let skus: Vec<&str> = earliest.keys().map(|k| k.1).collect();
+    let after: Vec<DateTime<Utc>> = earliest.values().copied().collect();
+    for r in db::movements::deltas_after(conn, &locs, &skus, &after).await? {
+        out.entry((r.location_id, r.sku))
+            .or_default()
+            .push(RecordedDelta {
+                occurred_at: r.occurred_at,
+                delta: r.signed_quantity,
+            });
+    }
+    Ok(out)
+}

@@ -1,0 +1,174 @@
+//! The Redis side of the cache: key layout, the versioned write script, raw reads.
+//!
+//! One hash per SKU, `<prefix>:level:<sku>`, field per location: `"<version> <on_hand> <reserved>"`.
+//! A write never replaces a field holding a newer version (compared inside Redis, in Lua, so
+//! concurrent writers from several daemons cannot interleave badly). The field `~complete`
+//! marks a hash that holds *every* level of the SKU (it was filled from a PostgreSQL snapshot);
+//! a hash without it, e.g. recreated by a single write after Redis lost its data, is a miss.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+
+use crate::db::levels::LevelRow;
+use crate::domain::availability::LevelQuantities;
+
+/// Field marking a hash as complete. `~` cannot occur in a location id.
+const COMPLETE: &str = "~complete";
+
+/// KEYS: one hash per SKU. ARGV, per key in order: field count n, complete flag (1/0), then n
+/// triples (location, version, "on_hand reserved").
+const WRITE_LEVELS: &str = r#"
+local a = 1
+for k = 1, #KEYS do
+  local n = tonumber(ARGV[a])
+  local complete = ARGV[a + 1]
+  a = a + 2
+  for i = 1, n do
+    local loc, ver, val = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
+    a = a + 3
+    local cur = redis.call('HGET', KEYS[k], loc)
+    local cur_ver = cur and tonumber(string.match(cur, '^(%d+)'))
+    if (not cur_ver) or cur_ver < ver then
+      redis.call('HSET', KEYS[k], loc, ver .. ' ' .. val)
+    end
+  end
+  if complete == '1' then
+    redis.call('HSET', KEYS[k], '~complete', '1')
+  end
+end
+return 1
+"#;
+
+/// Keys per script call: bounds the time one call holds Redis.
+const KEYS_PER_CALL: usize = 200;
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    script: Script,
+}
+
+impl RedisStore {
+    /// Connects lazily: the daemon starts (and serves from PostgreSQL) while Redis is down.
+    pub fn new(url: &str, prefix: &str) -> Result<Self, RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(Duration::from_millis(500)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        Ok(RedisStore {
+            conn: ConnectionManager::new_lazy_with_config(client, config)?,
+            prefix: prefix.to_owned(),
+            script: Script::new(WRITE_LEVELS),
+        })
+    }
+
+    pub fn level_key(&self, sku: &str) -> String {
+        format!("{}:level:{sku}", self.prefix)
+    }
+
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes levels, grouped by SKU. With `complete`, each SKU's group must be every level of
+    /// that SKU (a snapshot), and the hash is marked complete.
+    pub async fn write(&self, levels: &[LevelRow], complete: bool) -> Result<(), RedisError> {
+        let mut groups: Vec<(&str, Vec<&LevelRow>)> = Vec::new();
+        for l in levels {
+            match groups.last_mut() {
+                Some((sku, g)) if *sku == l.sku => g.push(l),
+                _ => groups.push((&l.sku, vec![l])),
+            }
+        }
+        let mut conn = self.conn.clone();
+        for chunk in groups.chunks(KEYS_PER_CALL) {
+            let mut inv = self.script.prepare_invoke();
+            for (sku, group) in chunk {
+                inv.key(self.level_key(sku));
+                inv.arg(group.len()).arg(if complete { "1" } else { "0" });
+                for l in group {
+                    inv.arg(&l.location_id)
+                        .arg(l.version)
+                        .arg(format!("{} {}", l.on_hand, l.reserved));
+                }
+            }
+            inv.invoke_async::<i64>(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the levels of each SKU; `None` where the cache does not hold the complete set.
+    pub async fn read(
+        &self,
+        skus: &[&str],
+    ) -> Result<Vec<Option<Vec<LevelQuantities>>>, RedisError> {
+        let mut pipe = redis::pipe();
+        for sku in skus {
+            pipe.hgetall(self.level_key(sku));
+        }
+        let mut conn = self.conn.clone();
+        let hashes: Vec<Vec<(String, String)>> = pipe.query_async(&mut conn).await?;
+        Ok(hashes.into_iter().map(parse_hash).collect())
+    }
+}
+
+fn parse_hash(fields: Vec<(String, String)>) -> Option<Vec<LevelQuantities>> {
+    if !fields.iter().any(|(k, _)| k == COMPLETE) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(fields.len());
+    for (location_id, value) in fields.into_iter().filter(|(k, _)| k != COMPLETE) {
+        let mut parts = value.split(' ').map(str::parse::<i64>);
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(Ok(version)), Some(Ok(on_hand)), Some(Ok(reserved))) => {
+                out.push(LevelQuantities {
+                    location_id,
+                    on_hand,
+                    reserved,
+                    version,
+                })
+            }
+            // A field we cannot read makes the whole entry untrustworthy: treat as a miss.
+            _ => return None,
+        }
+    }
+    out.sort_by(|a, b| a.location_id.cmp(&b.location_id));
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_or_corrupt_hashes_are_misses() {
+        let f = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(parse_hash(vec![f("TW001", "3 10 2")]), None);
+        assert_eq!(
+            parse_hash(vec![f(COMPLETE, "1"), f("TW001", "3 ten 2")]),
+            None
+        );
+        let levels = parse_hash(vec![
+            f("TW002", "1 5 0"),
+            f(COMPLETE, "1"),
+            f("TW001", "3 10 2"),
+        ])
+        .expect("complete");
+        assert_eq!(levels.len(), 2);
+        assert_eq!(levels[0].location_id, "TW001");
+        assert_eq!(
+            (levels[0].version, levels[0].on_hand, levels[0].reserved),
+            (3, 10, 2)
+        );
+        assert_eq!(parse_hash(vec![f(COMPLETE, "1")]), Some(vec![]));
+    }
+}

@@ -1,0 +1,223 @@
+//! The command line: `serve`, `migrate`, `import`, `cache rebuild`, `check`, `publish`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, Application};
+use crate::cache::{RedisStore, StockCache};
+use crate::config::{Connections, ServeConfig, Subjects};
+use crate::{db, import, shutdown};
+
+#[derive(Parser)]
+#[command(
+    name = "omnistock",
+    version,
+    about = "Real-time cross-channel inventory sync daemon"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the daemon: consume movements, serve the HTTP API.
+    Serve(Box<ServeConfig>),
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
+    /// Load locations or opening stock from CSV (all rows or none).
+    Import {
+        #[command(subcommand)]
+        what: ImportWhat,
+    },
+    /// Redis cache maintenance.
+    Cache {
+        #[command(subcommand)]
+        what: CacheWhat,
+        #[command(flatten)]
+        connections: Connections,
+    },
+    /// Check that every level's on-hand equals what its ledger implies; exit 1 if not.
+    Check {
+        #[command(flatten)]
+        connections: Connections,
+    },
+    /// Publish one movement to JetStream (for trying things out; POS systems publish directly).
+    Publish {
+        #[command(flatten)]
+        connections: Connections,
+        #[arg(long)]
+        location: String,
+        #[arg(long)]
+        sku: String,
+        /// receipt, sale, return, transfer_out, transfer_in, damage, adjustment or count.
+        #[arg(long)]
+        kind: String,
+        #[arg(long, allow_negative_numbers = true)]
+        quantity: i64,
+        /// Defaults to a fresh unique id.
+        #[arg(long)]
+        event_id: Option<String>,
+        /// Defaults to now.
+        #[arg(long)]
+        occurred_at: Option<DateTime<Utc>>,
+        #[arg(long)]
+        reservation_id: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ImportWhat {
+    /// Columns: location_id,name,kind,lat,lon[,pickup,ship_from,safety_stock,daily_order_capacity,timezone]
+    Locations {
+        file: PathBuf,
+        #[command(flatten)]
+        connections: Connections,
+    },
+    /// Columns: location_id,sku,on_hand[,counted_at]: recorded as count movements.
+    Stock {
+        file: PathBuf,
+        #[command(flatten)]
+        connections: Connections,
+        /// When the counts were taken, for rows without `counted_at` (default: now).
+        #[arg(long)]
+        counted_at: Option<DateTime<Utc>>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CacheWhat {
+    /// Rewrite every level in Redis from PostgreSQL.
+    Rebuild,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(config) => {
+            let app = Application::build(*config).await?;
+            app.run_until_stopped(shutdown::signal()).await
+        }
+        Command::Migrate { database_url } => {
+            let pool = db::connect(&database_url, 2)
+                .await
+                .context("connecting to PostgreSQL")?;
+            db::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Import {
+            what: ImportWhat::Locations { file, connections },
+        } => {
+            let pool = migrated_pool(&connections).await?;
+            let n = import::locations(&pool, &file).await?;
+            println!("imported {n} locations from {}", file.display());
+            Ok(())
+        }
+        Command::Import {
+            what:
+                ImportWhat::Stock {
+                    file,
+                    connections,
+                    counted_at,
+                },
+        } => {
+            let pool = migrated_pool(&connections).await?;
+            let cache = StockCache::new(
+                RedisStore::new(&connections.redis_url, &connections.redis_prefix)?,
+                pool.clone(),
+            );
+            let r = import::stock(
+                &pool,
+                Some(&cache),
+                &file,
+                counted_at.unwrap_or_else(Utc::now),
+            )
+            .await?;
+            println!(
+                "imported {} stock rows from {}: {} counts recorded, {} already imported",
+                r.rows,
+                file.display(),
+                r.recorded,
+                r.already_imported
+            );
+            Ok(())
+        }
+        Command::Cache {
+            what: CacheWhat::Rebuild,
+            connections,
+        } => {
+            let pool = app::connect_db(&connections).await?;
+            let cache = StockCache::new(
+                RedisStore::new(&connections.redis_url, &connections.redis_prefix)?,
+                pool,
+            );
+            let n = cache.rebuild().await.context("rebuilding the cache")?;
+            println!("cache rebuilt: {n} SKUs written");
+            Ok(())
+        }
+        Command::Check { connections } => {
+            let pool = app::connect_db(&connections).await?;
+            let bad = db::invariants::ledger_mismatches(&pool, 20).await?;
+            if bad.is_empty() {
+                println!("ok: every level equals what its ledger implies");
+                return Ok(());
+            }
+            for m in &bad {
+                println!(
+                    "{} {:?}: on_hand {} but the ledger implies {}",
+                    m.location_id, m.sku, m.on_hand, m.implied
+                );
+            }
+            anyhow::bail!("{} (or more) levels disagree with the ledger", bad.len())
+        }
+        Command::Publish {
+            connections,
+            location,
+            sku,
+            kind,
+            quantity,
+            event_id,
+            occurred_at,
+            reservation_id,
+        } => {
+            let nats = app::connect_nats(&connections).await?;
+            let js = async_nats::jetstream::new(nats);
+            let subjects = Subjects::new(&connections.subject_prefix);
+            let body = serde_json::json!({
+                "event_id": event_id.unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4())),
+                "location_id": location,
+                "sku": sku,
+                "kind": kind,
+                "quantity": quantity,
+                "occurred_at": occurred_at.unwrap_or_else(Utc::now),
+                "source": "cli",
+                "reservation_id": reservation_id,
+            });
+            let ack = js
+                .publish(
+                    subjects.movements(&location),
+                    serde_json::to_vec(&body)?.into(),
+                )
+                .await?
+                .await
+                .context("JetStream did not store the movement")?;
+            println!(
+                "published {} (stream {}, sequence {})",
+                body["event_id"], ack.stream, ack.sequence
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn migrated_pool(c: &Connections) -> anyhow::Result<sqlx::PgPool> {
+    let pool = app::connect_db(c).await?;
+    db::migrate(&pool).await.context("applying migrations")?;
+    Ok(pool)
+}

@@ -1,0 +1,180 @@
+//! Configuration, from the environment (or the same-named flags). The doc comment of each field
+//! is its user documentation: `omnistock serve --help` prints it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::http::auth::ApiKeys;
+
+/// Where the three servers are. Needed by every command that touches the truth.
+#[derive(Debug, Clone, Args)]
+pub struct Connections {
+    /// PostgreSQL URL, e.g. `postgres://omnistock@127.0.0.1:5432/omnistock`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+
+    /// Redis URL of the hot cache, e.g. `redis://127.0.0.1:6379/`.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    pub redis_url: String,
+
+    /// NATS URL, e.g. `nats://127.0.0.1:4222`; a user and password may ride in it
+    /// (`nats://user:pass@host:4222`).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// First token of every NATS subject omnistock uses: `<prefix>.movements.<location_id>`,
+    /// `<prefix>.deadletter.<location_id>`. The contract's value is `inventory`; change it only
+    /// to run several isolated installations (or test runs) against one NATS server.
+    #[arg(long, env = "OMNISTOCK_SUBJECT_PREFIX", default_value = "inventory")]
+    pub subject_prefix: String,
+
+    /// Prefix of every Redis key omnistock writes, so a Redis can be shared.
+    #[arg(long, env = "OMNISTOCK_REDIS_PREFIX", default_value = "omnistock")]
+    pub redis_prefix: String,
+
+    /// Most PostgreSQL connections this process opens.
+    #[arg(long, env = "OMNISTOCK_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+/// Settings of the daemon (`omnistock serve`).
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub connections: Connections,
+
+    /// Listen address of the HTTP API.
+    #[arg(long, env = "OMNISTOCK_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// API keys and their scopes: comma-separated `key=scope|scope` entries. Scopes are
+    /// `read`, `reserve` and `admin`; `*` grants every scope. Example:
+    /// `OMNISTOCK_API_KEYS='checkout-7f3a=read|reserve,ops-91bc=*'`. Keys are secrets: use long
+    /// random strings. Without any key every `/v1` call answers 401.
+    #[arg(
+        long,
+        env = "OMNISTOCK_API_KEYS",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub api_keys: ApiKeys,
+
+    /// Requests per second each API key may make (a burst of the same size is allowed);
+    /// over it the API answers 429 with `Retry-After`.
+    #[arg(long, env = "OMNISTOCK_RATE_LIMIT_PER_SECOND", default_value_t = 1000)]
+    pub rate_limit_per_second: u32,
+
+    /// Apply migrations when the daemon starts.
+    #[arg(long, env = "OMNISTOCK_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+
+    /// Most movement messages taken from JetStream and applied in one transaction.
+    #[arg(long, env = "OMNISTOCK_INGEST_BATCH", default_value_t = 500)]
+    pub ingest_batch: usize,
+
+    /// Seconds JetStream waits for an ack before it redelivers a movement message.
+    #[arg(long, env = "OMNISTOCK_INGEST_ACK_WAIT_SECONDS", default_value_t = 30)]
+    pub ingest_ack_wait_seconds: u64,
+
+    /// Rebuild the whole Redis cache from PostgreSQL when the daemon starts.
+    #[arg(long, env = "OMNISTOCK_CACHE_REBUILD_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cache_rebuild_on_start: bool,
+
+    /// Seconds the daemon waits for in-flight work to finish after SIGTERM / Ctrl-C.
+    #[arg(long, env = "OMNISTOCK_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    pub shutdown_grace_seconds: u64,
+}
+
+impl ServeConfig {
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_secs(self.ingest_ack_wait_seconds.max(1))
+    }
+}
+
+/// The NATS names derived from the subject prefix.
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    pub prefix: String,
+}
+
+impl Subjects {
+    pub fn new(prefix: &str) -> Self {
+        Subjects {
+            prefix: prefix.trim_end_matches('.').to_owned(),
+        }
+    }
+
+    pub fn movements_wildcard(&self) -> String {
+        format!("{}.movements.>", self.prefix)
+    }
+
+    pub fn movements(&self, location_id: &str) -> String {
+        format!("{}.movements.{location_id}", self.prefix)
+    }
+
+    /// The location token of a movement subject, if the subject has exactly that shape.
+    pub fn location_of<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        let rest = subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".movements.")?;
+        (!rest.is_empty() && !rest.contains('.')).then_some(rest)
+    }
+
+    pub fn deadletter_wildcard(&self) -> String {
+        format!("{}.deadletter.>", self.prefix)
+    }
+
+    pub fn deadletter(&self, location_id: &str) -> String {
+        format!("{}.deadletter.{location_id}", self.prefix)
+    }
+
+    pub fn locations_changed(&self) -> String {
+        format!("{}.internal.locations_changed", self.prefix)
+    }
+
+    fn stream_base(&self) -> String {
+        self.prefix
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    }
+
+    /// JetStream stream holding movements: `INVENTORY_MOVEMENTS` for the default prefix.
+    pub fn movements_stream(&self) -> String {
+        format!("{}_MOVEMENTS", self.stream_base())
+    }
+
+    /// JetStream stream keeping dead letters: `INVENTORY_DEADLETTER` for the default prefix.
+    pub fn deadletter_stream(&self) -> String {
+        format!("{}_DEADLETTER", self.stream_base())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_prefix() {
+        let s = Subjects::new("inventory");
+        assert_eq!(s.movements("TW001"), "inventory.movements.TW001");
+        assert_eq!(s.location_of("inventory.movements.TW001"), Some("TW001"));
+        assert_eq!(s.location_of("inventory.movements.TW001.x"), None);
+        assert_eq!(s.location_of("inventory.movements."), None);
+        assert_eq!(s.location_of("other.movements.TW001"), None);
+        assert_eq!(s.deadletter("unknown"), "inventory.deadletter.unknown");
+        assert_eq!(s.movements_stream(), "INVENTORY_MOVEMENTS");
+        assert_eq!(
+            Subjects::new("t-1.inv").deadletter_stream(),
+            "T_1_INV_DEADLETTER"
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! Checks that the levels agree with the ledger (see `domain::level` for the rule).
+
+use sqlx::{FromRow, PgExecutor};
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
+pub struct LedgerMismatch {
+    pub location_id: String,
+    pub sku: String,
+    pub on_hand: i64,
+    pub implied: i64,
+}
+
+/// Levels whose on-hand differs from what the ledger implies: the latest count (by
+/// `occurred_at`, then id) plus every delta that occurred after it, else the sum of all deltas.
+pub async fn ledger_mismatches(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> Result<Vec<LedgerMismatch>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH last_count AS (
+             SELECT DISTINCT ON (location_id, sku) location_id, sku, occurred_at, quantity
+             FROM movements WHERE kind = 'count'
+             ORDER BY location_id, sku, occurred_at DESC, id DESC
+         ), implied AS (
+             SELECT l.location_id, l.sku, l.on_hand,
+                    COALESCE(c.quantity, 0) + COALESCE((
+                        SELECT sum(m.signed_quantity) FROM movements m
+                        WHERE m.location_id = l.location_id AND m.sku = l.sku
+                          AND m.signed_quantity IS NOT NULL
+                          AND (c.occurred_at IS NULL OR m.occurred_at > c.occurred_at)
+                    ), 0)::int8 AS implied
+             FROM stock_levels l
+             LEFT JOIN last_count c ON c.location_id = l.location_id AND c.sku = l.sku
+         )
+         SELECT location_id, sku, on_hand, implied FROM implied
+         WHERE on_hand <> implied
+         ORDER BY location_id, sku
+         LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

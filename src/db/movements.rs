@@ -1,0 +1,106 @@
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgConnection, PgExecutor};
+
+/// A ledger row to insert.
+#[derive(Debug, Clone)]
+pub struct NewLedgerRow<'a> {
+    pub event_id: &'a str,
+    pub location_id: &'a str,
+    pub sku: &'a str,
+    pub kind: &'static str,
+    pub quantity: i64,
+    pub signed_quantity: Option<i64>,
+    pub effect: i64,
+    pub outcome: &'static str,
+    pub on_hand_after: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub source: Option<&'a str>,
+    pub reference: Option<&'a str>,
+    pub reservation_id: Option<&'a str>,
+}
+
+/// Which of `event_ids` are already in the ledger.
+pub async fn existing_event_ids(
+    conn: &mut PgConnection,
+    event_ids: &[&str],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let rows: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM movements WHERE event_id = ANY($1)")
+            .bind(event_ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+#[derive(Debug, FromRow)]
+pub struct RecordedDeltaRow {
+    pub location_id: String,
+    pub sku: String,
+    pub occurred_at: DateTime<Utc>,
+    pub signed_quantity: i64,
+}
+
+/// Deltas recorded for each key after the given instant (what a count must add back).
+pub async fn deltas_after(
+    conn: &mut PgConnection,
+    locations: &[&str],
+    skus: &[&str],
+    after: &[DateTime<Utc>],
+) -> Result<Vec<RecordedDeltaRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.location_id, m.sku, m.occurred_at, m.signed_quantity
+         FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS k(location_id, sku, after)
+         JOIN movements m ON m.location_id = k.location_id AND m.sku = k.sku
+                         AND m.occurred_at > k.after AND m.signed_quantity IS NOT NULL",
+    )
+    .bind(locations)
+    .bind(skus)
+    .bind(after)
+    .fetch_all(conn)
+    .await
+}
+
+/// Appends rows to the ledger in the given order (ids grow in that order: of two counts with
+/// the same `occurred_at`, the later id is the later recount).
+pub async fn insert(conn: &mut PgConnection, rows: &[NewLedgerRow<'_>]) -> Result<(), sqlx::Error> {
+    macro_rules! column {
+        ($f:ident) => {
+            rows.iter().map(|r| r.$f).collect::<Vec<_>>()
+        };
+    }
+    sqlx::query(
+        "INSERT INTO movements (event_id, location_id, sku, kind, quantity, signed_quantity,
+                                effect, outcome, on_hand_after, occurred_at, source, reference,
+                                reservation_id)
+         SELECT e, l, s, k, q, sq, ef, o, oh, t, src, rf, r
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
+                     $7::int8[], $8::text[], $9::int8[], $10::timestamptz[], $11::text[],
+                     $12::text[], $13::text[])
+              WITH ORDINALITY AS n(e, l, s, k, q, sq, ef, o, oh, t, src, rf, r, i)
+         ORDER BY i",
+    )
+    .bind(column!(event_id))
+    .bind(column!(location_id))
+    .bind(column!(sku))
+    .bind(column!(kind))
+    .bind(column!(quantity))
+    .bind(column!(signed_quantity))
+    .bind(column!(effect))
+    .bind(column!(outcome))
+    .bind(column!(on_hand_after))
+    .bind(column!(occurred_at))
+    .bind(column!(source))
+    .bind(column!(reference))
+    .bind(column!(reservation_id))
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+pub async fn count(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM movements")
+        .fetch_one(db)
+        .await
+}

@@ -1,0 +1,91 @@
+//! Locations in memory: every read of availability needs each location's kind, shipping flag
+//! and safety stock, and asking PostgreSQL for them on every call would double its load.
+//! Refreshed from PostgreSQL after a change (announced on NATS to every daemon) and periodically.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::db;
+use crate::domain::availability::LocationTerms;
+use crate::domain::location::Location;
+
+#[derive(Clone, Default)]
+pub struct Directory {
+    inner: Arc<RwLock<Arc<HashMap<String, Location>>>>,
+}
+
+impl Directory {
+    pub async fn load(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let d = Directory::default();
+        d.refresh(pool).await?;
+        Ok(d)
+    }
+
+    pub async fn refresh(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let all = db::locations::list(pool).await?;
+        let map = all
+            .into_iter()
+            .map(|l| (l.location_id.clone(), l))
+            .collect();
+        if let Ok(mut inner) = self.inner.write() {
+            *inner = Arc::new(map);
+        }
+        Ok(())
+    }
+
+    /// A consistent view of every location.
+    pub fn snapshot(&self) -> Arc<HashMap<String, Location>> {
+        self.inner
+            .read()
+            .map(|i| Arc::clone(&i))
+            .unwrap_or_default()
+    }
+
+    pub fn terms(map: &HashMap<String, Location>, id: &str) -> Option<LocationTerms> {
+        map.get(id).map(|l| LocationTerms {
+            kind: l.kind,
+            ship_from: l.ship_from,
+            safety_stock: l.safety_stock,
+        })
+    }
+}
+
+/// Background job: refreshes the directory when any daemon announces a change, and every
+/// 30 seconds in case an announcement was missed.
+pub async fn run_refresh_job(
+    directory: Directory,
+    pool: PgPool,
+    nats: async_nats::Client,
+    subject: String,
+    shutdown: CancellationToken,
+) {
+    let mut changes = match nats.subscribe(subject).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot subscribe to location changes; refreshing periodically only");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        let announced = async {
+            match changes.as_mut() {
+                Some(s) => s.next().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+            got = announced => if !got { changes = None; },
+        }
+        if let Err(e) = directory.refresh(&pool).await {
+            tracing::warn!(error = %e, "location refresh failed");
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! What can be promised: `available = max(0, on_hand - reserved - safety_stock)`, summed over the
+//! locations a sales channel may sell from.
+
+use serde::{Deserialize, Serialize};
+
+use super::location::LocationKind;
+
+/// Available-to-promise of one level.
+pub fn available(on_hand: i64, reserved: i64, safety_stock: i64) -> i64 {
+    on_hand
+        .saturating_sub(reserved)
+        .saturating_sub(safety_stock)
+        .max(0)
+}
+
+/// Which locations a channel may sell from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// Every location.
+    #[default]
+    All,
+    /// Locations that ship to a customer: `ship_from` stores, warehouses and the e-shop.
+    Online,
+}
+
+impl Channel {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "all" | "" => Some(Channel::All),
+            "online" => Some(Channel::Online),
+            _ => None,
+        }
+    }
+
+    pub fn includes(self, kind: LocationKind, ship_from: bool) -> bool {
+        match self {
+            Channel::All => true,
+            Channel::Online => {
+                ship_from || matches!(kind, LocationKind::Warehouse | LocationKind::Online)
+            }
+        }
+    }
+}
+
+/// One level as a reader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelQuantities {
+    pub location_id: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub version: i64,
+}
+
+/// What a location contributes to availability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocationTerms {
+    pub kind: LocationKind,
+    pub ship_from: bool,
+    pub safety_stock: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocationAvailability {
+    pub location_id: String,
+    pub kind: LocationKind,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkuAvailability {
+    pub available: i64,
+    pub locations: Vec<LocationAvailability>,
+}
+
+/// Combines levels with their locations' terms for a channel. Levels of locations not known
+/// (or not in the channel) are left out; the result is sorted by location id.
+pub fn summarize(
+    levels: &[LevelQuantities],
+    terms: impl Fn(&str) -> Option<LocationTerms>,
+    channel: Channel,
+) -> SkuAvailability {
+    let mut locations: Vec<LocationAvailability> = levels
+        .iter()
+        .filter_map(|l| {
+            let t = terms(&l.location_id)?;
+            channel
+                .includes(t.kind, t.ship_from)
+                .then(|| LocationAvailability {
+                    location_id: l.location_id.clone(),
+                    kind: t.kind,
+                    on_hand: l.on_hand,
+                    reserved: l.reserved,
+                    available: available(l.on_hand, l.reserved, t.safety_stock),
+                })
+        })
+        .collect();
+    locations.sort_by(|a, b| a.location_id.cmp(&b.location_id));
+    SkuAvailability {
+        available: locations.iter().map(|l| l.available).sum(),
+        locations,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn available_subtracts_reserved_and_safety_stock_and_never_goes_negative() {
+        assert_eq!(available(10, 3, 2), 5);
+        assert_eq!(available(10, 3, 0), 7);
+        assert_eq!(available(2, 3, 0), 0);
+        assert_eq!(available(-5, 0, 0), 0);
+        assert_eq!(available(5, 0, 5), 0);
+    }
+
+    #[test]
+    fn online_channel_counts_only_shipping_locations() {
+        let levels: Vec<LevelQuantities> = ["S1", "S2", "WH", "WEB"]
+            .iter()
+            .map(|id| LevelQuantities {
+                location_id: id.to_string(),
+                on_hand: 10,
+                reserved: 1,
+                version: 1,
+            })
+            .collect();
+        let terms = |id: &str| {
+            Some(match id {
+                "S1" => LocationTerms {
+                    kind: LocationKind::Store,
+                    ship_from: false,
+                    safety_stock: 0,
+                },
+                "S2" => LocationTerms {
+                    kind: LocationKind::Store,
+                    ship_from: true,
+                    safety_stock: 2,
+                },
+                "WH" => LocationTerms {
+                    kind: LocationKind::Warehouse,
+                    ship_from: false,
+                    safety_stock: 0,
+                },
+                "WEB" => LocationTerms {
+                    kind: LocationKind::Online,
+                    ship_from: false,
+                    safety_stock: 0,
+                },
+                _ => return None,
+            })
+        };
+        let all = summarize(&levels, terms, Channel::All);
+        assert_eq!(all.available, 9 + 7 + 9 + 9);
+        assert_eq!(all.locations.len(), 4);
+        let online = summarize(&levels, terms, Channel::Online);
+        assert_eq!(online.available, 7 + 9 + 9);
+        assert!(online.locations.iter().all(|l| l.location_id != "S1"));
+    }
+
+    #[test]
+    fn unknown_locations_are_left_out() {
+        let levels = vec![LevelQuantities {
+            location_id: "GONE".into(),
+            on_hand: 5,
+            reserved: 0,
+            version: 1,
+        }];
+        assert_eq!(summarize(&levels, |_| None, Channel::All).available, 0);
+    }
+
+    proptest! {
+        #[test]
+        fn available_is_bounded(on_hand in -1000i64..1000, reserved in 0i64..1000, safety in 0i64..100) {
+            let a = available(on_hand, reserved, safety);
+            prop_assert!(a >= 0);
+            prop_assert!(a <= on_hand.max(0));
+            prop_assert!(a + reserved + safety >= on_hand || a == 0);
+        }
+    }
+}

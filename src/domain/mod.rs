@@ -1,0 +1,8 @@
+//! Pure types and rules of inventory: no IO here, so every rule can be unit- and property-tested
+//! without a server. Adapters (`db`, `cache`, `ingest`, `http`) stay thin around these functions.
+
+pub mod availability;
+pub mod ids;
+pub mod level;
+pub mod location;
+pub mod movement;

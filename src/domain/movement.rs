@@ -1,0 +1,575 @@
+//! The movement event of the contract: decoding, validation and its effect on on-hand.
+//!
+//! Decoding is strict about what the contract fixes (ids, kinds, quantity signs and bounds,
+//! timestamps) and lenient about what it does not (unknown fields are ignored so producers can
+//! add fields without breaking us). Every rejection carries a machine-readable reason.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ids::{is_valid_client_id, is_valid_location_id, is_valid_sku};
+
+/// Most movements one message may carry.
+pub const MAX_BATCH: usize = 1_000;
+/// Largest |quantity| the contract accepts.
+pub const MAX_QUANTITY: i64 = 1_000_000_000;
+/// Longest free-text `source` / `reference`.
+pub const MAX_TEXT_LEN: usize = 256;
+/// How far in the future `occurred_at` may lie. A POS with a clock years ahead would otherwise
+/// record a count that silently freezes on-hand against every later delta.
+pub fn max_clock_skew() -> Duration {
+    Duration::hours(24)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MovementKind {
+    Receipt,
+    Sale,
+    Return,
+    TransferOut,
+    TransferIn,
+    Damage,
+    Adjustment,
+    Count,
+}
+
+impl MovementKind {
+    pub const ALL: [MovementKind; 8] = [
+        MovementKind::Receipt,
+        MovementKind::Sale,
+        MovementKind::Return,
+        MovementKind::TransferOut,
+        MovementKind::TransferIn,
+        MovementKind::Damage,
+        MovementKind::Adjustment,
+        MovementKind::Count,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovementKind::Receipt => "receipt",
+            MovementKind::Sale => "sale",
+            MovementKind::Return => "return",
+            MovementKind::TransferOut => "transfer_out",
+            MovementKind::TransferIn => "transfer_in",
+            MovementKind::Damage => "damage",
+            MovementKind::Adjustment => "adjustment",
+            MovementKind::Count => "count",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The signed change a delta movement makes to on-hand; `None` for a count, which sets
+    /// on-hand instead of changing it.
+    pub fn signed_delta(self, quantity: i64) -> Option<i64> {
+        match self {
+            MovementKind::Receipt | MovementKind::Return | MovementKind::TransferIn => {
+                Some(quantity)
+            }
+            MovementKind::Sale | MovementKind::TransferOut | MovementKind::Damage => {
+                Some(-quantity)
+            }
+            MovementKind::Adjustment => Some(quantity),
+            MovementKind::Count => None,
+        }
+    }
+
+    /// Whether `quantity` is allowed for this kind (sign rules of the contract, bound included).
+    pub fn accepts_quantity(self, quantity: i64) -> bool {
+        if quantity.abs() > MAX_QUANTITY {
+            return false;
+        }
+        match self {
+            MovementKind::Adjustment => quantity != 0,
+            MovementKind::Count => quantity >= 0,
+            _ => quantity > 0,
+        }
+    }
+}
+
+/// A validated movement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Movement {
+    pub event_id: String,
+    pub location_id: String,
+    pub sku: String,
+    pub kind: MovementKind,
+    pub quantity: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub source: Option<String>,
+    pub reference: Option<String>,
+    pub reservation_id: Option<String>,
+}
+
+impl Movement {
+    pub fn signed_delta(&self) -> Option<i64> {
+        self.kind.signed_delta(self.quantity)
+    }
+}
+
+/// Why a movement (or a whole message) was not applied. The code is what dead-letter consumers
+/// switch on; it is part of the contract's dead-letter body as `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    MalformedJson,
+    EmptyBatch,
+    BatchTooLarge,
+    InvalidMovement,
+    InvalidEventId,
+    InvalidLocationId,
+    LocationMismatch,
+    UnknownLocation,
+    InvalidSku,
+    InvalidKind,
+    InvalidQuantity,
+    InvalidOccurredAt,
+    InvalidReservationId,
+    InvalidText,
+    InvalidSubject,
+    RejectedByDatabase,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MalformedJson => "malformed_json",
+            RejectReason::EmptyBatch => "empty_batch",
+            RejectReason::BatchTooLarge => "batch_too_large",
+            RejectReason::InvalidMovement => "invalid_movement",
+            RejectReason::InvalidEventId => "invalid_event_id",
+            RejectReason::InvalidLocationId => "invalid_location_id",
+            RejectReason::LocationMismatch => "location_mismatch",
+            RejectReason::UnknownLocation => "unknown_location",
+            RejectReason::InvalidSku => "invalid_sku",
+            RejectReason::InvalidKind => "invalid_kind",
+            RejectReason::InvalidQuantity => "invalid_quantity",
+            RejectReason::InvalidOccurredAt => "invalid_occurred_at",
+            RejectReason::InvalidReservationId => "invalid_reservation_id",
+            RejectReason::InvalidText => "invalid_text",
+            RejectReason::InvalidSubject => "invalid_subject",
+            RejectReason::RejectedByDatabase => "rejected_by_database",
+        }
+    }
+}
+
+/// A rejected movement: the reason, a human explanation, and the original body to keep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub message: String,
+    /// Position in a batch message; `None` when the whole message was rejected.
+    pub index: Option<usize>,
+    /// The original body: the element of a batch, or the whole message as text when it is not
+    /// JSON at all.
+    pub body: Value,
+}
+
+/// One message, decoded: what may be applied, and what must be dead-lettered.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Valid movements with their position in a batch (`None` for a single-movement message).
+    pub movements: Vec<(Option<usize>, Movement)>,
+    pub rejections: Vec<Rejection>,
+}
+
+/// Decodes the body of a message published on `inventory.movements.<subject_location>`.
+///
+/// A batch is judged element by element: movements are facts, so one bad line of a POS upload
+/// must not drop the good ones; each bad element is rejected on its own with its index.
+pub fn decode_message(subject_location: &str, body: &[u8], now: DateTime<Utc>) -> Decoded {
+    let mut out = Decoded::default();
+    let whole = |reason: RejectReason, message: String, body: Value| Rejection {
+        reason,
+        message,
+        index: None,
+        body,
+    };
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            out.rejections.push(whole(
+                RejectReason::MalformedJson,
+                format!("body is not JSON: {e}"),
+                Value::String(String::from_utf8_lossy(body).into_owned()),
+            ));
+            return out;
+        }
+    };
+    match value {
+        Value::Array(items) => {
+            if items.is_empty() {
+                out.rejections.push(whole(
+                    RejectReason::EmptyBatch,
+                    "a batch must hold at least one movement".into(),
+                    Value::Array(items),
+                ));
+            } else if items.len() > MAX_BATCH {
+                let n = items.len();
+                out.rejections.push(whole(
+                    RejectReason::BatchTooLarge,
+                    format!("a batch holds at most {MAX_BATCH} movements, this one {n}"),
+                    Value::Array(items),
+                ));
+            } else {
+                for (i, item) in items.into_iter().enumerate() {
+                    match validate(subject_location, &item, now) {
+                        Ok(m) => out.movements.push((Some(i), m)),
+                        Err((reason, message)) => out.rejections.push(Rejection {
+                            reason,
+                            message,
+                            index: Some(i),
+                            body: item,
+                        }),
+                    }
+                }
+            }
+        }
+        other => match validate(subject_location, &other, now) {
+            Ok(m) => out.movements.push((None, m)),
+            Err((reason, message)) => out.rejections.push(whole(reason, message, other)),
+        },
+    }
+    out
+}
+
+type Invalid = (RejectReason, String);
+
+fn bad(reason: RejectReason, message: impl Into<String>) -> Invalid {
+    (reason, message.into())
+}
+
+/// Validates one movement object.
+pub fn validate(
+    subject_location: &str,
+    v: &Value,
+    now: DateTime<Utc>,
+) -> Result<Movement, Invalid> {
+    let obj = v.as_object().ok_or_else(|| {
+        bad(
+            RejectReason::InvalidMovement,
+            "a movement must be a JSON object",
+        )
+    })?;
+    let string = |field: &str, reason: RejectReason| -> Result<&str, Invalid> {
+        match obj.get(field) {
+            Some(Value::String(s)) => Ok(s.as_str()),
+            Some(_) => Err(bad(reason, format!("`{field}` must be a string"))),
+            None => Err(bad(reason, format!("`{field}` is required"))),
+        }
+    };
+    let optional = |field: &str, reason: RejectReason| -> Result<Option<&str>, Invalid> {
+        match obj.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(bad(reason, format!("`{field}` must be a string or null"))),
+        }
+    };
+
+    let event_id = string("event_id", RejectReason::InvalidEventId)?;
+    if !is_valid_client_id(event_id) {
+        return Err(bad(
+            RejectReason::InvalidEventId,
+            "`event_id` must be 1-128 printable characters",
+        ));
+    }
+    let location_id = string("location_id", RejectReason::InvalidLocationId)?;
+    if !is_valid_location_id(location_id) {
+        return Err(bad(
+            RejectReason::InvalidLocationId,
+            "`location_id` must match [A-Za-z0-9_-]{1,64}",
+        ));
+    }
+    if location_id != subject_location {
+        return Err(bad(
+            RejectReason::LocationMismatch,
+            format!(
+                "`location_id` {location_id:?} differs from the subject's location {subject_location:?}"
+            ),
+        ));
+    }
+    let sku = string("sku", RejectReason::InvalidSku)?;
+    if !is_valid_sku(sku) {
+        return Err(bad(
+            RejectReason::InvalidSku,
+            "`sku` must be 1-128 printable characters",
+        ));
+    }
+    let kind_text = string("kind", RejectReason::InvalidKind)?;
+    let kind = MovementKind::parse(kind_text).ok_or_else(|| {
+        bad(
+            RejectReason::InvalidKind,
+            format!("unknown kind {kind_text:?}; expected one of receipt, sale, return, transfer_out, transfer_in, damage, adjustment, count"),
+        )
+    })?;
+    let quantity = match obj.get("quantity") {
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
+            bad(
+                RejectReason::InvalidQuantity,
+                format!("`quantity` must be an integer with |quantity| <= {MAX_QUANTITY}"),
+            )
+        })?,
+        Some(_) => {
+            return Err(bad(
+                RejectReason::InvalidQuantity,
+                "`quantity` must be an integer",
+            ))
+        }
+        None => return Err(bad(RejectReason::InvalidQuantity, "`quantity` is required")),
+    };
+    if !kind.accepts_quantity(quantity) {
+        let rule = match kind {
+            MovementKind::Adjustment => "a non-zero integer",
+            MovementKind::Count => "an integer >= 0",
+            _ => "an integer > 0",
+        };
+        return Err(bad(
+            RejectReason::InvalidQuantity,
+            format!(
+                "`quantity` {quantity} for kind {} must be {rule} with |quantity| <= {MAX_QUANTITY}",
+                kind.as_str()
+            ),
+        ));
+    }
+    let occurred_text = string("occurred_at", RejectReason::InvalidOccurredAt)?;
+    let occurred_at = DateTime::parse_from_rfc3339(occurred_text)
+        .map_err(|e| {
+            bad(
+                RejectReason::InvalidOccurredAt,
+                format!("`occurred_at` must be an RFC 3339 timestamp with offset: {e}"),
+            )
+        })?
+        .with_timezone(&Utc);
+    if occurred_at > now + max_clock_skew() {
+        return Err(bad(
+            RejectReason::InvalidOccurredAt,
+            "`occurred_at` lies more than 24 hours in the future; check the sender's clock",
+        ));
+    }
+    let source = optional("source", RejectReason::InvalidText)?;
+    let reference = optional("reference", RejectReason::InvalidText)?;
+    for (field, text) in [("source", source), ("reference", reference)] {
+        if text.is_some_and(|t| t.chars().count() > MAX_TEXT_LEN) {
+            return Err(bad(
+                RejectReason::InvalidText,
+                format!("`{field}` is longer than {MAX_TEXT_LEN} characters"),
+            ));
+        }
+    }
+    let reservation_id = optional("reservation_id", RejectReason::InvalidReservationId)?;
+    if let Some(r) = reservation_id {
+        if !is_valid_client_id(r) {
+            return Err(bad(
+                RejectReason::InvalidReservationId,
+                "`reservation_id` must be 1-128 printable characters",
+            ));
+        }
+    }
+    Ok(Movement {
+        event_id: event_id.to_owned(),
+        location_id: location_id.to_owned(),
+        sku: sku.to_owned(),
+        kind,
+        quantity,
+        occurred_at,
+        source: source.map(str::to_owned),
+        reference: reference.map(str::to_owned),
+        reservation_id: reservation_id.map(str::to_owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-23T12:00:00Z".parse().expect("time")
+    }
+
+    fn good() -> Value {
+        json!({
+            "event_id": "pos-TW001-1", "location_id": "TW001", "sku": "TEE-RED-M",
+            "kind": "sale", "quantity": 2, "occurred_at": "2026-11-23T10:00:00+08:00",
+            "source": "pos", "reference": "receipt-8812", "reservation_id": null,
+            "some_future_field": 1
+        })
+    }
+
+    fn reason_of(v: Value) -> RejectReason {
+        validate("TW001", &v, now())
+            .expect_err("must be rejected")
+            .0
+    }
+
+    fn with(field: &str, value: Value) -> Value {
+        let mut v = good();
+        v[field] = value;
+        v
+    }
+
+    fn without(field: &str) -> Value {
+        let mut v = good();
+        v.as_object_mut().expect("object").remove(field);
+        v
+    }
+
+    #[test]
+    fn decodes_the_contract_example() {
+        let m = validate("TW001", &good(), now()).expect("valid");
+        assert_eq!(m.kind, MovementKind::Sale);
+        assert_eq!(m.quantity, 2);
+        assert_eq!(
+            m.occurred_at,
+            "2026-11-23T02:00:00Z".parse::<DateTime<Utc>>().expect("t")
+        );
+        assert_eq!(m.signed_delta(), Some(-2));
+        assert_eq!(m.reservation_id, None);
+    }
+
+    #[test]
+    fn effects_of_every_kind() {
+        use MovementKind::*;
+        assert_eq!(Receipt.signed_delta(5), Some(5));
+        assert_eq!(Return.signed_delta(5), Some(5));
+        assert_eq!(TransferIn.signed_delta(5), Some(5));
+        assert_eq!(Sale.signed_delta(5), Some(-5));
+        assert_eq!(TransferOut.signed_delta(5), Some(-5));
+        assert_eq!(Damage.signed_delta(5), Some(-5));
+        assert_eq!(Adjustment.signed_delta(-3), Some(-3));
+        assert_eq!(Adjustment.signed_delta(3), Some(3));
+        assert_eq!(Count.signed_delta(3), None);
+    }
+
+    #[test]
+    fn quantity_rules() {
+        use MovementKind::*;
+        assert!(!Sale.accepts_quantity(0));
+        assert!(!Sale.accepts_quantity(-1));
+        assert!(Sale.accepts_quantity(MAX_QUANTITY));
+        assert!(!Sale.accepts_quantity(MAX_QUANTITY + 1));
+        assert!(!Adjustment.accepts_quantity(0));
+        assert!(Adjustment.accepts_quantity(-MAX_QUANTITY));
+        assert!(!Adjustment.accepts_quantity(-MAX_QUANTITY - 1));
+        assert!(Count.accepts_quantity(0));
+        assert!(!Count.accepts_quantity(-1));
+    }
+
+    #[test]
+    fn rejects_each_class_of_bad_field() {
+        assert_eq!(reason_of(without("event_id")), RejectReason::InvalidEventId);
+        assert_eq!(
+            reason_of(with("event_id", json!(""))),
+            RejectReason::InvalidEventId
+        );
+        assert_eq!(
+            reason_of(with("location_id", json!("TW 1"))),
+            RejectReason::InvalidLocationId
+        );
+        assert_eq!(
+            reason_of(with("location_id", json!("TW002"))),
+            RejectReason::LocationMismatch
+        );
+        assert_eq!(reason_of(with("sku", json!(""))), RejectReason::InvalidSku);
+        assert_eq!(reason_of(with("sku", json!(12))), RejectReason::InvalidSku);
+        assert_eq!(
+            reason_of(with("kind", json!("theft"))),
+            RejectReason::InvalidKind
+        );
+        assert_eq!(
+            reason_of(with("quantity", json!(0))),
+            RejectReason::InvalidQuantity
+        );
+        assert_eq!(
+            reason_of(with("quantity", json!(2.5))),
+            RejectReason::InvalidQuantity
+        );
+        assert_eq!(
+            reason_of(with("quantity", json!("2"))),
+            RejectReason::InvalidQuantity
+        );
+        assert_eq!(
+            reason_of(with("quantity", json!(1_000_000_001))),
+            RejectReason::InvalidQuantity
+        );
+        assert_eq!(
+            reason_of(with("quantity", json!(u64::MAX))),
+            RejectReason::InvalidQuantity
+        );
+        assert_eq!(
+            reason_of(without("quantity")),
+            RejectReason::InvalidQuantity
+        );
+        assert_eq!(
+            reason_of(with("occurred_at", json!("yesterday"))),
+            RejectReason::InvalidOccurredAt
+        );
+        assert_eq!(
+            reason_of(with("occurred_at", json!("2026-11-23T10:00:00"))),
+            RejectReason::InvalidOccurredAt
+        );
+        assert_eq!(
+            reason_of(with("occurred_at", json!("2026-11-25T12:00:01Z"))),
+            RejectReason::InvalidOccurredAt
+        );
+        assert_eq!(
+            reason_of(with("reservation_id", json!(7))),
+            RejectReason::InvalidReservationId
+        );
+        assert_eq!(
+            reason_of(with("reference", json!("x".repeat(257)))),
+            RejectReason::InvalidText
+        );
+        assert_eq!(reason_of(json!([1])), RejectReason::InvalidMovement);
+    }
+
+    #[test]
+    fn signed_adjustment_and_zero_count_are_valid() {
+        let m = validate("TW001", &with("kind", json!("adjustment")), now()).expect("valid");
+        assert_eq!(m.signed_delta(), Some(2));
+        let mut v = with("kind", json!("adjustment"));
+        v["quantity"] = json!(-4);
+        assert_eq!(
+            validate("TW001", &v, now()).expect("valid").signed_delta(),
+            Some(-4)
+        );
+        let mut v = with("kind", json!("count"));
+        v["quantity"] = json!(0);
+        assert!(validate("TW001", &v, now()).is_ok());
+    }
+
+    #[test]
+    fn batch_is_judged_per_element() {
+        let body = serde_json::to_vec(&json!([good(), with("kind", json!("theft")), good()]))
+            .expect("json");
+        let d = decode_message("TW001", &body, now());
+        assert_eq!(d.movements.len(), 2);
+        assert_eq!(d.rejections.len(), 1);
+        assert_eq!(d.rejections[0].index, Some(1));
+        assert_eq!(d.rejections[0].reason, RejectReason::InvalidKind);
+        assert_eq!(d.rejections[0].body["kind"], json!("theft"));
+    }
+
+    #[test]
+    fn whole_message_rejections() {
+        let d = decode_message("TW001", b"{not json", now());
+        assert_eq!(d.rejections[0].reason, RejectReason::MalformedJson);
+        assert_eq!(d.rejections[0].body, json!("{not json"));
+        assert!(d.movements.is_empty());
+        let d = decode_message("TW001", b"[]", now());
+        assert_eq!(d.rejections[0].reason, RejectReason::EmptyBatch);
+        let big = Value::Array(vec![good(); MAX_BATCH + 1]);
+        let d = decode_message("TW001", &serde_json::to_vec(&big).expect("json"), now());
+        assert_eq!(d.rejections.len(), 1);
+        assert_eq!(d.rejections[0].reason, RejectReason::BatchTooLarge);
+        assert!(d.movements.is_empty());
+        let full = Value::Array(vec![good(); MAX_BATCH]);
+        let d = decode_message("TW001", &serde_json::to_vec(&full).expect("json"), now());
+        assert_eq!(d.movements.len(), MAX_BATCH);
+    }
+}

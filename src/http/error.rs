@@ -1,0 +1,122 @@
+//! The one error type of the HTTP API. Each variant maps to a status and a stable `error` code;
+//! internal failures are logged with their cause and answered without it.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::auth::Scope;
+use crate::domain::location::FieldError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("this API key lacks the `{}` scope", .0.as_str())]
+    Forbidden(Scope),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A conflict of stock, with the contract's code (`insufficient_stock`,
+    /// `no_fulfilment_option`) and what the client needs to decide again.
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("invalid request: {message}")]
+    Invalid { message: String, details: Value },
+    #[error("rate limit exceeded")]
+    RateLimited(Duration),
+    #[error("{0} is unavailable")]
+    Unavailable(&'static str),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    pub fn invalid_fields(errors: Vec<FieldError>) -> Self {
+        ApiError::Invalid {
+            message: "some fields are invalid".into(),
+            details: json!({ "fields": errors }),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_request"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+/// PostgreSQL failures: an unreachable database is a 503 the client may retry; anything else is
+/// a bug or a broken invariant, logged and answered as 500.
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %e, "PostgreSQL unavailable");
+                ApiError::Unavailable("PostgreSQL")
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let details = match &self {
+            ApiError::Invalid { details, .. } | ApiError::Conflict { details, .. } => {
+                details.clone()
+            }
+            ApiError::Forbidden(scope) => json!({ "required_scope": scope.as_str() }),
+            ApiError::RateLimited(wait) => json!({ "retry_after_seconds": wait.as_secs().max(1) }),
+            _ => Value::Null,
+        };
+        let message = match &self {
+            ApiError::Invalid { message, .. } | ApiError::Conflict { message, .. } => {
+                message.clone()
+            }
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error answering a request");
+                "internal error; see the server log".into()
+            }
+            other => other.to_string(),
+        };
+        let mut response = (
+            status,
+            Json(json!({ "error": code, "message": message, "details": details })),
+        )
+            .into_response();
+        if let ApiError::RateLimited(wait) = self {
+            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}

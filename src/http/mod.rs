@@ -1,0 +1,68 @@
+//! The HTTP API: one router per resource, one error type, API keys on everything under `/v1`.
+
+pub mod auth;
+mod availability;
+pub mod error;
+mod extract;
+mod health;
+mod locations;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use sqlx::PgPool;
+
+use crate::cache::StockCache;
+use crate::config::Subjects;
+use crate::directory::Directory;
+use crate::metrics::METRICS;
+use auth::Auth;
+use error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub cache: Arc<StockCache>,
+    pub directory: Directory,
+    pub nats: async_nats::Client,
+    pub subjects: Subjects,
+}
+
+impl AppState {
+    /// Reloads this daemon's locations and tells the others to do the same.
+    pub async fn locations_changed(&self) {
+        if let Err(e) = self.directory.refresh(&self.pool).await {
+            tracing::warn!(error = %e, "location reload failed; the periodic refresh will retry");
+        }
+        if let Err(e) = self
+            .nats
+            .publish(self.subjects.locations_changed(), "changed".into())
+            .await
+        {
+            tracing::warn!(error = %e, "could not announce a location change");
+        }
+    }
+}
+
+pub fn router(state: AppState, auth: Auth) -> Router {
+    let v1 = Router::new()
+        .merge(locations::router())
+        .merge(availability::router())
+        .route_layer(middleware::from_fn_with_state(auth, auth::authenticate));
+    Router::new()
+        .merge(health::router())
+        .merge(v1)
+        .fallback(|| async { ApiError::NotFound("route".into()) })
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(middleware::from_fn(count_requests))
+        .with_state(state)
+}
+
+async fn count_requests(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    METRICS.http_requests.inc(response.status().as_str());
+    response
+}

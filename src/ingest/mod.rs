@@ -1,0 +1,137 @@
+//! Movements in: the JetStream stream and durable pull consumer, and the loop that applies
+//! what arrives in batches, acking each message only after its movements are committed.
+//!
+//! Several daemons may share the consumer: JetStream hands each message to one of them, and
+//! the ledger's unique `event_id` (see `apply`) makes a redelivery to another daemon harmless.
+
+mod batch;
+pub mod deadletter;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::StockCache;
+use crate::config::Subjects;
+use crate::metrics::METRICS;
+
+/// Durable name of the consumer every daemon shares.
+pub const CONSUMER: &str = "omnistock-ingest";
+
+/// Creates, if missing, the stream of movements and the stream keeping dead letters.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+) -> anyhow::Result<stream::Stream> {
+    js.get_or_create_stream(stream::Config {
+        name: subjects.deadletter_stream(),
+        subjects: vec![subjects.deadletter_wildcard()],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(30 * 24 * 3600),
+        ..Default::default()
+    })
+    .await?;
+    Ok(js
+        .get_or_create_stream(stream::Config {
+            name: subjects.movements_stream(),
+            subjects: vec![subjects.movements_wildcard()],
+            storage: stream::StorageType::File,
+            // Kept after they are applied, so a new consumer or an audit can replay them.
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await?)
+}
+
+pub async fn ensure_consumer(
+    stream: &stream::Stream,
+    subjects: &Subjects,
+    ack_wait: Duration,
+) -> anyhow::Result<consumer::PullConsumer> {
+    Ok(stream
+        .get_or_create_consumer(
+            CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(CONSUMER.to_owned()),
+                filter_subject: subjects.movements_wildcard(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        )
+        .await?)
+}
+
+/// What the ingest loop needs.
+#[derive(Clone)]
+pub struct Ingest {
+    pub pool: PgPool,
+    pub js: jetstream::Context,
+    pub cache: Arc<StockCache>,
+    pub subjects: Subjects,
+    pub batch: usize,
+    pub ack_wait: Duration,
+}
+
+/// Background job: consumes until `shutdown`, finishing the batch in hand. Any failure of the
+/// consumer (NATS restart, stream deleted) rebuilds it, with exponential backoff.
+pub async fn run(ingest: Ingest, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match consume(&ingest, &shutdown).await {
+            Ok(()) => break,
+            Err(e) => {
+                METRICS.ingest_consumer_restarts.inc();
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "movement consumer failed; rebuilding");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+    tracing::info!("movement ingest stopped");
+}
+
+async fn consume(ingest: &Ingest, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let stream = ensure_streams(&ingest.js, &ingest.subjects).await?;
+    let consumer = ensure_consumer(&stream, &ingest.subjects, ingest.ack_wait).await?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(ingest.batch)
+        .heartbeat(Duration::from_secs(5))
+        .messages()
+        .await?;
+    // Whatever has arrived is one batch: large under load, a single message when idle.
+    let mut chunks = messages.ready_chunks(ingest.batch);
+    tracing::info!(stream = %stream.cached_info().config.name, consumer = CONSUMER, "consuming movements");
+    loop {
+        let chunk = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            chunk = chunks.next() => chunk,
+        };
+        let Some(chunk) = chunk else {
+            anyhow::bail!("the message stream ended");
+        };
+        let mut msgs = Vec::with_capacity(chunk.len());
+        let mut failure = None;
+        for item in chunk {
+            match item {
+                Ok(m) => msgs.push(m),
+                Err(e) => failure = Some(e),
+            }
+        }
+        // Not raced against shutdown: a batch in hand is finished and acked before we stop.
+        batch::process(ingest, msgs).await;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+    }
+}

@@ -1,0 +1,14 @@
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    omnistock::telemetry::init();
+    let cli = omnistock::cli::Cli::parse();
+    match omnistock::cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("omnistock: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
