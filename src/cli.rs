@@ -117,6 +117,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = migrated_pool(&connections).await?;
             let n = import::locations(&pool, &file).await?;
             println!("imported {n} locations from {}", file.display());
+            announce_locations_changed(&connections).await;
             Ok(())
         }
         Command::Import {
@@ -213,6 +214,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// Tells running daemons to reload locations now rather than at their next periodic refresh.
+/// Best effort: with NATS unreachable they still catch up within 30 seconds.
+async fn announce_locations_changed(c: &Connections) {
+    let announce = async {
+        let nats = app::connect_nats(c).await?;
+        nats.publish(
+            Subjects::new(&c.subject_prefix).locations_changed(),
+            "changed".into(),
+        )
+        .await?;
+        nats.flush().await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = announce.await {
+        tracing::warn!(error = %e, "could not tell running daemons about the new locations");
     }
 }
 

@@ -3,8 +3,8 @@
 //! Refreshed from PostgreSQL after a change (announced on NATS to every daemon) and periodically.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -17,7 +17,11 @@ use crate::domain::location::Location;
 #[derive(Clone, Default)]
 pub struct Directory {
     inner: Arc<RwLock<Arc<HashMap<String, Location>>>>,
+    last_on_demand: Arc<Mutex<Option<Instant>>>,
 }
+
+/// Least time between two refreshes triggered by a read that met an unknown location.
+const ON_DEMAND_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Directory {
     pub async fn load(pool: &PgPool) -> Result<Self, sqlx::Error> {
@@ -36,6 +40,35 @@ impl Directory {
             *inner = Arc::new(map);
         }
         Ok(())
+    }
+
+    /// A view that knows every location in `ids`, if PostgreSQL does: a location added by
+    /// another process (e.g. `omnistock import locations`) is picked up on first sight
+    /// instead of at the next periodic refresh.
+    pub async fn covering<'a>(
+        &self,
+        pool: &PgPool,
+        mut ids: impl Iterator<Item = &'a str>,
+    ) -> Result<Arc<HashMap<String, Location>>, sqlx::Error> {
+        let snap = self.snapshot();
+        if ids.all(|id| snap.contains_key(id)) {
+            return Ok(snap);
+        }
+        let due = self
+            .last_on_demand
+            .lock()
+            .map(|mut t| {
+                let due = t.is_none_or(|t| t.elapsed() >= ON_DEMAND_INTERVAL);
+                if due {
+                    *t = Some(Instant::now());
+                }
+                due
+            })
+            .unwrap_or(true);
+        if due {
+            self.refresh(pool).await?;
+        }
+        Ok(self.snapshot())
     }
 
     /// A consistent view of every location.

@@ -25,6 +25,7 @@ impl Counter {
 }
 
 /// A counter with one label.
+#[derive(Default)]
 pub struct Labeled {
     values: Mutex<BTreeMap<String, u64>>,
 }

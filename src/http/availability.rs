@@ -58,7 +58,13 @@ async fn one(
     check_sku(&sku)?;
     let channel = channel(q.channel.as_deref())?;
     let (levels, source) = state.cache.levels(&[sku.as_str()]).await?;
-    let locations = state.directory.snapshot();
+    let locations = state
+        .directory
+        .covering(
+            &state.pool,
+            levels[0].iter().map(|l| l.location_id.as_str()),
+        )
+        .await?;
     let a = summarize(&levels[0], |id| Directory::terms(&locations, id), channel);
     Ok(Json(json!({
         "sku": sku,
@@ -96,7 +102,13 @@ async fn batch(
     let channel = channel(req.channel.as_deref())?;
     let skus: Vec<&str> = req.skus.iter().map(String::as_str).collect();
     let (levels, source) = state.cache.levels(&skus).await?;
-    let locations = state.directory.snapshot();
+    let locations = state
+        .directory
+        .covering(
+            &state.pool,
+            levels.iter().flatten().map(|l| l.location_id.as_str()),
+        )
+        .await?;
     let items: Vec<Value> = skus
         .iter()
         .zip(&levels)

@@ -1,0 +1,253 @@
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use omnistock::cache::RedisStore;
+use omnistock::db::levels::LevelRow;
+use serde_json::json;
+
+use crate::helpers::{movement, spawn_app, spawn_with, wait_until, Isolation, READ_KEY};
+
+/// A private redis-server this test may stop and start (the shared one must stay up).
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let mut r = PrivateRedis { port, child: None };
+        r.restart();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn restart(&mut self) {
+        let bin =
+            std::env::var("OMNISTOCK_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(bin)
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (installed by scripts/services.sh)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("private redis-server did not start");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn level(sku: &str, loc: &str, version: i64, on_hand: i64) -> LevelRow {
+    LevelRow {
+        location_id: loc.into(),
+        sku: sku.into(),
+        on_hand,
+        reserved: 0,
+        version,
+        last_count_at: None,
+        last_movement_at: None,
+    }
+}
+
+#[tokio::test]
+async fn an_older_version_never_overwrites_a_newer_one() {
+    let iso = Isolation::new().await;
+    let store = RedisStore::new(&iso.redis_url, &iso.redis_prefix).expect("store");
+    store
+        .write(&[level("S", "A", 5, 50), level("S", "B", 1, 10)], true)
+        .await
+        .expect("write");
+    store
+        .write(&[level("S", "A", 3, 30), level("S", "B", 2, 20)], false)
+        .await
+        .expect("write");
+    let read = store.read(&["S"]).await.expect("read");
+    let levels = read[0].as_ref().expect("complete");
+    assert_eq!(
+        (levels[0].version, levels[0].on_hand),
+        (5, 50),
+        "v3 must not replace v5"
+    );
+    assert_eq!(
+        (levels[1].version, levels[1].on_hand),
+        (2, 20),
+        "v2 replaces v1"
+    );
+
+    // Many writers racing with shuffled versions: the newest always wins.
+    let mut tasks = Vec::new();
+    for v in (1..=200).rev().chain(1..=200) {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .write(&[level("RACE", "A", v, v * 10)], false)
+                .await
+                .expect("write");
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join");
+    }
+    store.write(&[], true).await.expect("noop");
+    store
+        .write(&[level("RACE", "B", 1, 1)], true)
+        .await
+        .expect("mark complete");
+    let read = store.read(&["RACE"]).await.expect("read");
+    let a = &read[0].as_ref().expect("complete")[0];
+    assert_eq!((a.version, a.on_hand), (200, 2000));
+}
+
+#[tokio::test]
+async fn an_entry_not_marked_complete_is_a_miss() {
+    let iso = Isolation::new().await;
+    let store = RedisStore::new(&iso.redis_url, &iso.redis_prefix).expect("store");
+    store
+        .write(&[level("P", "A", 1, 1)], false)
+        .await
+        .expect("write");
+    assert_eq!(
+        store.read(&["P", "NONE"]).await.expect("read"),
+        vec![None, None]
+    );
+}
+
+#[tokio::test]
+async fn reads_survive_a_redis_outage_and_the_cache_catches_up() {
+    let mut redis = PrivateRedis::start();
+    let mut iso = Isolation::new().await;
+    iso.redis_url = redis.url();
+    let app = spawn_with(iso, |_| {}).await;
+    app.store("TW008", 24.80361, 120.96861).await;
+    let sku = "HOOD-010-GRY-S";
+    let path = format!("/v1/availability/{sku}");
+    app.publish("TW008", &movement("r1", "TW008", sku, "receipt", 10))
+        .await;
+    app.wait_for_ledger(1).await;
+    wait_until("read from cache", || async {
+        let (_, b) = app.get(&path, READ_KEY).await;
+        b["source"] == json!("cache") && b["available"] == json!(10)
+    })
+    .await;
+
+    redis.stop();
+    app.publish("TW008", &movement("s1", "TW008", sku, "sale", 3))
+        .await;
+    app.wait_for_ledger(2).await;
+    let (status, body) = app.get(&path, READ_KEY).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["available"], json!(7));
+    assert_eq!(body["source"], json!("database"));
+    let (_, ready) = app.get("/readyz", READ_KEY).await;
+    assert_eq!(ready["checks"]["redis"], json!("down"));
+    assert_eq!(ready["status"], json!("degraded"));
+
+    redis.restart();
+    app.publish("TW008", &movement("s2", "TW008", sku, "sale", 1))
+        .await;
+    app.wait_for_ledger(3).await;
+    wait_until("cache caught up", || async {
+        let (_, b) = app.get(&path, READ_KEY).await;
+        b["source"] == json!("cache") && b["available"] == json!(6)
+    })
+    .await;
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let fallbacks = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("omnistock_cache_fallbacks_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("fallback metric");
+    assert!(fallbacks >= 1, "fallback reads are counted");
+}
+
+#[tokio::test]
+async fn the_cache_can_be_rebuilt_from_postgres() {
+    let app = spawn_app().await;
+    app.store("TW009", 25.13089, 121.74094).await;
+    let batch: Vec<_> = (0..30)
+        .map(|i| {
+            movement(
+                &format!("e{i}"),
+                "TW009",
+                &format!("S{}", i % 6),
+                "receipt",
+                1,
+            )
+        })
+        .collect();
+    app.publish("TW009", &serde_json::Value::Array(batch)).await;
+    app.wait_for_ledger(30).await;
+    let client = redis::Client::open(app.iso.redis_url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", app.iso.redis_prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    if !keys.is_empty() {
+        redis::cmd("DEL")
+            .arg(&keys)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("del");
+    }
+    let pool = omnistock::db::connect(&app.iso.database_url, 2)
+        .await
+        .expect("pool");
+    let cache = omnistock::cache::StockCache::new(
+        RedisStore::new(&app.iso.redis_url, &app.iso.redis_prefix).expect("store"),
+        pool,
+    );
+    assert_eq!(cache.rebuild().await.expect("rebuild"), 6);
+    let store = RedisStore::new(&app.iso.redis_url, &app.iso.redis_prefix).expect("store");
+    let read = store.read(&["S0", "S5"]).await.expect("read");
+    for r in read {
+        let levels = r.expect("complete after rebuild");
+        assert_eq!(levels[0].on_hand, 5);
+    }
+}

@@ -1,0 +1,340 @@
+//! The test harness: every test gets its own daemon on a random port, its own database, its own
+//! NATS subject prefix (so its own streams) and its own Redis key prefix, on the real servers
+//! started by `scripts/services.sh` (their URLs come from the environment).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use omnistock::app::Application;
+use omnistock::config::{Connections, ServeConfig, Subjects};
+use serde_json::{json, Value};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgPool};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_KEY: &str = "test-admin-key";
+pub const READ_KEY: &str = "test-read-key";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with `make test` (scripts/test.sh), which starts the servers")
+    })
+}
+
+/// Names that isolate one test from every other.
+#[derive(Clone)]
+pub struct Isolation {
+    pub database_url: String,
+    pub redis_url: String,
+    pub subject_prefix: String,
+    pub redis_prefix: String,
+}
+
+impl Isolation {
+    /// A fresh database (migrated by the daemon on start) and fresh prefixes.
+    pub async fn new() -> Self {
+        let base = env("DATABASE_URL");
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let options: PgConnectOptions = base.parse().expect("DATABASE_URL");
+        let mut admin = options.connect().await.expect("connect to PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let database_url = options.database(&name).to_url_lossy().to_string();
+        let tag = &name[2..14];
+        Isolation {
+            database_url,
+            redis_url: env("REDIS_URL"),
+            subject_prefix: format!("t{tag}.inventory"),
+            redis_prefix: format!("t{tag}"),
+        }
+    }
+
+    pub fn connections(&self) -> Connections {
+        Connections {
+            database_url: self.database_url.clone(),
+            redis_url: self.redis_url.clone(),
+            nats_url: env("NATS_URL"),
+            subject_prefix: self.subject_prefix.clone(),
+            redis_prefix: self.redis_prefix.clone(),
+            db_max_connections: 10,
+        }
+    }
+
+    pub fn config(&self) -> ServeConfig {
+        ServeConfig {
+            connections: self.connections(),
+            http_addr: "127.0.0.1:0".parse().expect("addr"),
+            api_keys: format!("{ADMIN_KEY}=*,{READ_KEY}=read")
+                .parse()
+                .expect("keys"),
+            rate_limit_per_second: 10_000,
+            migrate_on_start: true,
+            ingest_batch: 500,
+            ingest_ack_wait_seconds: 30,
+            cache_rebuild_on_start: true,
+            shutdown_grace_seconds: 10,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub pool: PgPool,
+    pub js: jetstream::Context,
+    pub subjects: Subjects,
+    pub iso: Isolation,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Isolation::new().await, |_| {}).await
+}
+
+/// Spawns a daemon with the given isolation (several daemons may share one) and config tweaks.
+pub async fn spawn_with(iso: Isolation, tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let mut config = iso.config();
+    tweak(&mut config);
+    let app = Application::build(config).await.expect("build app");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let pool = PgPool::connect(&iso.database_url).await.expect("test pool");
+    let nats = async_nats::connect(env("NATS_URL")).await.expect("nats");
+    TestApp {
+        addr,
+        pool,
+        js: jetstream::new(nats),
+        subjects: Subjects::new(&iso.subject_prefix),
+        iso,
+        http: reqwest::Client::new(),
+        stop: Some(stop),
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the daemon the way SIGTERM would and waits for it to drain.
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("join").expect("daemon ended cleanly");
+        }
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        let r = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn put_location(&self, id: &str, body: Value) {
+        let (status, resp) = self
+            .send(
+                reqwest::Method::PUT,
+                &format!("/v1/locations/{id}"),
+                ADMIN_KEY,
+                &body,
+            )
+            .await;
+        assert!(
+            status == 201 || status == 200,
+            "PUT location {id}: {status} {resp}"
+        );
+    }
+
+    /// A store at the given coordinates (safety stock 0, pickup, no shipping).
+    pub async fn store(&self, id: &str, lat: f64, lon: f64) {
+        self.put_location(
+            id,
+            json!({"name": format!("Store {id}"), "kind": "store", "lat": lat, "lon": lon, "pickup": true}),
+        )
+        .await;
+    }
+
+    /// Publishes raw bytes on a subject and waits for JetStream to store them.
+    pub async fn publish_raw(&self, subject: &str, body: impl Into<bytes::Bytes>) {
+        self.js
+            .publish(subject.to_owned(), body.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+
+    /// Publishes a movement body (object or array) for a location.
+    pub async fn publish(&self, location: &str, body: &Value) {
+        self.publish_raw(
+            &self.subjects.movements(location),
+            serde_json::to_vec(body).expect("json"),
+        )
+        .await;
+    }
+
+    /// Publishes with an explicit `Nats-Msg-Id` (JetStream's own dedupe key).
+    pub async fn publish_with_msg_id(&self, location: &str, body: &Value, msg_id: &str) {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", msg_id);
+        self.js
+            .publish_with_headers(
+                self.subjects.movements(location),
+                h,
+                serde_json::to_vec(body).expect("json").into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+
+    pub async fn ledger_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM movements")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
+    pub async fn on_hand(&self, location: &str, sku: &str) -> Option<i64> {
+        sqlx::query_scalar("SELECT on_hand FROM stock_levels WHERE location_id = $1 AND sku = $2")
+            .bind(location)
+            .bind(sku)
+            .fetch_optional(&self.pool)
+            .await
+            .expect("on_hand")
+    }
+
+    /// Waits until the ledger holds `n` movements (or fails after 15 s).
+    pub async fn wait_for_ledger(&self, n: i64) {
+        wait_until(&format!("ledger to hold {n} movements"), || async {
+            self.ledger_count().await >= n
+        })
+        .await;
+        assert_eq!(self.ledger_count().await, n, "ledger overshot");
+    }
+
+    /// Every dead letter so far, in order.
+    pub async fn deadletters(&self) -> Vec<(String, Value)> {
+        let mut stream = self
+            .js
+            .get_stream(self.subjects.deadletter_stream())
+            .await
+            .expect("dead-letter stream");
+        let last = stream.info().await.expect("info").state.last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            if let Ok(m) = stream.get_raw_message(seq).await {
+                out.push((
+                    m.subject.to_string(),
+                    serde_json::from_slice(&m.payload).expect("dead letter is JSON"),
+                ));
+            }
+        }
+        out
+    }
+
+    pub async fn wait_for_deadletters(&self, n: usize) -> Vec<(String, Value)> {
+        wait_until(&format!("{n} dead letters"), || async {
+            self.deadletters().await.len() >= n
+        })
+        .await;
+        let d = self.deadletters().await;
+        assert_eq!(d.len(), n, "more dead letters than expected: {d:?}");
+        d
+    }
+
+    /// The invariant: every level's on-hand equals what its ledger implies.
+    pub async fn assert_ledger_consistent(&self) {
+        let bad = omnistock::db::invariants::ledger_mismatches(&self.pool, 10)
+            .await
+            .expect("invariant query");
+        assert!(bad.is_empty(), "levels disagree with the ledger: {bad:?}");
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Polls `cond` until it holds; fails the test after 15 seconds. (A correctness deadline, not
+/// a speed assertion: speed is measured by benches and the load tool.)
+pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A movement body with sensible defaults.
+pub fn movement(event_id: &str, location: &str, sku: &str, kind: &str, quantity: i64) -> Value {
+    json!({
+        "event_id": event_id,
+        "location_id": location,
+        "sku": sku,
+        "kind": kind,
+        "quantity": quantity,
+        "occurred_at": chrono::Utc::now().to_rfc3339(),
+        "source": "test",
+    })
+}
+
+pub fn movement_at(
+    event_id: &str,
+    location: &str,
+    sku: &str,
+    kind: &str,
+    quantity: i64,
+    at: &str,
+) -> Value {
+    let mut m = movement(event_id, location, sku, kind, quantity);
+    m["occurred_at"] = json!(at);
+    m
+}

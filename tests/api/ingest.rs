@@ -1,0 +1,362 @@
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    movement, movement_at, spawn_app, spawn_with, wait_until, Isolation, READ_KEY,
+};
+
+#[tokio::test]
+async fn every_kind_changes_on_hand_as_the_contract_says() {
+    let app = spawn_app().await;
+    app.store("TW001", 25.05306, 121.52639).await;
+    let steps = [
+        ("receipt", 10, 10),
+        ("sale", 3, 7),
+        ("return", 1, 8),
+        ("transfer_out", 2, 6),
+        ("transfer_in", 4, 10),
+        ("damage", 1, 9),
+        ("adjustment", -2, 7),
+        ("adjustment", 3, 10),
+        ("count", 5, 5),
+        ("sale", 6, -1),
+    ];
+    for (i, (kind, qty, expected)) in steps.iter().enumerate() {
+        app.publish(
+            "TW001",
+            &movement(&format!("e{i}"), "TW001", "TEE-RED-M", kind, *qty),
+        )
+        .await;
+        app.wait_for_ledger(i as i64 + 1).await;
+        assert_eq!(
+            app.on_hand("TW001", "TEE-RED-M").await,
+            Some(*expected),
+            "after {kind} {qty}"
+        );
+    }
+    // Movements are facts: on-hand may go negative, but available never does.
+    let (status, body) = app.get("/v1/availability/TEE-RED-M", READ_KEY).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["locations"][0]["on_hand"], json!(-1));
+    assert_eq!(body["available"], json!(0));
+    let version: i64 =
+        sqlx::query_scalar("SELECT version FROM stock_levels WHERE sku = 'TEE-RED-M'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("version");
+    assert_eq!(version, steps.len() as i64, "one version per change");
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn a_batch_message_applies_every_movement_and_unknown_skus_are_accepted() {
+    let app = spawn_app().await;
+    app.store("TW002", 25.06199, 121.45703).await;
+    let batch: Vec<Value> = (0..50)
+        .map(|i| {
+            movement(
+                &format!("b{i}"),
+                "TW002",
+                &format!("NEW SKU/{}", i % 5),
+                "receipt",
+                2,
+            )
+        })
+        .collect();
+    app.publish("TW002", &Value::Array(batch)).await;
+    app.wait_for_ledger(50).await;
+    for i in 0..5 {
+        assert_eq!(
+            app.on_hand("TW002", &format!("NEW SKU/{i}")).await,
+            Some(20)
+        );
+    }
+    let skus: i64 = sqlx::query_scalar("SELECT count(*) FROM skus")
+        .fetch_one(&app.pool)
+        .await
+        .expect("skus");
+    assert_eq!(skus, 5);
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_event_id_is_applied_once_however_it_arrives() {
+    let app = spawn_app().await;
+    app.store("TW003", 24.1469, 120.6839).await;
+    let m = movement("dup-1", "TW003", "JEAN-001-BLU-32", "receipt", 5);
+    app.publish("TW003", &m).await;
+    // Same event again: plain, with different JetStream message ids (so JetStream's own dedupe
+    // does not hide it), and inside a batch next to a new movement.
+    app.publish("TW003", &m).await;
+    app.publish_with_msg_id("TW003", &m, "other-id-1").await;
+    app.publish_with_msg_id("TW003", &m, "other-id-2").await;
+    app.publish(
+        "TW003",
+        &json!([
+            m.clone(),
+            movement("dup-2", "TW003", "JEAN-001-BLU-32", "receipt", 1),
+            m
+        ]),
+    )
+    .await;
+    let sentinel = movement("sentinel", "TW003", "OTHER", "receipt", 1);
+    app.publish("TW003", &sentinel).await;
+    app.wait_for_ledger(3).await;
+    wait_until("sentinel applied", || async {
+        app.on_hand("TW003", "OTHER").await == Some(1)
+    })
+    .await;
+    assert_eq!(app.on_hand("TW003", "JEAN-001-BLU-32").await, Some(6));
+    assert_eq!(app.ledger_count().await, 3);
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn a_late_delta_after_a_count_is_recorded_but_does_not_change_on_hand() {
+    let app = spawn_app().await;
+    app.store("TW004", 22.61626, 120.31333).await;
+    let sku = "POLO-003-WHT-L";
+    app.publish(
+        "TW004",
+        &movement_at(
+            "r1",
+            "TW004",
+            sku,
+            "receipt",
+            10,
+            "2026-11-23T09:00:00+08:00",
+        ),
+    )
+    .await;
+    app.publish(
+        "TW004",
+        &movement_at("c1", "TW004", sku, "count", 7, "2026-11-23T10:00:00+08:00"),
+    )
+    .await;
+    app.wait_for_ledger(2).await;
+    assert_eq!(app.on_hand("TW004", sku).await, Some(7));
+    // A sale rung up at 09:59 reaches us after the 10:00 count: the count already saw it.
+    app.publish(
+        "TW004",
+        &movement_at("late", "TW004", sku, "sale", 2, "2026-11-23T09:59:00+08:00"),
+    )
+    .await;
+    // A sale after the count applies; a count that arrives after a later sale adds it back.
+    app.publish(
+        "TW004",
+        &movement_at(
+            "after",
+            "TW004",
+            sku,
+            "sale",
+            1,
+            "2026-11-23T10:30:00+08:00",
+        ),
+    )
+    .await;
+    app.wait_for_ledger(4).await;
+    assert_eq!(app.on_hand("TW004", sku).await, Some(6));
+    app.publish(
+        "TW004",
+        &movement_at("c2", "TW004", sku, "count", 9, "2026-11-23T10:15:00+08:00"),
+    )
+    .await;
+    app.wait_for_ledger(5).await;
+    assert_eq!(
+        app.on_hand("TW004", sku).await,
+        Some(8),
+        "count 9 at 10:15 plus the 10:30 sale"
+    );
+    let (outcome, effect): (String, i64) =
+        sqlx::query_as("SELECT outcome, effect FROM movements WHERE event_id = 'late'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("late row");
+    assert_eq!((outcome.as_str(), effect), ("late", 0));
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn each_class_of_bad_input_is_dead_lettered_and_the_stream_keeps_flowing() {
+    let app = spawn_app().await;
+    app.store("TW005", 22.99083, 120.21333).await;
+    let good = |id: &str| movement(id, "TW005", "SKU-A", "receipt", 1);
+    let mut bad_kind = good("bad-kind");
+    bad_kind["kind"] = json!("theft");
+    let mut bad_qty = good("bad-qty");
+    bad_qty["quantity"] = json!(0);
+    let mut too_big = good("too-big");
+    too_big["quantity"] = json!(1_000_000_001_i64);
+    let mut no_event = good("x");
+    no_event.as_object_mut().expect("object").remove("event_id");
+    let mut bad_time = good("bad-time");
+    bad_time["occurred_at"] = json!("last tuesday");
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        ("TW005", b"{not json".to_vec(), "malformed_json", "TW005"),
+        (
+            "TW005",
+            serde_json::to_vec(&bad_kind).expect("json"),
+            "invalid_kind",
+            "TW005",
+        ),
+        (
+            "TW005",
+            serde_json::to_vec(&bad_qty).expect("json"),
+            "invalid_quantity",
+            "TW005",
+        ),
+        (
+            "TW005",
+            serde_json::to_vec(&too_big).expect("json"),
+            "invalid_quantity",
+            "TW005",
+        ),
+        (
+            "TW005",
+            serde_json::to_vec(&no_event).expect("json"),
+            "invalid_event_id",
+            "TW005",
+        ),
+        (
+            "TW005",
+            serde_json::to_vec(&bad_time).expect("json"),
+            "invalid_occurred_at",
+            "TW005",
+        ),
+        (
+            "TW999",
+            serde_json::to_vec(&good("mismatch")).expect("json"),
+            "location_mismatch",
+            "TW999",
+        ),
+        (
+            "TW404",
+            serde_json::to_vec(&movement("unknown-loc", "TW404", "SKU-A", "receipt", 1))
+                .expect("json"),
+            "unknown_location",
+            "TW404",
+        ),
+        ("TW005", b"[]".to_vec(), "empty_batch", "TW005"),
+        (
+            "TW005",
+            serde_json::to_vec(&Value::Array(vec![good("big"); 1001])).expect("json"),
+            "batch_too_large",
+            "TW005",
+        ),
+    ];
+    for (i, (location, body, _, _)) in cases.iter().enumerate() {
+        app.publish_raw(&app.subjects.movements(location), body.clone())
+            .await;
+        // After each bad message a good one: it must still apply.
+        app.publish("TW005", &good(&format!("good-{i}"))).await;
+    }
+    app.publish_raw(
+        &format!("{}.movements.TW005.extra", app.subjects.prefix),
+        b"{}".to_vec(),
+    )
+    .await;
+    let letters = app.wait_for_deadletters(cases.len() + 1).await;
+    app.wait_for_ledger(cases.len() as i64).await;
+    assert_eq!(
+        app.on_hand("TW005", "SKU-A").await,
+        Some(cases.len() as i64),
+        "only the good ones applied"
+    );
+    for (_, _, reason, location) in &cases {
+        let found = letters.iter().find(|(subject, l)| {
+            l["reason"] == json!(reason) && subject == &app.subjects.deadletter(location)
+        });
+        assert!(
+            found.is_some(),
+            "no dead letter with reason {reason} on {location}: {letters:?}"
+        );
+        let (_, l) = found.expect("found");
+        assert!(l["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(!l["body"].is_null(), "original body kept");
+    }
+    let malformed = letters
+        .iter()
+        .find(|(_, l)| l["reason"] == json!("malformed_json"))
+        .expect("malformed");
+    assert_eq!(malformed.1["body"], json!("{not json"));
+    assert!(letters
+        .iter()
+        .any(|(s, l)| l["reason"] == json!("invalid_subject")
+            && s == &app.subjects.deadletter("unknown")));
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn a_bad_element_of_a_batch_is_dead_lettered_alone() {
+    let app = spawn_app().await;
+    app.store("TW006", 25.01427, 121.46719).await;
+    let mut bad = movement("b-bad", "TW006", "SKU-B", "sale", 1);
+    bad["quantity"] = json!(-1);
+    let batch = json!([
+        movement("b-1", "TW006", "SKU-B", "receipt", 4),
+        bad,
+        movement("b-2", "TW006", "SKU-B", "sale", 1),
+    ]);
+    app.publish("TW006", &batch).await;
+    let letters = app.wait_for_deadletters(1).await;
+    app.wait_for_ledger(2).await;
+    assert_eq!(app.on_hand("TW006", "SKU-B").await, Some(3));
+    assert_eq!(letters[0].1["index"], json!(1));
+    assert_eq!(letters[0].1["body"]["event_id"], json!("b-bad"));
+    assert_eq!(letters[0].1["reason"], json!("invalid_quantity"));
+}
+
+#[tokio::test]
+async fn several_daemons_on_one_stream_never_double_apply() {
+    let iso = Isolation::new().await;
+    let a = spawn_with(iso.clone(), |c| c.ingest_batch = 50).await;
+    let b = spawn_with(iso.clone(), |c| c.ingest_batch = 50).await;
+    a.store("TW007", 24.99368, 121.29696).await;
+    wait_until("both daemons know TW007", || async {
+        b.get("/v1/locations/TW007", READ_KEY).await.0 == 200
+    })
+    .await;
+    // 600 distinct movements, each published twice with different message ids, interleaved
+    // through both daemons; receipts of 1 to 3 units on 10 SKUs.
+    let mut expected = std::collections::HashMap::new();
+    for round in 0..2 {
+        for i in 0..600 {
+            let sku = format!("SKU-{}", i % 10);
+            let q = (i % 3 + 1) as i64;
+            if round == 0 {
+                *expected.entry(sku.clone()).or_insert(0) += q;
+            }
+            let m = movement(&format!("m-{i}"), "TW007", &sku, "receipt", q);
+            a.publish_with_msg_id("TW007", &m, &format!("{round}-{i}"))
+                .await;
+        }
+    }
+    a.wait_for_ledger(600).await;
+    for (sku, q) in expected {
+        assert_eq!(a.on_hand("TW007", &sku).await, Some(q), "{sku}");
+    }
+    a.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn movements_published_while_the_daemon_is_down_apply_after_restart() {
+    let iso = Isolation::new().await;
+    let mut first = spawn_with(iso.clone(), |_| {}).await;
+    first.store("TW010", 22.62659, 120.36126).await;
+    first
+        .publish("TW010", &movement("before", "TW010", "CAP-1", "receipt", 5))
+        .await;
+    first.wait_for_ledger(1).await;
+    first.stop().await;
+    for i in 0..20 {
+        first
+            .publish(
+                "TW010",
+                &movement(&format!("down-{i}"), "TW010", "CAP-1", "sale", 1),
+            )
+            .await;
+    }
+    let second = spawn_with(iso, |_| {}).await;
+    second.wait_for_ledger(21).await;
+    assert_eq!(second.on_hand("TW010", "CAP-1").await, Some(-15));
+    second.assert_ledger_consistent().await;
+}

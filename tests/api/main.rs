@@ -1,0 +1,8 @@
+//! Integration tests against real PostgreSQL, Redis and NATS (started by `make test`).
+//! One binary, many modules: one link step instead of one per file.
+
+mod cache;
+mod helpers;
+mod http_api;
+mod import;
+mod ingest;
