@@ -47,7 +47,6 @@ eval "$("$SERVICES" env run)"
 
 export OMNISTOCK_API_KEYS="${OMNISTOCK_API_KEYS:-demo-admin-key=*}"
 export OMNISTOCK_HTTP_ADDR="${OMNISTOCK_HTTP_ADDR:-127.0.0.1:8080}"
-export RUST_LOG="${RUST_LOG:-info}"
 
 say "cargo build"
 cargo build

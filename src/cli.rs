@@ -48,6 +48,13 @@ pub enum Command {
         #[command(flatten)]
         connections: Connections,
     },
+    /// Ingest load tool: publish many movements, report how fast the daemon commits them.
+    Load {
+        #[command(flatten)]
+        connections: Connections,
+        #[command(flatten)]
+        args: crate::loadgen::LoadArgs,
+    },
     /// Publish one movement to JetStream (for trying things out; POS systems publish directly).
     Publish {
         #[command(flatten)]
@@ -176,6 +183,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             anyhow::bail!("{} (or more) levels disagree with the ledger", bad.len())
+        }
+        Command::Load { connections, args } => {
+            let pool = app::connect_db(&connections).await?;
+            let js = async_nats::jetstream::new(app::connect_nats(&connections).await?);
+            let report = crate::loadgen::run(
+                &pool,
+                &js,
+                &Subjects::new(&connections.subject_prefix),
+                &args,
+            )
+            .await?;
+            println!("{report}");
+            Ok(())
         }
         Command::Publish {
             connections,

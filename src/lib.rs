@@ -19,6 +19,7 @@ pub mod domain;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod loadgen;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
