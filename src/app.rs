@@ -131,6 +131,14 @@ impl Application {
             ),
         ));
         jobs.spawn(named(
+            "reservation-expiry",
+            crate::reservations::run_expiry_job(
+                st.pool.clone(),
+                Arc::clone(&st.cache),
+                token.clone(),
+            ),
+        ));
+        jobs.spawn(named(
             "location-refresh",
             directory::run_refresh_job(
                 st.directory.clone(),
@@ -160,8 +168,10 @@ impl Application {
             tracing::warn!("background jobs did not stop within {grace:?}; aborting them");
             jobs.abort_all();
         }
-        if let Err(e) = self.state.nats.flush().await {
-            tracing::warn!(error = %e, "NATS flush at shutdown failed");
+        // Draining closes the connection, so the server drops this daemon's pending pull
+        // requests at once instead of delivering to them until they time out.
+        if let Err(e) = self.state.nats.drain().await {
+            tracing::warn!(error = %e, "NATS drain at shutdown failed");
         }
         self.state.pool.close().await;
         tracing::info!("omnistock stopped");

@@ -16,6 +16,7 @@ use crate::db::levels::LevelRow;
 use crate::db::movements::NewLedgerRow;
 use crate::domain::level::{self, LevelFacts, MovementFact, RecordedDelta};
 use crate::domain::movement::{Movement, MovementKind};
+use crate::domain::reservation::{self, Status};
 
 /// What one applied batch did.
 #[derive(Debug, Default)]
@@ -89,6 +90,8 @@ pub async fn apply_in(
         .unzip();
     db::levels::ensure_skus(conn, &skus).await?;
     db::levels::ensure(conn, &key_locs, &key_skus).await?;
+    // Reservations before levels: the lock order every writer follows.
+    let mut holds = Holds::lock(conn, &fresh).await?;
     let locked = db::levels::lock(conn, &key_locs, &key_skus).await?;
 
     let ids: Vec<&str> = fresh.iter().map(|m| m.event_id.as_str()).collect();
@@ -128,7 +131,9 @@ pub async fn apply_in(
                 occurred_at: m.occurred_at,
             },
         );
-        if effect.on_hand_change != 0 {
+        let released = holds.consume(m);
+        row.reserved -= released;
+        if effect.on_hand_change != 0 || released != 0 {
             row.version += 1;
         }
         row.on_hand = facts.on_hand;
@@ -157,7 +162,6 @@ pub async fn apply_in(
         });
     }
 
-    // Level rows first: the ledger's foreign key points at them, and both are in this tx.
     let touched: Vec<LevelRow> = levels
         .into_values()
         .filter(|(before, after)| before != after)
@@ -170,6 +174,7 @@ pub async fn apply_in(
         .collect();
     db::levels::update(conn, &touched).await?;
     db::movements::insert(conn, &ledger).await?;
+    holds.save(conn).await?;
     out.recorded = ledger.len();
     out.changed
         .sort_by(|a, b| (&a.sku, &a.location_id).cmp(&(&b.sku, &b.location_id)));
@@ -205,4 +210,96 @@ async fn recorded_deltas_for_counts(
             });
     }
     Ok(out)
+}
+
+/// The holds that movements of a batch may consume: a sale or transfer out carrying the
+/// `reservation_id` of a live hold at its location releases up to its quantity of that SKU.
+#[derive(Default)]
+struct Holds {
+    /// (reservation, SKU) → (location, still held).
+    lines: HashMap<(String, String), (String, i64)>,
+    touched: BTreeSet<(String, String)>,
+}
+
+impl Holds {
+    fn consumes(m: &Movement) -> Option<&str> {
+        matches!(m.kind, MovementKind::Sale | MovementKind::TransferOut)
+            .then_some(m.reservation_id.as_deref())
+            .flatten()
+    }
+
+    async fn lock(conn: &mut PgConnection, movements: &[&Movement]) -> Result<Self, sqlx::Error> {
+        let ids: Vec<String> = movements
+            .iter()
+            .filter_map(|m| Self::consumes(m))
+            .map(str::to_owned)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut holds = Holds::default();
+        if ids.is_empty() {
+            return Ok(holds);
+        }
+        let live: HashMap<String, String> = db::reservations::lock(conn, &ids)
+            .await?
+            .into_iter()
+            .filter(|r| Status::parse(&r.status).is_some_and(Status::is_live))
+            .map(|r| (r.reservation_id, r.location_id))
+            .collect();
+        let live_ids: Vec<String> = live.keys().cloned().collect();
+        for l in db::reservations::lines(&mut *conn, &live_ids).await? {
+            if let Some(location) = live.get(&l.reservation_id) {
+                holds
+                    .lines
+                    .insert((l.reservation_id, l.sku), (location.clone(), l.held));
+            }
+        }
+        Ok(holds)
+    }
+
+    /// What `m` releases from its reservation's hold (0 when it carries none that applies).
+    fn consume(&mut self, m: &Movement) -> i64 {
+        let Some(id) = Self::consumes(m) else {
+            return 0;
+        };
+        let key = (id.to_owned(), m.sku.clone());
+        match self.lines.get_mut(&key) {
+            Some((location, held)) if *location == m.location_id => {
+                let c = reservation::consumed(*held, m.quantity);
+                *held -= c;
+                if c > 0 {
+                    self.touched.insert(key);
+                }
+                c
+            }
+            _ => 0,
+        }
+    }
+
+    /// Writes the consumed lines; a reservation with nothing left held is fulfilled.
+    async fn save(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        if self.touched.is_empty() {
+            return Ok(());
+        }
+        let mut ids = Vec::new();
+        let mut skus = Vec::new();
+        let mut held = Vec::new();
+        for key in &self.touched {
+            ids.push(key.0.as_str());
+            skus.push(key.1.as_str());
+            held.push(self.lines.get(key).map_or(0, |(_, h)| *h));
+        }
+        db::reservations::set_held(conn, &ids, &skus, &held).await?;
+        let touched: Vec<String> = ids
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let done = db::reservations::fully_consumed(conn, &touched).await?;
+        if !done.is_empty() {
+            db::reservations::set_status(conn, &done, Status::Fulfilled.as_str()).await?;
+        }
+        Ok(())
+    }
 }

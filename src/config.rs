@@ -74,8 +74,10 @@ pub struct ServeConfig {
     #[arg(long, env = "OMNISTOCK_INGEST_BATCH", default_value_t = 500)]
     pub ingest_batch: usize,
 
-    /// Seconds JetStream waits for an ack before it redelivers a movement message.
-    #[arg(long, env = "OMNISTOCK_INGEST_ACK_WAIT_SECONDS", default_value_t = 30)]
+    /// Seconds JetStream waits for an ack before it redelivers a movement message: the most a
+    /// movement can be delayed when a daemon dies holding it. Must exceed the slowest batch.
+    /// (Read when the consumer is created; change an existing consumer with the nats CLI.)
+    #[arg(long, env = "OMNISTOCK_INGEST_ACK_WAIT_SECONDS", default_value_t = 10)]
     pub ingest_ack_wait_seconds: u64,
 
     /// Rebuild the whole Redis cache from PostgreSQL when the daemon starts.

@@ -21,5 +21,7 @@ pub mod import;
 pub mod ingest;
 pub mod loadgen;
 pub mod metrics;
+pub mod reservations;
+pub mod routing;
 pub mod shutdown;
 pub mod telemetry;

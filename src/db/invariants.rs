@@ -41,3 +41,35 @@ pub async fn ledger_mismatches(
     .fetch_all(db)
     .await
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
+pub struct ReservedMismatch {
+    pub location_id: String,
+    pub sku: String,
+    pub reserved: i64,
+    pub held: i64,
+}
+
+/// Levels whose `reserved` differs from what their live holds (held or confirmed) still hold.
+pub async fn reserved_mismatches(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> Result<Vec<ReservedMismatch>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH held AS (
+             SELECT r.location_id, l.sku, sum(l.held)::int8 AS held
+             FROM reservation_lines l JOIN reservations r USING (reservation_id)
+             WHERE r.status IN ('held', 'confirmed')
+             GROUP BY 1, 2
+         )
+         SELECT s.location_id, s.sku, s.reserved, COALESCE(h.held, 0)::int8 AS held
+         FROM stock_levels s
+         FULL JOIN held h ON h.location_id = s.location_id AND h.sku = s.sku
+         WHERE COALESCE(s.reserved, 0) <> COALESCE(h.held, 0)
+         ORDER BY 1, 2
+         LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

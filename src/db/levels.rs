@@ -144,3 +144,20 @@ pub async fn update(conn: &mut PgConnection, rows: &[LevelRow]) -> Result<(), sq
     .await
     .map(|_| ())
 }
+
+/// Locks the levels of some SKUs at one location, in SKU order, with the location's safety
+/// stock (read in the same transaction, so a hold is checked against the current terms).
+pub async fn lock_at(
+    conn: &mut PgConnection,
+    location_id: &str,
+    skus: &[&str],
+) -> Result<Vec<LevelRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM stock_levels WHERE location_id = $1 AND sku = ANY($2)
+         ORDER BY sku FOR UPDATE"
+    ))
+    .bind(location_id)
+    .bind(skus)
+    .fetch_all(conn)
+    .await
+}

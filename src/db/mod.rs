@@ -4,6 +4,8 @@ pub mod invariants;
 pub mod levels;
 pub mod locations;
 pub mod movements;
+pub mod orders;
+pub mod reservations;
 
 use std::time::Duration;
 

@@ -2,7 +2,10 @@
 //! without a server. Adapters (`db`, `cache`, `ingest`, `http`) stay thin around these functions.
 
 pub mod availability;
+pub mod geo;
 pub mod ids;
 pub mod level;
 pub mod location;
 pub mod movement;
+pub mod reservation;
+pub mod routing;

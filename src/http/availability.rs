@@ -11,9 +11,12 @@ use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::AppState;
+use crate::db;
 use crate::directory::Directory;
-use crate::domain::availability::{summarize, Channel};
+use crate::domain::availability::{available, summarize, Channel};
+use crate::domain::geo::haversine_km;
 use crate::domain::ids::is_valid_sku;
+use crate::domain::location::LocationKind;
 
 /// Most SKUs one batch request may ask for.
 pub const MAX_BATCH_SKUS: usize = 500;
@@ -22,6 +25,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/availability", post(batch))
         .route("/v1/availability/{sku}", get(one))
+        .route("/v1/availability/{sku}/nearby", get(nearby))
 }
 
 #[derive(Deserialize)]
@@ -122,5 +126,108 @@ async fn batch(
         "items": items,
         "as_of": Utc::now(),
         "source": source,
+    })))
+}
+
+pub const DEFAULT_RADIUS_KM: f64 = 50.0;
+pub const DEFAULT_NEARBY_LIMIT: usize = 10;
+pub const MAX_NEARBY_LIMIT: usize = 100;
+
+#[derive(Deserialize)]
+struct NearbyQuery {
+    lat: Option<f64>,
+    lon: Option<f64>,
+    radius_km: Option<f64>,
+    limit: Option<usize>,
+}
+
+/// Stores near a point that have the SKU, nearest first, for store staff helping a customer.
+/// Each says how old its latest movement and latest count are, so staff know how much to trust
+/// the number. Read from PostgreSQL: the cache does not carry those timestamps.
+async fn nearby(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(sku): ApiPath<String>,
+    ApiQuery(q): ApiQuery<NearbyQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
+    check_sku(&sku)?;
+    let field = |f: &str, m: &str| ApiError::Invalid {
+        message: m.into(),
+        details: json!({ "field": f }),
+    };
+    let (lat, lon) = match (q.lat, q.lon) {
+        (Some(lat), Some(lon))
+            if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) =>
+        {
+            (lat, lon)
+        }
+        _ => {
+            return Err(field(
+                "lat",
+                "`lat` and `lon` are required: lat in [-90, 90], lon in [-180, 180]",
+            ))
+        }
+    };
+    let radius = q.radius_km.unwrap_or(DEFAULT_RADIUS_KM);
+    if !(radius > 0.0 && radius <= 20_100.0) {
+        return Err(field(
+            "radius_km",
+            "`radius_km` must be greater than 0 and at most 20100",
+        ));
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_NEARBY_LIMIT);
+    if !(1..=MAX_NEARBY_LIMIT).contains(&limit) {
+        return Err(field("limit", "`limit` must be between 1 and 100"));
+    }
+    let levels = db::levels::for_sku(&state.pool, &sku).await?;
+    let locations = state
+        .directory
+        .covering(&state.pool, levels.iter().map(|l| l.location_id.as_str()))
+        .await?;
+    let now = Utc::now();
+    let mut stores: Vec<(f64, Value)> = levels
+        .iter()
+        .filter_map(|lv| {
+            let loc = locations.get(&lv.location_id)?;
+            if loc.kind != LocationKind::Store {
+                return None;
+            }
+            let avail = available(lv.on_hand, lv.reserved, loc.safety_stock);
+            let d = haversine_km(lat, lon, loc.lat, loc.lon);
+            (avail > 0 && d <= radius).then(|| {
+                let age =
+                    |t: Option<chrono::DateTime<Utc>>| t.map(|t| (now - t).num_seconds().max(0));
+                (
+                    d,
+                    json!({
+                        "location_id": loc.location_id,
+                        "name": loc.name,
+                        "distance_km": (d * 100.0).round() / 100.0,
+                        "available": avail,
+                        "pickup": loc.pickup,
+                        "last_movement_at": lv.last_movement_at,
+                        "last_movement_age_seconds": age(lv.last_movement_at),
+                        "last_count_at": lv.last_count_at,
+                        "last_count_age_seconds": age(lv.last_count_at),
+                    }),
+                )
+            })
+        })
+        .collect();
+    stores.sort_by(|a, b| {
+        a.0.total_cmp(&b.0).then_with(|| {
+            a.1["location_id"]
+                .as_str()
+                .cmp(&b.1["location_id"].as_str())
+        })
+    });
+    stores.truncate(limit);
+    Ok(Json(json!({
+        "sku": sku,
+        "origin": { "lat": lat, "lon": lon },
+        "radius_km": radius,
+        "stores": stores.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+        "as_of": now,
     })))
 }

@@ -6,6 +6,8 @@ pub mod error;
 mod extract;
 mod health;
 mod locations;
+mod orders;
+mod reservations;
 
 use std::sync::Arc;
 
@@ -51,6 +53,8 @@ pub fn router(state: AppState, auth: Auth) -> Router {
     let v1 = Router::new()
         .merge(locations::router())
         .merge(availability::router())
+        .merge(reservations::router())
+        .merge(orders::router())
         .route_layer(middleware::from_fn_with_state(auth, auth::authenticate));
     Router::new()
         .merge(health::router())

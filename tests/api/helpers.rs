@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 pub const ADMIN_KEY: &str = "test-admin-key";
 pub const READ_KEY: &str = "test-read-key";
+pub const RESERVE_KEY: &str = "test-reserve-key";
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -70,13 +71,13 @@ impl Isolation {
         ServeConfig {
             connections: self.connections(),
             http_addr: "127.0.0.1:0".parse().expect("addr"),
-            api_keys: format!("{ADMIN_KEY}=*,{READ_KEY}=read")
+            api_keys: format!("{ADMIN_KEY}=*,{READ_KEY}=read,{RESERVE_KEY}=read|reserve")
                 .parse()
                 .expect("keys"),
             rate_limit_per_second: 10_000,
             migrate_on_start: true,
             ingest_batch: 500,
-            ingest_ack_wait_seconds: 30,
+            ingest_ack_wait_seconds: 10,
             cache_rebuild_on_start: true,
             shutdown_grace_seconds: 10,
         }
@@ -100,6 +101,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns a daemon with the given isolation (several daemons may share one) and config tweaks.
 pub async fn spawn_with(iso: Isolation, tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    omnistock::telemetry::init();
     let mut config = iso.config();
     tweak(&mut config);
     let app = Application::build(config).await.expect("build app");
@@ -288,6 +290,32 @@ impl TestApp {
             .await
             .expect("invariant query");
         assert!(bad.is_empty(), "levels disagree with the ledger: {bad:?}");
+        let bad = omnistock::db::invariants::reserved_mismatches(&self.pool, 10)
+            .await
+            .expect("reserved invariant query");
+        assert!(
+            bad.is_empty(),
+            "reserved disagrees with the live holds: {bad:?}"
+        );
+    }
+
+    pub async fn reserved(&self, location: &str, sku: &str) -> i64 {
+        sqlx::query_scalar("SELECT reserved FROM stock_levels WHERE location_id = $1 AND sku = $2")
+            .bind(location)
+            .bind(sku)
+            .fetch_optional(&self.pool)
+            .await
+            .expect("reserved")
+            .unwrap_or(0)
+    }
+
+    /// Receipts `quantity` of `sku` at `location` and waits until it is applied.
+    pub async fn stock(&self, location: &str, sku: &str, quantity: i64) {
+        let before = self.ledger_count().await;
+        let id = format!("stock-{}", uuid::Uuid::new_v4().simple());
+        self.publish(location, &movement(&id, location, sku, "receipt", quantity))
+            .await;
+        self.wait_for_ledger(before + 1).await;
     }
 }
 

@@ -340,7 +340,9 @@ async fn several_daemons_on_one_stream_never_double_apply() {
 #[tokio::test]
 async fn movements_published_while_the_daemon_is_down_apply_after_restart() {
     let iso = Isolation::new().await;
-    let mut first = spawn_with(iso.clone(), |_| {}).await;
+    // A stopped daemon's last pull request may still be answered by the server with messages
+    // nobody will ack; they come back after the ack wait, kept short here.
+    let mut first = spawn_with(iso.clone(), |c| c.ingest_ack_wait_seconds = 2).await;
     first.store("TW010", 22.62659, 120.36126).await;
     first
         .publish("TW010", &movement("before", "TW010", "CAP-1", "receipt", 5))
@@ -355,7 +357,7 @@ async fn movements_published_while_the_daemon_is_down_apply_after_restart() {
             )
             .await;
     }
-    let second = spawn_with(iso, |_| {}).await;
+    let second = spawn_with(iso, |c| c.ingest_ack_wait_seconds = 2).await;
     second.wait_for_ledger(21).await;
     assert_eq!(second.on_hand("TW010", "CAP-1").await, Some(-15));
     second.assert_ledger_consistent().await;

@@ -6,3 +6,5 @@ mod helpers;
 mod http_api;
 mod import;
 mod ingest;
+mod reservations;
+mod routing;

@@ -1,0 +1,221 @@
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgConnection, PgExecutor};
+
+use super::levels::LevelRow;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ReservationRow {
+    pub reservation_id: String,
+    pub location_id: String,
+    pub status: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub order_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct LineRow {
+    pub reservation_id: String,
+    pub sku: String,
+    pub quantity: i64,
+    pub held: i64,
+}
+
+const COLUMNS: &str = "reservation_id, location_id, status, expires_at, order_id, created_at";
+
+/// Inserts a new hold; `false` when the id is taken (the caller returns the existing one).
+pub async fn insert(
+    conn: &mut PgConnection,
+    id: &str,
+    location_id: &str,
+    expires_at: DateTime<Utc>,
+    order_id: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let inserted: Option<String> = sqlx::query_scalar(
+        "INSERT INTO reservations (reservation_id, location_id, status, expires_at, order_id)
+         VALUES ($1, $2, 'held', $3, $4)
+         ON CONFLICT (reservation_id) DO NOTHING
+         RETURNING reservation_id",
+    )
+    .bind(id)
+    .bind(location_id)
+    .bind(expires_at)
+    .bind(order_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(inserted.is_some())
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: &str) -> Result<Option<ReservationRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM reservations WHERE reservation_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn lines(db: impl PgExecutor<'_>, ids: &[String]) -> Result<Vec<LineRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT reservation_id, sku, quantity, held FROM reservation_lines
+         WHERE reservation_id = ANY($1) ORDER BY reservation_id, sku",
+    )
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn insert_lines(
+    conn: &mut PgConnection,
+    id: &str,
+    skus: &[&str],
+    quantities: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO reservation_lines (reservation_id, sku, quantity, held)
+         SELECT $1, s, q, q FROM UNNEST($2::text[], $3::int8[]) AS t(s, q)",
+    )
+    .bind(id)
+    .bind(skus)
+    .bind(quantities)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Locks reservations, in id order (the order every writer uses), and returns them.
+pub async fn lock(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> Result<Vec<ReservationRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM reservations WHERE reservation_id = ANY($1)
+         ORDER BY reservation_id FOR UPDATE"
+    ))
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+}
+
+/// Locks up to `limit` holds whose time is up, skipping any another daemon is handling.
+pub async fn lock_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT reservation_id FROM reservations
+         WHERE status = 'held' AND expires_at <= now()
+         ORDER BY expires_at LIMIT $1
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn set_status(
+    conn: &mut PgConnection,
+    ids: &[String],
+    status: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE reservations SET status = $2, updated_at = now(),
+                expires_at = CASE WHEN $2 = 'held' THEN expires_at ELSE NULL END
+         WHERE reservation_id = ANY($1)",
+    )
+    .bind(ids)
+    .bind(status)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Confirms a live hold that has not run out; returns whether it did.
+pub async fn confirm(conn: &mut PgConnection, id: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE reservations SET status = 'confirmed', expires_at = NULL, updated_at = now()
+         WHERE reservation_id = $1
+           AND (status = 'confirmed' OR (status = 'held' AND expires_at > now()))",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn set_held(
+    conn: &mut PgConnection,
+    ids: &[&str],
+    skus: &[&str],
+    held: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE reservation_lines AS l SET held = n.held
+         FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS n(reservation_id, sku, held)
+         WHERE l.reservation_id = n.reservation_id AND l.sku = n.sku",
+    )
+    .bind(ids)
+    .bind(skus)
+    .bind(held)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// What the given reservations still hold, per level.
+pub async fn held_by_level(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.location_id, l.sku, sum(l.held)::int8
+         FROM reservation_lines l JOIN reservations r USING (reservation_id)
+         WHERE l.reservation_id = ANY($1) AND l.held > 0
+         GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+}
+
+/// Adds `delta` (positive: hold, negative: release) to `reserved` of locked levels, bumping
+/// their versions; the `reserved >= 0` CHECK guards against releasing twice.
+pub async fn add_reserved(
+    conn: &mut PgConnection,
+    locations: &[&str],
+    skus: &[&str],
+    deltas: &[i64],
+) -> Result<Vec<LevelRow>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE stock_levels AS s SET reserved = s.reserved + n.d, version = s.version + 1,
+                updated_at = now()
+         FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS n(location_id, sku, d)
+         WHERE s.location_id = n.location_id AND s.sku = n.sku
+         RETURNING s.location_id, s.sku, s.on_hand, s.reserved, s.version, s.last_count_at,
+                   s.last_movement_at",
+    )
+    .bind(locations)
+    .bind(skus)
+    .bind(deltas)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn clear_held(conn: &mut PgConnection, ids: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE reservation_lines SET held = 0 WHERE reservation_id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Of the given reservations, those with nothing left to hold.
+pub async fn fully_consumed(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT reservation_id FROM reservation_lines WHERE reservation_id = ANY($1)
+         GROUP BY reservation_id HAVING max(held) = 0",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+}

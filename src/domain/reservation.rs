@@ -1,0 +1,152 @@
+//! Holds: the rules for taking, keeping and giving back reserved stock.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use super::routing::OrderLine;
+
+pub const DEFAULT_TTL_SECONDS: i64 = 15 * 60;
+pub const MAX_TTL_SECONDS: i64 = 24 * 3600;
+/// Most lines one reservation or order may carry.
+pub const MAX_LINES: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Held,
+    Confirmed,
+    Fulfilled,
+    Released,
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Held => "held",
+            Status::Confirmed => "confirmed",
+            Status::Fulfilled => "fulfilled",
+            Status::Released => "released",
+            Status::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Status::Held,
+            Status::Confirmed,
+            Status::Fulfilled,
+            Status::Released,
+            Status::Expired,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    /// Whether stock is still held (and so can be confirmed, released or consumed).
+    pub fn is_live(self) -> bool {
+        matches!(self, Status::Held | Status::Confirmed)
+    }
+}
+
+/// When a hold taken `now` expires; `None` ttl means the default.
+pub fn expires_at(now: DateTime<Utc>, ttl_seconds: Option<i64>) -> Result<DateTime<Utc>, String> {
+    let ttl = ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+    if !(1..=MAX_TTL_SECONDS).contains(&ttl) {
+        return Err(format!(
+            "ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"
+        ));
+    }
+    Ok(now + Duration::seconds(ttl))
+}
+
+/// A line that cannot be held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shortfall {
+    pub sku: String,
+    pub requested: i64,
+    pub available: i64,
+}
+
+/// All lines or none: every shortfall, or Ok when each (merged) line fits what is available.
+pub fn check(lines: &[OrderLine], available: impl Fn(&str) -> i64) -> Result<(), Vec<Shortfall>> {
+    let short: Vec<Shortfall> = lines
+        .iter()
+        .filter_map(|l| {
+            let a = available(&l.sku);
+            (l.quantity > a).then(|| Shortfall {
+                sku: l.sku.clone(),
+                requested: l.quantity,
+                available: a,
+            })
+        })
+        .collect();
+    if short.is_empty() {
+        Ok(())
+    } else {
+        Err(short)
+    }
+}
+
+/// How much of a hold a sale (or transfer out) of `quantity` consumes.
+pub fn consumed(held: i64, quantity: i64) -> i64 {
+    held.min(quantity).max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::routing::merge_lines;
+    use proptest::prelude::*;
+
+    fn line(sku: &str, quantity: i64) -> OrderLine {
+        OrderLine {
+            sku: sku.into(),
+            quantity,
+        }
+    }
+
+    #[test]
+    fn ttl_is_bounded_with_a_default() {
+        let now = Utc::now();
+        assert_eq!(expires_at(now, None), Ok(now + Duration::seconds(900)));
+        assert_eq!(expires_at(now, Some(2)), Ok(now + Duration::seconds(2)));
+        assert!(expires_at(now, Some(0)).is_err());
+        assert!(expires_at(now, Some(MAX_TTL_SECONDS + 1)).is_err());
+    }
+
+    #[test]
+    fn a_repeated_sku_is_checked_once_against_its_sum() {
+        let lines = merge_lines(&[line("A", 2), line("B", 1), line("A", 2)]);
+        let short = check(&lines, |sku| if sku == "A" { 3 } else { 5 }).expect_err("A needs 4");
+        assert_eq!(
+            short,
+            vec![Shortfall {
+                sku: "A".into(),
+                requested: 4,
+                available: 3
+            }]
+        );
+        assert!(check(&lines, |_| 4).is_ok());
+    }
+
+    #[test]
+    fn only_live_holds_count() {
+        assert!(Status::Held.is_live() && Status::Confirmed.is_live());
+        assert!(
+            !Status::Expired.is_live()
+                && !Status::Released.is_live()
+                && !Status::Fulfilled.is_live()
+        );
+        assert_eq!(Status::parse("expired"), Some(Status::Expired));
+    }
+
+    proptest! {
+        #[test]
+        fn consumption_never_exceeds_the_hold_or_the_sale(held in 0i64..100, q in 1i64..100) {
+            let c = consumed(held, q);
+            prop_assert!(c <= held && c <= q && c >= 0);
+            prop_assert!(c == held || c == q);
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Holds on stock: create (all lines or none), confirm, release, expire, and read.
+//!
+//! Concurrency: a hold locks its level rows (`FOR UPDATE`, in SKU order) and checks
+//! availability under the lock, so no interleaving of requests can make `reserved` exceed what
+//! `available` allowed. Everything that locks both reservations and levels takes reservations
+//! first, then levels in (location, SKU) order, which leaves no room for a deadlock cycle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::StockCache;
+use crate::db;
+use crate::db::levels::LevelRow;
+use crate::domain::availability::available;
+use crate::domain::reservation::{self, Shortfall, Status};
+use crate::domain::routing::OrderLine;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LineView {
+    pub sku: String,
+    pub quantity: i64,
+    /// Still held (a sale carrying the reservation consumes it).
+    pub held: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReservationView {
+    pub reservation_id: String,
+    pub status: Status,
+    pub location_id: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub lines: Vec<LineView>,
+}
+
+pub async fn view(db: &PgPool, id: &str) -> Result<Option<ReservationView>, sqlx::Error> {
+    let Some(r) = db::reservations::get(db, id).await? else {
+        return Ok(None);
+    };
+    let lines = db::reservations::lines(db, &[id.to_owned()]).await?;
+    Ok(Some(ReservationView {
+        status: Status::parse(&r.status).unwrap_or(Status::Released),
+        reservation_id: r.reservation_id,
+        location_id: r.location_id,
+        expires_at: r.expires_at,
+        order_id: r.order_id,
+        created_at: r.created_at,
+        lines: lines
+            .into_iter()
+            .map(|l| LineView {
+                sku: l.sku,
+                quantity: l.quantity,
+                held: l.held,
+            })
+            .collect(),
+    }))
+}
+
+/// A hold to take.
+pub struct NewHold<'a> {
+    pub reservation_id: &'a str,
+    pub location_id: &'a str,
+    /// Merged: one line per SKU.
+    pub lines: &'a [OrderLine],
+    pub expires_at: DateTime<Utc>,
+    pub order_id: Option<&'a str>,
+}
+
+/// Why a hold was not taken.
+#[derive(Debug)]
+pub enum NotHeld {
+    /// The reservation id exists already (the caller answers with it: idempotency).
+    Exists,
+    UnknownLocation,
+    Short(Vec<Shortfall>),
+}
+
+/// Takes a hold inside the caller's transaction. On `Err(NotHeld)` the caller must roll back.
+pub async fn hold_in(
+    conn: &mut PgConnection,
+    h: &NewHold<'_>,
+) -> Result<Result<Vec<LevelRow>, NotHeld>, sqlx::Error> {
+    let Some(safety) = db::locations::safety_stock(&mut *conn, h.location_id).await? else {
+        return Ok(Err(NotHeld::UnknownLocation));
+    };
+    if !db::reservations::insert(
+        conn,
+        h.reservation_id,
+        h.location_id,
+        h.expires_at,
+        h.order_id,
+    )
+    .await?
+    {
+        return Ok(Err(NotHeld::Exists));
+    }
+    let mut skus: Vec<&str> = h.lines.iter().map(|l| l.sku.as_str()).collect();
+    skus.sort_unstable();
+    let levels = db::levels::lock_at(conn, h.location_id, &skus).await?;
+    let avail = |sku: &str| {
+        levels
+            .iter()
+            .find(|l| l.sku == sku)
+            .map_or(0, |l| available(l.on_hand, l.reserved, safety))
+    };
+    if let Err(short) = reservation::check(h.lines, avail) {
+        return Ok(Err(NotHeld::Short(short)));
+    }
+    let quantities: Vec<i64> = h.lines.iter().map(|l| l.quantity).collect();
+    let line_skus: Vec<&str> = h.lines.iter().map(|l| l.sku.as_str()).collect();
+    let locations = vec![h.location_id; line_skus.len()];
+    let changed = db::reservations::add_reserved(conn, &locations, &line_skus, &quantities).await?;
+    db::reservations::insert_lines(conn, h.reservation_id, &line_skus, &quantities).await?;
+    Ok(Ok(changed))
+}
+
+pub enum Created {
+    New(ReservationView),
+    /// The same reservation id was used before: its reservation, as it is now.
+    Replay(ReservationView),
+    UnknownLocation,
+    Short(Vec<Shortfall>),
+}
+
+pub async fn create(
+    pool: &PgPool,
+    cache: &StockCache,
+    h: &NewHold<'_>,
+) -> Result<Created, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    match hold_in(&mut tx, h).await? {
+        Ok(changed) => {
+            tx.commit().await?;
+            cache.publish(&changed).await;
+            let v = view(pool, h.reservation_id)
+                .await?
+                .ok_or(sqlx::Error::RowNotFound)?;
+            Ok(Created::New(v))
+        }
+        Err(not) => {
+            tx.rollback().await?;
+            Ok(match not {
+                NotHeld::Exists => Created::Replay(
+                    view(pool, h.reservation_id)
+                        .await?
+                        .ok_or(sqlx::Error::RowNotFound)?,
+                ),
+                NotHeld::UnknownLocation => Created::UnknownLocation,
+                NotHeld::Short(s) => Created::Short(s),
+            })
+        }
+    }
+}
+
+/// Gives back what the given (locked) reservations still hold and sets their status.
+pub async fn release_in(
+    conn: &mut PgConnection,
+    ids: &[String],
+    status: Status,
+) -> Result<Vec<LevelRow>, sqlx::Error> {
+    let held = db::reservations::held_by_level(conn, ids).await?;
+    let mut changed = Vec::new();
+    if !held.is_empty() {
+        let (locs, skus): (Vec<String>, Vec<String>) =
+            held.iter().map(|(l, s, _)| (l.clone(), s.clone())).unzip();
+        db::levels::lock(conn, &locs, &skus).await?;
+        let locs: Vec<&str> = held.iter().map(|(l, _, _)| l.as_str()).collect();
+        let skus: Vec<&str> = held.iter().map(|(_, s, _)| s.as_str()).collect();
+        let deltas: Vec<i64> = held.iter().map(|(_, _, n)| -n).collect();
+        changed = db::reservations::add_reserved(conn, &locs, &skus, &deltas).await?;
+        db::reservations::clear_held(conn, ids).await?;
+    }
+    db::reservations::set_status(conn, ids, status.as_str()).await?;
+    Ok(changed)
+}
+
+pub enum Released {
+    Done(ReservationView),
+    NotFound,
+}
+
+/// Releases what is still held; releasing a reservation that is no longer live changes nothing
+/// and answers with its status (DELETE is idempotent).
+pub async fn release(pool: &PgPool, cache: &StockCache, id: &str) -> Result<Released, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let locked = db::reservations::lock(&mut tx, &[id.to_owned()]).await?;
+    let Some(r) = locked.first() else {
+        return Ok(Released::NotFound);
+    };
+    let mut changed = Vec::new();
+    if Status::parse(&r.status).is_some_and(Status::is_live) {
+        changed = release_in(&mut tx, &[id.to_owned()], Status::Released).await?;
+    }
+    tx.commit().await?;
+    cache.publish(&changed).await;
+    Ok(match view(pool, id).await? {
+        Some(v) => Released::Done(v),
+        None => Released::NotFound,
+    })
+}
+
+pub enum Confirmed {
+    Done(ReservationView),
+    NotFound,
+    /// Not live (expired, released, fulfilled): nothing to confirm.
+    NotLive(ReservationView),
+}
+
+pub async fn confirm(pool: &PgPool, id: &str) -> Result<Confirmed, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let done = db::reservations::confirm(&mut conn, id).await?;
+    drop(conn);
+    Ok(match (done, view(pool, id).await?) {
+        (_, None) => Confirmed::NotFound,
+        (true, Some(v)) => Confirmed::Done(v),
+        (false, Some(v)) => Confirmed::NotLive(v),
+    })
+}
+
+/// Expires up to `limit` holds whose time is up. Safe with several daemons: each due hold is
+/// locked by exactly one of them (`SKIP LOCKED`), and only a still-held one is released.
+pub async fn expire_due(
+    pool: &PgPool,
+    cache: &StockCache,
+    limit: i64,
+) -> Result<usize, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let due = db::reservations::lock_due(&mut tx, limit).await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let changed = release_in(&mut tx, &due, Status::Expired).await?;
+    tx.commit().await?;
+    cache.publish(&changed).await;
+    Ok(due.len())
+}
+
+/// Background job: releases expired holds within a second of their expiry.
+pub async fn run_expiry_job(pool: PgPool, cache: Arc<StockCache>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        loop {
+            match expire_due(&pool, &cache, 500).await {
+                Ok(0) => break,
+                Ok(n) => tracing::info!(reservations = n, "expired holds released"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiry sweep failed; retrying");
+                    break;
+                }
+            }
+        }
+    }
+}

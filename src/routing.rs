@@ -1,0 +1,259 @@
+//! Order routing with holds: decide where an order ships from (or is picked up), and hold the
+//! stock there in the same transaction, so the answer is a promise, not a guess.
+//!
+//! The decision itself is `domain::routing::route`, pure and benchmarked; this module feeds it
+//! the current truth (levels from PostgreSQL, locations from the in-memory directory, today's
+//! routed orders) and holds what it chose. If a concurrent order took the stock (or the last
+//! capacity) between the decision and the hold, it decides again on fresh data.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+use crate::cache::StockCache;
+use crate::db;
+use crate::db::levels::LevelRow;
+use crate::directory::Directory;
+use crate::domain::availability::available;
+use crate::domain::location::Location;
+use crate::domain::reservation;
+use crate::domain::routing::{self, Candidate, Fulfilment, OrderLine, RouteOutcome, RouteRequest};
+use crate::reservations::{hold_in, NewHold, NotHeld};
+
+/// How often a route is decided again after losing a race for its stock.
+const ATTEMPTS: usize = 10;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// An order to route (lines already validated and merged).
+#[derive(Debug, Clone)]
+pub struct Order {
+    pub order_id: String,
+    pub lines: Vec<OrderLine>,
+    pub fulfilment: Fulfilment,
+    pub customer: Customer,
+    pub pickup_location_id: Option<String>,
+    pub max_distance_km: Option<f64>,
+    pub allow_split: bool,
+    pub ttl_seconds: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AssignmentView {
+    pub location_id: String,
+    pub distance_km: f64,
+    pub lines: Vec<OrderLine>,
+    /// The hold taken for this shipment (absent in a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub enum Routed {
+    /// Routed and held (or, in a dry run, what would be): the response body.
+    Done(Value),
+    /// The same order id was routed before: its answer, unchanged.
+    Replay(Value),
+    /// No location (or set of locations) can serve it now.
+    NoOption(RouteOutcome),
+}
+
+/// The candidates as they are now: every location, its available-to-promise for the order's
+/// SKUs, and its remaining daily capacity.
+///
+/// Read on the caller's connection: a route holds one connection for its whole transaction,
+/// and asking the pool for a second one could starve it under load.
+async fn candidates(
+    conn: &mut PgConnection,
+    locations: &HashMap<String, Location>,
+    lines: &[OrderLine],
+) -> Result<Vec<Candidate>, sqlx::Error> {
+    let skus: Vec<String> = lines.iter().map(|l| l.sku.clone()).collect();
+    let levels: Vec<LevelRow> = db::levels::for_skus(&mut *conn, &skus).await?;
+    let routed = db::orders::routed_today(&mut *conn).await?;
+    let mut out: HashMap<&str, Candidate> = locations
+        .values()
+        .map(|l| {
+            let capacity_left = l
+                .daily_order_capacity
+                .map(|c| c - routed.get(&l.location_id).copied().unwrap_or(0));
+            (
+                l.location_id.as_str(),
+                Candidate {
+                    location_id: l.location_id.clone(),
+                    kind: l.kind,
+                    lat: l.lat,
+                    lon: l.lon,
+                    pickup: l.pickup,
+                    ship_from: l.ship_from,
+                    available: HashMap::new(),
+                    capacity_left,
+                },
+            )
+        })
+        .collect();
+    for lv in levels {
+        if let (Some(c), Some(loc)) = (
+            out.get_mut(lv.location_id.as_str()),
+            locations.get(&lv.location_id),
+        ) {
+            c.available
+                .insert(lv.sku, available(lv.on_hand, lv.reserved, loc.safety_stock));
+        }
+    }
+    let mut v: Vec<Candidate> = out.into_values().collect();
+    v.sort_by(|a, b| a.location_id.cmp(&b.location_id));
+    Ok(v)
+}
+
+fn decide(order: &Order, candidates: &[Candidate]) -> RouteOutcome {
+    routing::route(
+        &RouteRequest {
+            lines: &order.lines,
+            fulfilment: order.fulfilment,
+            customer_lat: order.customer.lat,
+            customer_lon: order.customer.lon,
+            pickup_location_id: order.pickup_location_id.as_deref(),
+            max_distance_km: order.max_distance_km,
+            allow_split: order.allow_split,
+        },
+        candidates,
+    )
+}
+
+fn response(
+    order: &Order,
+    outcome: &RouteOutcome,
+    holds: &[(String, DateTime<Utc>)],
+    dry_run: bool,
+) -> Value {
+    let assignments: Vec<AssignmentView> = outcome
+        .assignments
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AssignmentView {
+            location_id: a.location_id.clone(),
+            distance_km: a.distance_km,
+            lines: a.lines.clone(),
+            reservation_id: holds.get(i).map(|h| h.0.clone()),
+            expires_at: holds.get(i).map(|h| h.1),
+        })
+        .collect();
+    serde_json::json!({
+        "order_id": order.order_id,
+        "fulfilment": order.fulfilment,
+        "dry_run": dry_run,
+        "assignments": assignments,
+        "explanation": outcome.explanation,
+    })
+}
+
+/// Routes an order and holds its stock (unless `dry_run`), idempotently by `order_id`.
+pub async fn route_order(
+    pool: &PgPool,
+    cache: &StockCache,
+    directory: &Directory,
+    order: &Order,
+    dry_run: bool,
+) -> Result<Routed, RouteError> {
+    let expires_at =
+        reservation::expires_at(Utc::now(), order.ttl_seconds).map_err(RouteError::Invalid)?;
+    if dry_run {
+        if let Some(previous) = db::orders::response(pool, &order.order_id).await? {
+            return Ok(Routed::Replay(previous));
+        }
+        let locations = directory.snapshot();
+        let mut conn = pool.acquire().await?;
+        let outcome = decide(
+            order,
+            &candidates(&mut conn, &locations, &order.lines).await?,
+        );
+        return Ok(if outcome.assignments.is_empty() {
+            Routed::NoOption(outcome)
+        } else {
+            Routed::Done(response(order, &outcome, &[], true))
+        });
+    }
+    for attempt in 1..=ATTEMPTS {
+        let mut tx = pool.begin().await?;
+        db::orders::lock_order_id(&mut tx, &order.order_id).await?;
+        if let Some(previous) = db::orders::response(&mut *tx, &order.order_id).await? {
+            return Ok(Routed::Replay(previous));
+        }
+        let locations = directory.snapshot();
+        let outcome = decide(order, &candidates(&mut tx, &locations, &order.lines).await?);
+        if outcome.assignments.is_empty() {
+            return Ok(Routed::NoOption(outcome));
+        }
+        // Hold in location order: the (location, SKU) lock order every writer follows.
+        let mut order_of: Vec<usize> = (0..outcome.assignments.len()).collect();
+        order_of.sort_by(|&a, &b| {
+            outcome.assignments[a]
+                .location_id
+                .cmp(&outcome.assignments[b].location_id)
+        });
+        let mut holds = vec![(String::new(), expires_at); outcome.assignments.len()];
+        let mut changed = Vec::new();
+        let mut lost = None;
+        for &i in &order_of {
+            let a = &outcome.assignments[i];
+            let capacity = locations
+                .get(&a.location_id)
+                .and_then(|l| l.daily_order_capacity);
+            db::locations::lock_terms(&mut tx, &a.location_id).await?;
+            if let Some(cap) = capacity {
+                if db::orders::routed_today_at(&mut tx, &a.location_id).await? >= cap {
+                    lost = Some(format!("capacity of {} taken", a.location_id));
+                    break;
+                }
+            }
+            let id = format!("ord-{}", uuid::Uuid::new_v4().simple());
+            let hold = NewHold {
+                reservation_id: &id,
+                location_id: &a.location_id,
+                lines: &a.lines,
+                expires_at,
+                order_id: Some(&order.order_id),
+            };
+            match hold_in(&mut tx, &hold).await? {
+                Ok(c) => changed.extend(c),
+                Err(NotHeld::Short(_)) | Err(NotHeld::Exists) | Err(NotHeld::UnknownLocation) => {
+                    lost = Some(format!("stock at {} taken", a.location_id));
+                    break;
+                }
+            }
+            db::orders::insert_assignment(&mut tx, &order.order_id, &a.location_id, &id).await?;
+            holds[i].0 = id;
+        }
+        if let Some(why) = lost {
+            tx.rollback().await?;
+            tracing::debug!(order_id = %order.order_id, attempt, %why, "route lost a race; deciding again");
+            continue;
+        }
+        let body = response(order, &outcome, &holds, false);
+        db::orders::insert(&mut tx, &order.order_id, &body).await?;
+        tx.commit().await?;
+        cache.publish(&changed).await;
+        return Ok(Routed::Done(body));
+    }
+    Err(RouteError::Contended)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the stock kept being taken by concurrent orders; try again")]
+    Contended,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}

@@ -1,0 +1,360 @@
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, TestApp, READ_KEY, RESERVE_KEY};
+
+const TAIPEI: (f64, f64) = (25.05306, 121.52639);
+
+/// Ship-from stores at real Taiwan cities (distances from Taipei, hand-computed with the
+/// haversine formula, R = 6371.0088 km): New Taipei 7.057, Banqiao 7.361, Keelung 23.274,
+/// Taoyuan 24.041, Hsinchu 62.712, Taichung 131.938, Kaohsiung 297.723.
+async fn cities(app: &TestApp, capacity: Option<i64>) {
+    for (id, lat, lon) in [
+        ("NEWTPE", 25.06199, 121.45703),
+        ("BANQIAO", 25.01427, 121.46719),
+        ("KEELUNG", 25.13089, 121.74094),
+        ("TAOYUAN", 24.99368, 121.29696),
+        ("HSINCHU", 24.80361, 120.96861),
+        ("TAICHUNG", 24.1469, 120.6839),
+        ("KAOHSIUNG", 22.61626, 120.31333),
+    ] {
+        app.put_location(
+            id,
+            json!({"name": id, "kind": "store", "lat": lat, "lon": lon, "pickup": true,
+                                     "ship_from": true, "daily_order_capacity": capacity,
+                                     "timezone": "Asia/Taipei"}),
+        )
+        .await;
+    }
+}
+
+async fn route(app: &TestApp, body: Value) -> (u16, Value) {
+    app.send(Method::POST, "/v1/orders/route", RESERVE_KEY, &body)
+        .await
+}
+
+fn order(id: &str, lines: Value) -> Value {
+    json!({"order_id": id, "lines": lines, "fulfilment": "delivery",
+           "customer": {"lat": TAIPEI.0, "lon": TAIPEI.1}})
+}
+
+fn reason_of<'a>(body: &'a Value, location: &str) -> &'a Value {
+    let explanation = body
+        .get("explanation")
+        .or_else(|| body["details"].get("explanation"))
+        .expect("explanation");
+    explanation
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|e| e["location_id"] == json!(location))
+        .unwrap_or_else(|| panic!("{location} missing from the explanation: {body}"))
+}
+
+#[tokio::test]
+async fn the_nearest_store_with_every_line_wins_over_a_nearer_one_missing_a_line() {
+    let app = spawn_app().await;
+    cities(&app, None).await;
+    app.stock("NEWTPE", "A", 5).await; // nearest, but has no B
+    app.stock("BANQIAO", "A", 5).await;
+    app.stock("BANQIAO", "B", 5).await;
+    app.stock("TAICHUNG", "A", 5).await;
+    app.stock("TAICHUNG", "B", 5).await;
+    let (status, body) = route(
+        &app,
+        order(
+            "o-1",
+            json!([{"sku": "A", "quantity": 1}, {"sku": "B", "quantity": 2}]),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let a = &body["assignments"];
+    assert_eq!(a.as_array().map(Vec::len), Some(1));
+    assert_eq!(a[0]["location_id"], json!("BANQIAO"));
+    assert!((a[0]["distance_km"].as_f64().expect("km") - 7.361).abs() < 0.06);
+    let reservation = a[0]["reservation_id"].as_str().expect("held").to_owned();
+    let (_, r) = app
+        .get(&format!("/v1/reservations/{reservation}"), RESERVE_KEY)
+        .await;
+    assert_eq!(r["status"], json!("held"));
+    assert_eq!(app.reserved("BANQIAO", "B").await, 2);
+    assert_eq!(reason_of(&body, "BANQIAO")["decision"], json!("chosen"));
+    let skipped = reason_of(&body, "NEWTPE");
+    assert_eq!(skipped["decision"], json!("skipped"));
+    assert!(
+        skipped["reason"].as_str().expect("reason").contains('B'),
+        "names the missing line: {skipped}"
+    );
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn splits_only_when_allowed_with_the_fewest_shipments() {
+    let app = spawn_app().await;
+    cities(&app, None).await;
+    // Nearest three each have one line; two farther stores cover everything between them.
+    app.stock("NEWTPE", "A", 5).await;
+    app.stock("BANQIAO", "B", 5).await;
+    app.stock("KEELUNG", "C", 5).await;
+    app.stock("HSINCHU", "A", 5).await;
+    app.stock("HSINCHU", "B", 5).await;
+    app.stock("TAICHUNG", "C", 5).await;
+    let lines = json!([{"sku": "A", "quantity": 1}, {"sku": "B", "quantity": 1}, {"sku": "C", "quantity": 1}]);
+    let (status, body) = route(&app, order("o-nosplit", lines.clone())).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (409, json!("no_fulfilment_option")),
+        "{body}"
+    );
+    let mut split = order("o-split", lines);
+    split["allow_split"] = json!(true);
+    let (status, body) = route(&app, split).await;
+    assert_eq!(status, 200, "{body}");
+    let mut chosen: Vec<&str> = body["assignments"]
+        .as_array()
+        .expect("a")
+        .iter()
+        .filter_map(|a| a["location_id"].as_str())
+        .collect();
+    chosen.sort();
+    // Two shipments beat three nearer ones (NEWTPE + BANQIAO + KEELUNG); of the two-shipment
+    // sets, HSINCHU + KEELUNG (62.7 + 23.3 km) beats HSINCHU + TAICHUNG (62.7 + 131.9 km).
+    assert_eq!(chosen, ["HSINCHU", "KEELUNG"]);
+    assert_eq!(
+        app.reserved("HSINCHU", "A").await + app.reserved("HSINCHU", "B").await,
+        2
+    );
+    assert_eq!(app.reserved("KEELUNG", "C").await, 1);
+    assert_eq!(app.reserved("NEWTPE", "A").await, 0);
+}
+
+#[tokio::test]
+async fn capacity_and_max_distance_are_respected_and_explained() {
+    let app = spawn_app().await;
+    cities(&app, Some(1)).await;
+    for loc in ["BANQIAO", "HSINCHU", "KAOHSIUNG"] {
+        app.stock(loc, "A", 5).await;
+    }
+    let (status, first) = route(&app, order("o-1", json!([{"sku": "A", "quantity": 1}]))).await;
+    assert_eq!(
+        (status, first["assignments"][0]["location_id"].clone()),
+        (200, json!("BANQIAO"))
+    );
+    let (status, second) = route(&app, order("o-2", json!([{"sku": "A", "quantity": 1}]))).await;
+    assert_eq!(
+        (status, second["assignments"][0]["location_id"].clone()),
+        (200, json!("HSINCHU")),
+        "{second}"
+    );
+    assert!(reason_of(&second, "BANQIAO")["reason"]
+        .as_str()
+        .expect("r")
+        .contains("capacity"));
+    let mut near = order("o-3", json!([{"sku": "A", "quantity": 1}]));
+    near["max_distance_km"] = json!(100.0);
+    let (status, third) = route(&app, near).await;
+    assert_eq!(
+        (status, third["error"].clone()),
+        (409, json!("no_fulfilment_option")),
+        "{third}"
+    );
+    assert!(reason_of(&third, "KAOHSIUNG")["reason"]
+        .as_str()
+        .expect("r")
+        .contains("too far"));
+    assert!(reason_of(&third, "HSINCHU")["reason"]
+        .as_str()
+        .expect("r")
+        .contains("capacity"));
+}
+
+#[tokio::test]
+async fn dry_run_holds_nothing_and_the_same_order_id_answers_the_same() {
+    let app = spawn_app().await;
+    cities(&app, None).await;
+    app.stock("TAOYUAN", "A", 5).await;
+    let (status, dry) = app
+        .send(
+            Method::POST,
+            "/v1/orders/route?dry_run=true",
+            RESERVE_KEY,
+            &order("o-1", json!([{"sku": "A", "quantity": 2}])),
+        )
+        .await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["dry_run"], json!(true));
+    assert_eq!(dry["assignments"][0]["location_id"], json!("TAOYUAN"));
+    assert!(dry["assignments"][0].get("reservation_id").is_none());
+    assert_eq!(app.reserved("TAOYUAN", "A").await, 0);
+    let (s1, first) = route(&app, order("o-1", json!([{"sku": "A", "quantity": 2}]))).await;
+    let (s2, again) = route(&app, order("o-1", json!([{"sku": "A", "quantity": 2}]))).await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(first, again);
+    assert_eq!(
+        app.reserved("TAOYUAN", "A").await,
+        2,
+        "one hold for one order id"
+    );
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn pickup_at_a_store_without_the_stock_names_the_nearest_that_could() {
+    let app = spawn_app().await;
+    cities(&app, None).await;
+    app.put_location(
+        "NOPICK",
+        json!({"name": "No pickup", "kind": "store", "lat": 25.05, "lon": 121.52, "pickup": false}),
+    )
+    .await;
+    app.stock("NOPICK", "A", 9).await;
+    app.stock("KEELUNG", "A", 1).await;
+    app.stock("TAICHUNG", "A", 1).await;
+    let mut p = order("p-1", json!([{"sku": "A", "quantity": 1}]));
+    p["fulfilment"] = json!("pickup");
+    p["pickup_location_id"] = json!("NEWTPE");
+    let (status, body) = route(&app, p.clone()).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (409, json!("no_fulfilment_option")),
+        "{body}"
+    );
+    let alternatives: Vec<&str> = body["details"]["alternatives"]
+        .as_array()
+        .expect("alt")
+        .iter()
+        .filter_map(|a| a["location_id"].as_str())
+        .collect();
+    assert_eq!(alternatives, ["KEELUNG", "TAICHUNG"]);
+    p.as_object_mut().expect("obj").remove("pickup_location_id");
+    let (status, body) = route(&app, p).await;
+    assert_eq!(
+        (status, body["assignments"][0]["location_id"].clone()),
+        (200, json!("KEELUNG")),
+        "{body}"
+    );
+    assert_eq!(reason_of(&body, "NOPICK")["decision"], json!("skipped"));
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_routes_never_promise_more_than_is_there() {
+    let app = spawn_app().await;
+    cities(&app, None).await;
+    app.stock("TAOYUAN", "HOT", 60).await;
+    app.stock("HSINCHU", "HOT", 40).await;
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let (http, url) = (app.http.clone(), app.url("/v1/orders/route"));
+        tasks.push(tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(RESERVE_KEY)
+                .json(&order(
+                    &format!("race-{i}"),
+                    json!([{"sku": "HOT", "quantity": 1}]),
+                ))
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            200 => ok += 1,
+            409 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(ok, 100);
+    assert_eq!(app.reserved("TAOYUAN", "HOT").await, 60);
+    assert_eq!(app.reserved("HSINCHU", "HOT").await, 40);
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn nearby_stores_are_sorted_by_distance_within_the_radius() {
+    let app = spawn_app().await;
+    cities(&app, None).await;
+    app.put_location(
+        "WH",
+        json!({"name": "DC", "kind": "warehouse", "lat": 25.05, "lon": 121.52}),
+    )
+    .await;
+    for loc in ["TAOYUAN", "NEWTPE", "KAOHSIUNG", "HSINCHU", "BANQIAO", "WH"] {
+        app.stock(loc, "A", 2).await;
+    }
+    app.stock("KEELUNG", "A", 1).await;
+    app.send(
+        Method::POST,
+        "/v1/reservations",
+        RESERVE_KEY,
+        &json!({"location_id": "KEELUNG", "lines": [{"sku": "A", "quantity": 1}]}),
+    )
+    .await;
+    let (status, body) = app
+        .get(
+            &format!(
+                "/v1/availability/A/nearby?lat={}&lon={}&radius_km=100",
+                TAIPEI.0, TAIPEI.1
+            ),
+            READ_KEY,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let stores = body["stores"].as_array().expect("stores");
+    let got: Vec<(&str, f64)> = stores
+        .iter()
+        .map(|s| {
+            (
+                s["location_id"].as_str().expect("id"),
+                s["distance_km"].as_f64().expect("km"),
+            )
+        })
+        .collect();
+    let expected = [
+        ("NEWTPE", 7.057),
+        ("BANQIAO", 7.361),
+        ("TAOYUAN", 24.041),
+        ("HSINCHU", 62.712),
+    ];
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "Keelung is fully held, Kaohsiung too far, the warehouse no store: {got:?}"
+    );
+    for ((id, km), (want_id, want_km)) in got.iter().zip(expected) {
+        assert_eq!(*id, want_id);
+        assert!(
+            (km - want_km).abs() < 0.01,
+            "{id}: {km} km, expected {want_km}"
+        );
+    }
+    assert!(stores[0]["last_movement_age_seconds"].as_i64().is_some());
+    assert!(stores[0]["last_count_at"].is_null(), "never counted");
+    let (_, limited) = app
+        .get(
+            &format!(
+                "/v1/availability/A/nearby?lat={}&lon={}&radius_km=30&limit=2",
+                TAIPEI.0, TAIPEI.1
+            ),
+            READ_KEY,
+        )
+        .await;
+    let ids: Vec<&str> = limited["stores"]
+        .as_array()
+        .expect("s")
+        .iter()
+        .filter_map(|s| s["location_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["NEWTPE", "BANQIAO"]);
+    assert_eq!(
+        app.get("/v1/availability/A/nearby?lat=95&lon=121", READ_KEY)
+            .await
+            .0,
+        422
+    );
+    assert_eq!(app.get("/v1/availability/A/nearby", READ_KEY).await.0, 422);
+}
