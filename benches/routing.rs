@@ -42,15 +42,16 @@ fn network() -> Vec<Candidate> {
     let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED);
     (0..STORES)
         .map(|i| {
-            // Each SKU is in stock (>= 2, enough for any line) with probability 0.3, so a store
-            // holding all 5 is rare (0.3^5: ~2 of 1,000).
+            // Each SKU: 2-11 in stock (enough for any line) with probability 0.25, just 1 with
+            // probability 0.1, so a store able to ship the whole order (two lines need 2) is
+            // rare: 0.25^2 * 0.35^3, ~3 of 1,000.
             let available: HashMap<String, i64> = SKUS
                 .iter()
                 .filter_map(|sku| {
                     let roll = rng.unit();
-                    let qty = if roll < 0.3 {
+                    let qty = if roll < 0.25 {
                         2 + (rng.next() % 10) as i64
-                    } else if roll < 0.5 {
+                    } else if roll < 0.35 {
                         1
                     } else {
                         return None;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::{self, RedisStore, StockCache};
 use crate::config::{Connections, ServeConfig, Subjects};
 use crate::directory::{self, Directory};
+use crate::events_hub::{self, ChangeHub};
 use crate::http::{self, auth::Auth, AppState};
 use crate::{db, ingest};
 
@@ -71,6 +72,8 @@ impl Application {
             .await
             .context("creating the JetStream streams (is JetStream enabled on the server?)")?;
         ingest::ensure_consumer(&stream, &subjects, config.ack_wait()).await?;
+        crate::outbox::ensure_streams(&js, &subjects).await?;
+        crate::events::set_default_low_stock_threshold(config.low_stock_threshold);
         let store = RedisStore::new(&c.redis_url, &c.redis_prefix).context("REDIS_URL")?;
         let cache = StockCache::new(store, pool.clone());
         let directory = Directory::load(&pool).await?;
@@ -97,6 +100,7 @@ impl Application {
             directory,
             nats,
             subjects,
+            changes: ChangeHub::default(),
         };
         Ok(Application {
             listener,
@@ -121,6 +125,15 @@ impl Application {
         let mut jobs = JoinSet::new();
         let addr = self.local_addr();
         let st = &self.state;
+        jobs.spawn(named(
+            "outbox-relay",
+            crate::outbox::run_relay(
+                st.pool.clone(),
+                self.ingest.js.clone(),
+                st.subjects.clone(),
+                token.clone(),
+            ),
+        ));
         jobs.spawn(named("ingest", ingest::run(self.ingest, token.clone())));
         jobs.spawn(named(
             "cache-resync",
@@ -145,6 +158,24 @@ impl Application {
                 st.pool.clone(),
                 st.nats.clone(),
                 st.subjects.locations_changed(),
+                token.clone(),
+            ),
+        ));
+        jobs.spawn(named(
+            "change-fanout",
+            events_hub::run_fanout_job(
+                st.changes.clone(),
+                st.nats.clone(),
+                st.subjects.clone(),
+                token.clone(),
+            ),
+        ));
+        jobs.spawn(named(
+            "reconcile",
+            crate::reconcile::run_job(
+                st.pool.clone(),
+                Arc::clone(&st.cache),
+                Duration::from_secs(self.config.reconcile_interval_seconds),
                 token.clone(),
             ),
         ));

@@ -17,6 +17,8 @@ use crate::db::movements::NewLedgerRow;
 use crate::domain::level::{self, LevelFacts, MovementFact, RecordedDelta};
 use crate::domain::movement::{Movement, MovementKind};
 use crate::domain::reservation::{self, Status};
+use crate::domain::transfer::TransferLine;
+use crate::events::{self, LevelChange};
 
 /// What one applied batch did.
 #[derive(Debug, Default)]
@@ -45,6 +47,7 @@ pub async fn apply_batch(pool: &PgPool, movements: &[Movement]) -> Result<Applie
         match apply_in(&mut tx, movements).await {
             Ok(applied) => {
                 tx.commit().await?;
+                crate::outbox::wake();
                 return Ok(applied);
             }
             Err(e) if attempt < ATTEMPTS && db::is_retryable(&e) => {
@@ -74,10 +77,14 @@ pub async fn apply_in(
         return Ok(out);
     }
 
-    let keys: BTreeSet<(&str, &str)> = fresh
+    // Lock order, shared by every writer: reservations, transfers, then levels by key.
+    let mut holds = Holds::lock(conn, &fresh).await?;
+    let mut transit = Transit::lock(conn, &fresh).await?;
+    let mut keys: BTreeSet<(&str, &str)> = fresh
         .iter()
         .map(|m| (m.location_id.as_str(), m.sku.as_str()))
         .collect();
+    keys.extend(transit.destination_keys());
     let skus: Vec<String> = keys
         .iter()
         .map(|(_, s)| s.to_string())
@@ -90,8 +97,6 @@ pub async fn apply_in(
         .unzip();
     db::levels::ensure_skus(conn, &skus).await?;
     db::levels::ensure(conn, &key_locs, &key_skus).await?;
-    // Reservations before levels: the lock order every writer follows.
-    let mut holds = Holds::lock(conn, &fresh).await?;
     let locked = db::levels::lock(conn, &key_locs, &key_skus).await?;
 
     let ids: Vec<&str> = fresh.iter().map(|m| m.event_id.as_str()).collect();
@@ -112,12 +117,16 @@ pub async fn apply_in(
         .collect();
 
     let mut ledger = Vec::with_capacity(todo.len());
+    let mut changes = Vec::new();
     for m in &todo {
         let key = (m.location_id.clone(), m.sku.clone());
+        // Quantities before this movement, of every level it touches.
+        let mut before: Vec<(Key, LevelRow)> = Vec::new();
         let Some((_, row)) = levels.get_mut(&key) else {
             // ensure() + lock() cover every key; a missing row means the schema changed under us.
             return Err(sqlx::Error::RowNotFound);
         };
+        before.push((key.clone(), row.clone()));
         let mut facts = LevelFacts {
             on_hand: row.on_hand,
             last_count_at: row.last_count_at,
@@ -131,17 +140,31 @@ pub async fn apply_in(
                 occurred_at: m.occurred_at,
             },
         );
-        let released = holds.consume(m);
-        row.reserved -= released;
-        if effect.on_hand_change != 0 || released != 0 {
-            row.version += 1;
-        }
+        row.reserved -= holds.consume(m);
         row.on_hand = facts.on_hand;
         row.last_count_at = facts.last_count_at;
         row.last_movement_at = Some(
             row.last_movement_at
                 .map_or(m.occurred_at, |t| t.max(m.occurred_at)),
         );
+        for (location, delta) in transit.apply(m) {
+            let k = (location, m.sku.clone());
+            if let Some((_, r)) = levels.get_mut(&k) {
+                if !before.iter().any(|(b, _)| *b == k) {
+                    before.push((k, r.clone()));
+                }
+                r.in_transit += delta;
+            }
+        }
+        for (k, b) in before {
+            let Some((_, r)) = levels.get_mut(&k) else {
+                continue;
+            };
+            if (r.on_hand, r.reserved, r.in_transit) != (b.on_hand, b.reserved, b.in_transit) {
+                r.version += 1;
+                changes.push(change(&b, r, m.kind.as_str(), Some(m.event_id.clone())));
+            }
+        }
         if effect.outcome == level::Outcome::Late {
             out.late += 1;
         }
@@ -159,6 +182,8 @@ pub async fn apply_in(
             source: m.source.as_deref(),
             reference: m.reference.as_deref(),
             reservation_id: m.reservation_id.as_deref(),
+            transfer_id: m.transfer_id.as_deref(),
+            to_location_id: m.to_location_id.as_deref(),
         });
     }
 
@@ -175,10 +200,33 @@ pub async fn apply_in(
     db::levels::update(conn, &touched).await?;
     db::movements::insert(conn, &ledger).await?;
     holds.save(conn).await?;
+    transit.save(conn).await?;
+    events::record(conn, &changes).await?;
     out.recorded = ledger.len();
     out.changed
         .sort_by(|a, b| (&a.sku, &a.location_id).cmp(&(&b.sku, &b.location_id)));
     Ok(out)
+}
+
+/// The change event of a level, from its row before and after.
+pub fn change(
+    before: &LevelRow,
+    after: &LevelRow,
+    cause: &'static str,
+    reference: Option<String>,
+) -> LevelChange {
+    LevelChange {
+        location_id: after.location_id.clone(),
+        sku: after.sku.clone(),
+        before_on_hand: before.on_hand,
+        before_reserved: before.reserved,
+        on_hand: after.on_hand,
+        reserved: after.reserved,
+        in_transit: after.in_transit,
+        version: after.version,
+        cause,
+        reference,
+    }
 }
 
 /// For every key that has a count in this batch: the deltas already recorded after the
@@ -301,5 +349,125 @@ impl Holds {
             db::reservations::set_status(conn, &done, Status::Fulfilled.as_str()).await?;
         }
         Ok(())
+    }
+}
+
+/// Transfer lines touched by a batch, and the in-transit accounting they move between levels.
+#[derive(Default)]
+struct Transit {
+    lines: BTreeMap<(String, String), TransferLine>,
+    /// Registered locations among possible destinations (only they have a level to count at).
+    known: HashSet<String>,
+}
+
+impl Transit {
+    fn line_of(m: &Movement) -> Option<(String, String)> {
+        matches!(m.kind, MovementKind::TransferOut | MovementKind::TransferIn)
+            .then(|| m.transfer_id.clone())
+            .flatten()
+            .map(|t| (t, m.sku.clone()))
+    }
+
+    async fn lock(conn: &mut PgConnection, movements: &[&Movement]) -> Result<Self, sqlx::Error> {
+        let mut t = Transit::default();
+        let keys: BTreeSet<(String, String)> =
+            movements.iter().filter_map(|m| Self::line_of(m)).collect();
+        if keys.is_empty() {
+            return Ok(t);
+        }
+        let ids: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+        let skus: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+        for r in db::transfers::lock(conn, &ids, &skus).await? {
+            t.lines.insert(
+                (r.transfer_id, r.sku),
+                TransferLine {
+                    from_location_id: r.from_location_id,
+                    to_location_id: r.to_location_id,
+                    shipped: r.shipped,
+                    received: r.received,
+                    accounted_to: r.accounted_to,
+                    accounted: r.accounted,
+                },
+            );
+        }
+        let mut candidates: BTreeSet<String> = t
+            .lines
+            .values()
+            .flat_map(|l| {
+                l.accounted_to
+                    .iter()
+                    .chain(l.to_location_id.iter())
+                    .cloned()
+            })
+            .collect();
+        for m in movements.iter().filter(|m| Self::line_of(m).is_some()) {
+            candidates.extend(m.to_location_id.iter().cloned());
+            if m.kind == MovementKind::TransferIn {
+                candidates.insert(m.location_id.clone());
+            }
+        }
+        let candidates: Vec<String> = candidates.into_iter().collect();
+        t.known = db::locations::known_ids(&mut *conn, &candidates).await?;
+        Ok(t)
+    }
+
+    /// Levels whose in-transit count this batch may change: they must be locked with the rest.
+    fn destination_keys(&self) -> Vec<(&str, &str)> {
+        self.known
+            .iter()
+            .flat_map(|loc| {
+                self.lines
+                    .keys()
+                    .map(move |(_, sku)| (loc.as_str(), sku.as_str()))
+            })
+            .collect()
+    }
+
+    /// Records a transfer movement on its line; returns the in-transit changes it causes.
+    fn apply(&mut self, m: &Movement) -> Vec<(String, i64)> {
+        let Some(key) = Self::line_of(m) else {
+            return Vec::new();
+        };
+        let Some(line) = self.lines.get_mut(&key) else {
+            return Vec::new();
+        };
+        match m.kind {
+            MovementKind::TransferOut => {
+                line.shipped += m.quantity;
+                line.from_location_id
+                    .get_or_insert_with(|| m.location_id.clone());
+                if let Some(to) = &m.to_location_id {
+                    line.to_location_id.get_or_insert_with(|| to.clone());
+                }
+            }
+            _ => {
+                line.received += m.quantity;
+                line.to_location_id
+                    .get_or_insert_with(|| m.location_id.clone());
+            }
+        }
+        let known = &self.known;
+        line.settle(|l| known.contains(l))
+    }
+
+    async fn save(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        if self.lines.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<db::transfers::TransferRow> = self
+            .lines
+            .iter()
+            .map(|((id, sku), l)| db::transfers::TransferRow {
+                transfer_id: id.clone(),
+                sku: sku.clone(),
+                from_location_id: l.from_location_id.clone(),
+                to_location_id: l.to_location_id.clone(),
+                shipped: l.shipped,
+                received: l.received,
+                accounted_to: l.accounted_to.clone(),
+                accounted: l.accounted,
+            })
+            .collect();
+        db::transfers::save(conn, &rows).await
     }
 }

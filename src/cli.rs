@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::app::{self, Application};
 use crate::cache::{RedisStore, StockCache};
 use crate::config::{Connections, ServeConfig, Subjects};
-use crate::{db, import, shutdown};
+use crate::{db, export, import, shutdown};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +47,24 @@ pub enum Command {
     Check {
         #[command(flatten)]
         connections: Connections,
+    },
+    /// Check every level against its ledger and holds, and Redis against PostgreSQL; repair
+    /// Redis. Exit 1 if PostgreSQL is inconsistent (never repaired: a human must look) or Redis
+    /// differences were left unrepaired (--no-repair).
+    Reconcile {
+        #[command(flatten)]
+        connections: Connections,
+        /// Report Redis differences without rewriting them.
+        #[arg(long)]
+        no_repair: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write data out (CSV).
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
     },
     /// Ingest load tool: publish many movements, report how fast the daemon commits them.
     Load {
@@ -102,6 +120,18 @@ pub enum ImportWhat {
 pub enum CacheWhat {
     /// Rewrite every level in Redis from PostgreSQL.
     Rebuild,
+}
+
+#[derive(Subcommand)]
+pub enum ExportWhat {
+    /// Every level: location_id,sku,on_hand,reserved,available,version,last_movement_at,last_count_at
+    Stock {
+        #[command(flatten)]
+        connections: Connections,
+        /// Write here (replaced only once complete) instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -184,6 +214,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             anyhow::bail!("{} (or more) levels disagree with the ledger", bad.len())
         }
+        Command::Reconcile {
+            connections,
+            no_repair,
+            json,
+        } => reconcile(&connections, !no_repair, json).await,
+        Command::Export {
+            what:
+                ExportWhat::Stock {
+                    connections,
+                    output,
+                },
+        } => {
+            let pool = app::connect_db(&connections).await?;
+            match output {
+                Some(path) => {
+                    let n = export::stock_to_file(&pool, &path).await?;
+                    eprintln!("exported {n} levels to {}", path.display());
+                }
+                None => {
+                    export::stock(&pool, std::io::stdout()).await?;
+                }
+            }
+            Ok(())
+        }
         Command::Load { connections, args } => {
             let pool = app::connect_db(&connections).await?;
             let js = async_nats::jetstream::new(app::connect_nats(&connections).await?);
@@ -235,6 +289,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `omnistock reconcile`: prints the report; fails (exit 1) when PostgreSQL is inconsistent or
+/// Redis differences were left as they were.
+async fn reconcile(c: &Connections, repair: bool, json: bool) -> anyhow::Result<()> {
+    let pool = app::connect_db(c).await?;
+    let store = RedisStore::new(&c.redis_url, &c.redis_prefix).context("REDIS_URL")?;
+    let report = crate::reconcile::run(&pool, &store, repair).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    if !report.postgres_consistent() {
+        anyhow::bail!(
+            "PostgreSQL is inconsistent: {} level(s) disagree with the ledger, {} with their holds",
+            report.ledger.count,
+            report.reserved.count
+        );
+    }
+    if report.redis_unrepaired() > 0 {
+        anyhow::bail!(
+            "{} Redis entries differ from PostgreSQL",
+            report.redis_unrepaired()
+        );
+    }
+    Ok(())
 }
 
 /// Tells running daemons to reload locations now rather than at their next periodic refresh.

@@ -84,6 +84,20 @@ pub struct ServeConfig {
     #[arg(long, env = "OMNISTOCK_CACHE_REBUILD_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub cache_rebuild_on_start: bool,
 
+    /// Seconds between two reconciliation runs inside the daemon (ledger vs levels, Redis vs
+    /// PostgreSQL, Redis repaired); 0 turns the periodic run off.
+    #[arg(
+        long,
+        env = "OMNISTOCK_RECONCILE_INTERVAL_SECONDS",
+        default_value_t = 300
+    )]
+    pub reconcile_interval_seconds: u64,
+
+    /// Default low-stock threshold: an alert fires when `available` falls to this or below
+    /// (and above zero). A location's or a SKU's own threshold takes precedence.
+    #[arg(long, env = "OMNISTOCK_LOW_STOCK_THRESHOLD", default_value_t = 2)]
+    pub low_stock_threshold: i64,
+
     /// Seconds the daemon waits for in-flight work to finish after SIGTERM / Ctrl-C.
     #[arg(long, env = "OMNISTOCK_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
@@ -132,6 +146,24 @@ impl Subjects {
         format!("{}.deadletter.{location_id}", self.prefix)
     }
 
+    /// Level change events of one location: `<prefix>.changes.<location_id>`.
+    pub fn changes(&self, location_id: &str) -> String {
+        format!("{}.changes.{location_id}", self.prefix)
+    }
+
+    pub fn changes_wildcard(&self) -> String {
+        format!("{}.changes.>", self.prefix)
+    }
+
+    /// Stock alerts: `<prefix>.alerts.<kind>` (`out_of_stock`, `back_in_stock`, `low_stock`).
+    pub fn alerts(&self, kind: &str) -> String {
+        format!("{}.alerts.{kind}", self.prefix)
+    }
+
+    pub fn alerts_wildcard(&self) -> String {
+        format!("{}.alerts.>", self.prefix)
+    }
+
     pub fn locations_changed(&self) -> String {
         format!("{}.internal.locations_changed", self.prefix)
     }
@@ -152,6 +184,16 @@ impl Subjects {
     /// JetStream stream holding movements: `INVENTORY_MOVEMENTS` for the default prefix.
     pub fn movements_stream(&self) -> String {
         format!("{}_MOVEMENTS", self.stream_base())
+    }
+
+    /// JetStream stream of change events: `INVENTORY_CHANGES` for the default prefix.
+    pub fn changes_stream(&self) -> String {
+        format!("{}_CHANGES", self.stream_base())
+    }
+
+    /// JetStream stream of stock alerts: `INVENTORY_ALERTS` for the default prefix.
+    pub fn alerts_stream(&self) -> String {
+        format!("{}_ALERTS", self.stream_base())
     }
 
     /// JetStream stream keeping dead letters: `INVENTORY_DEADLETTER` for the default prefix.

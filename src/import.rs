@@ -77,6 +77,8 @@ struct LocationCsv {
     daily_order_capacity: Option<i64>,
     #[serde(default)]
     timezone: Option<String>,
+    #[serde(default)]
+    low_stock_threshold: Option<i64>,
 }
 
 pub async fn locations(pool: &PgPool, file: &Path) -> anyhow::Result<usize> {
@@ -106,6 +108,7 @@ pub async fn locations(pool: &PgPool, file: &Path) -> anyhow::Result<usize> {
             safety_stock: row.safety_stock.unwrap_or(0),
             daily_order_capacity: row.daily_order_capacity,
             timezone: row.timezone.filter(|t| !t.is_empty()),
+            low_stock_threshold: row.low_stock_threshold,
         };
         match input.validate(&id) {
             Ok(l) => {
@@ -253,6 +256,8 @@ pub async fn stock(
             source: Some("import".into()),
             reference: file.file_name().map(|f| f.to_string_lossy().into_owned()),
             reservation_id: None,
+            transfer_id: None,
+            to_location_id: None,
         };
         m.event_id = opening_event_id(&m);
         movements.push(m);

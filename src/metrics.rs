@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 #[derive(Default)]
@@ -20,6 +20,25 @@ impl Counter {
         self.add(1);
     }
     pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down (e.g. clients connected).
+#[derive(Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub const fn new() -> Self {
+        Gauge(AtomicI64::new(0))
+    }
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -70,6 +89,11 @@ pub struct Metrics {
     pub cache_write_failures: Counter,
     pub cache_resyncs: Counter,
     pub http_requests: Labeled,
+    pub events_published: Counter,
+    pub events_publish_failures: Counter,
+    pub change_events_received: Counter,
+    pub sse_lagged_events: Counter,
+    pub sse_clients: Gauge,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -87,7 +111,138 @@ pub static METRICS: Metrics = Metrics {
     cache_write_failures: Counter::new(),
     cache_resyncs: Counter::new(),
     http_requests: Labeled::new(),
+    events_published: Counter::new(),
+    events_publish_failures: Counter::new(),
+    change_events_received: Counter::new(),
+    sse_lagged_events: Counter::new(),
+    sse_clients: Gauge::new(),
 };
+
+/// What the last reconciliation run found (see `reconcile`): counts of levels and SKUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReconcileGauges {
+    pub ledger_mismatches: u64,
+    pub reserved_mismatches: u64,
+    pub redis_checked_skus: u64,
+    pub redis_stale: u64,
+    pub redis_mismatched: u64,
+    pub redis_missing: u64,
+    pub redis_repaired: u64,
+    pub finished_unix_seconds: i64,
+    pub duration_seconds: f64,
+}
+
+/// The daemon's periodic reconciliation. The gauges of one run are kept together (one lock)
+/// so a scrape never mixes two runs; they are absent until the first run.
+pub struct Reconciliation {
+    pub runs: Counter,
+    pub failures: Counter,
+    pub repaired: Counter,
+    last: Mutex<Option<ReconcileGauges>>,
+}
+
+impl Reconciliation {
+    pub const fn new() -> Self {
+        Reconciliation {
+            runs: Counter::new(),
+            failures: Counter::new(),
+            repaired: Counter::new(),
+            last: Mutex::new(None),
+        }
+    }
+    pub fn set_last(&self, g: ReconcileGauges) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(g);
+        }
+    }
+    pub fn last(&self) -> Option<ReconcileGauges> {
+        self.last.lock().ok().and_then(|l| *l)
+    }
+}
+
+impl Default for Reconciliation {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub static RECONCILIATION: Reconciliation = Reconciliation::new();
+
+fn reconciliation(out: &mut String, r: &Reconciliation) {
+    counter(
+        out,
+        "omnistock_reconcile_runs_total",
+        "Reconciliation runs completed by this daemon.",
+        r.runs.get(),
+    );
+    counter(
+        out,
+        "omnistock_reconcile_failures_total",
+        "Reconciliation runs that failed (PostgreSQL or Redis unreachable).",
+        r.failures.get(),
+    );
+    counter(
+        out,
+        "omnistock_reconcile_redis_repaired_total",
+        "SKU entries rewritten in Redis by reconciliation because they differed from PostgreSQL.",
+        r.repaired.get(),
+    );
+    let Some(g) = r.last() else { return };
+    let gauges: [(&str, &str, String); 9] = [
+        (
+            "ledger_mismatches",
+            "Levels whose on_hand differs from what the ledger implies (not repaired).",
+            g.ledger_mismatches.to_string(),
+        ),
+        (
+            "reserved_mismatches",
+            "Levels whose reserved differs from their live holds (not repaired).",
+            g.reserved_mismatches.to_string(),
+        ),
+        (
+            "redis_checked_skus",
+            "SKUs compared between Redis and PostgreSQL.",
+            g.redis_checked_skus.to_string(),
+        ),
+        (
+            "redis_stale",
+            "SKU entries in Redis older than PostgreSQL.",
+            g.redis_stale.to_string(),
+        ),
+        (
+            "redis_mismatched",
+            "SKU entries in Redis differing from PostgreSQL at the same version, newer, corrupt, or naming unknown locations.",
+            g.redis_mismatched.to_string(),
+        ),
+        (
+            "redis_missing",
+            "SKUs without a complete Redis entry (reads fall back to PostgreSQL).",
+            g.redis_missing.to_string(),
+        ),
+        (
+            "redis_repaired",
+            "SKU entries rewritten in Redis from PostgreSQL.",
+            g.redis_repaired.to_string(),
+        ),
+        (
+            "last_run_timestamp_seconds",
+            "Unix time the last reconciliation run finished.",
+            g.finished_unix_seconds.to_string(),
+        ),
+        (
+            "duration_seconds",
+            "How long the last reconciliation run took.",
+            format!("{:.3}", g.duration_seconds),
+        ),
+    ];
+    // Every gauge describes the last run only.
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP omnistock_reconcile_{name} {help}\n# TYPE omnistock_reconcile_{name} gauge\nomnistock_reconcile_{name} {value}"
+        );
+    }
+}
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(
@@ -187,6 +342,18 @@ pub fn render(gauges: &[(&str, &str, i64)]) -> String {
         "SKUs rewritten to Redis from PostgreSQL after a failure or rebuild.",
         m.cache_resyncs.get(),
     );
+    counter(
+        &mut out,
+        "omnistock_events_published_total",
+        "Change events and alerts published from the outbox.",
+        m.events_published.get(),
+    );
+    counter(
+        &mut out,
+        "omnistock_events_publish_failures_total",
+        "Outbox relay runs that failed (events stay queued).",
+        m.events_publish_failures.get(),
+    );
     labeled(
         &mut out,
         "omnistock_http_requests_total",
@@ -194,6 +361,24 @@ pub fn render(gauges: &[(&str, &str, i64)]) -> String {
         "HTTP requests answered, by status code.",
         &m.http_requests,
     );
+    counter(
+        &mut out,
+        "omnistock_change_events_received_total",
+        "Level change events received from NATS for the live stream (GET /v1/stream).",
+        m.change_events_received.get(),
+    );
+    counter(
+        &mut out,
+        "omnistock_sse_lagged_events_total",
+        "Change events dropped for live-stream clients too slow to keep up.",
+        m.sse_lagged_events.get(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP omnistock_sse_clients Live-stream clients (GET /v1/stream) connected.\n# TYPE omnistock_sse_clients gauge\nomnistock_sse_clients {}",
+        m.sse_clients.get()
+    );
+    reconciliation(&mut out, &RECONCILIATION);
     for (name, help, value) in gauges {
         let _ = writeln!(
             out,

@@ -13,12 +13,15 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use crate::apply::change;
 use crate::cache::StockCache;
 use crate::db;
 use crate::db::levels::LevelRow;
 use crate::domain::availability::available;
 use crate::domain::reservation::{self, Shortfall, Status};
 use crate::domain::routing::OrderLine;
+use crate::events::{self, LevelChange};
+use crate::outbox;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LineView {
@@ -118,7 +121,57 @@ pub async fn hold_in(
     let locations = vec![h.location_id; line_skus.len()];
     let changed = db::reservations::add_reserved(conn, &locations, &line_skus, &quantities).await?;
     db::reservations::insert_lines(conn, h.reservation_id, &line_skus, &quantities).await?;
+    record_changes(
+        conn,
+        &changed,
+        h.lines.iter().map(|l| (l.sku.as_str(), l.quantity)),
+        "reservation_hold",
+        Some(h.reservation_id),
+    )
+    .await?;
     Ok(Ok(changed))
+}
+
+/// Change events for levels whose `reserved` moved by the given amount per SKU.
+async fn record_changes<'a>(
+    conn: &mut PgConnection,
+    after: &[LevelRow],
+    deltas: impl Iterator<Item = (&'a str, i64)>,
+    cause: &'static str,
+    reference: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let deltas: std::collections::HashMap<&str, i64> = deltas.collect();
+    let changes: Vec<LevelChange> = after
+        .iter()
+        .map(|a| {
+            let mut before = a.clone();
+            before.reserved -= deltas.get(a.sku.as_str()).copied().unwrap_or(0);
+            change(&before, a, cause, reference.map(str::to_owned))
+        })
+        .collect();
+    events::record(conn, &changes).await
+}
+
+async fn record_release<'a>(
+    conn: &mut PgConnection,
+    after: &[LevelRow],
+    deltas: impl Iterator<Item = ((&'a str, &'a str), i64)>,
+    cause: &'static str,
+    reference: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let deltas: std::collections::HashMap<(&str, &str), i64> = deltas.collect();
+    let changes: Vec<LevelChange> = after
+        .iter()
+        .map(|a| {
+            let mut before = a.clone();
+            before.reserved -= deltas
+                .get(&(a.location_id.as_str(), a.sku.as_str()))
+                .copied()
+                .unwrap_or(0);
+            change(&before, a, cause, reference.map(str::to_owned))
+        })
+        .collect();
+    events::record(conn, &changes).await
 }
 
 pub enum Created {
@@ -138,6 +191,7 @@ pub async fn create(
     match hold_in(&mut tx, h).await? {
         Ok(changed) => {
             tx.commit().await?;
+            outbox::wake();
             cache.publish(&changed).await;
             let v = view(pool, h.reservation_id)
                 .await?
@@ -176,6 +230,14 @@ pub async fn release_in(
         let deltas: Vec<i64> = held.iter().map(|(_, _, n)| -n).collect();
         changed = db::reservations::add_reserved(conn, &locs, &skus, &deltas).await?;
         db::reservations::clear_held(conn, ids).await?;
+        let cause = if status == Status::Expired {
+            "reservation_expiry"
+        } else {
+            "reservation_release"
+        };
+        let reference = (ids.len() == 1).then(|| ids[0].as_str());
+        let deltas = held.iter().map(|(l, s, n)| ((l.as_str(), s.as_str()), -n));
+        record_release(conn, &changed, deltas, cause, reference).await?;
     }
     db::reservations::set_status(conn, ids, status.as_str()).await?;
     Ok(changed)
@@ -199,6 +261,7 @@ pub async fn release(pool: &PgPool, cache: &StockCache, id: &str) -> Result<Rele
         changed = release_in(&mut tx, &[id.to_owned()], Status::Released).await?;
     }
     tx.commit().await?;
+    outbox::wake();
     cache.publish(&changed).await;
     Ok(match view(pool, id).await? {
         Some(v) => Released::Done(v),
@@ -238,6 +301,7 @@ pub async fn expire_due(
     }
     let changed = release_in(&mut tx, &due, Status::Expired).await?;
     tx.commit().await?;
+    outbox::wake();
     cache.publish(&changed).await;
     Ok(due.len())
 }

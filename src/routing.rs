@@ -44,6 +44,8 @@ pub struct Order {
     pub max_distance_km: Option<f64>,
     pub allow_split: bool,
     pub ttl_seconds: Option<i64>,
+    /// The store whose staff placed it, for an endless-aisle order.
+    pub placed_at_location_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,6 +154,7 @@ fn response(
         "order_id": order.order_id,
         "fulfilment": order.fulfilment,
         "dry_run": dry_run,
+        "placed_at_location_id": order.placed_at_location_id,
         "assignments": assignments,
         "explanation": outcome.explanation,
     })
@@ -242,6 +245,7 @@ pub async fn route_order(
         let body = response(order, &outcome, &holds, false);
         db::orders::insert(&mut tx, &order.order_id, &body).await?;
         tx.commit().await?;
+        crate::outbox::wake();
         cache.publish(&changed).await;
         return Ok(Routed::Done(body));
     }

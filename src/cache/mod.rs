@@ -60,6 +60,11 @@ impl StockCache {
         self.store.ping().await.is_ok()
     }
 
+    /// The Redis side, for maintenance that compares it with PostgreSQL (reconciliation).
+    pub fn store(&self) -> &RedisStore {
+        &self.store
+    }
+
     /// SKUs waiting to be rewritten to Redis.
     pub fn dirty_count(&self) -> usize {
         self.dirty.lock().map(|d| d.len()).unwrap_or(0)
@@ -233,6 +238,7 @@ pub fn quantities(r: &LevelRow) -> LevelQuantities {
         location_id: r.location_id.clone(),
         on_hand: r.on_hand,
         reserved: r.reserved,
+        in_transit: r.in_transit,
         version: r.version,
     }
 }

@@ -1,6 +1,7 @@
 //! The Redis side of the cache: key layout, the versioned write script, raw reads.
 //!
-//! One hash per SKU, `<prefix>:level:<sku>`, field per location: `"<version> <on_hand> <reserved>"`.
+//! One hash per SKU, `<prefix>:level:<sku>`, field per location:
+//! `"<version> <on_hand> <reserved> <in_transit>"`.
 //! A write never replaces a field holding a newer version (compared inside Redis, in Lua, so
 //! concurrent writers from several daemons cannot interleave badly). The field `~complete`
 //! marks a hash that holds *every* level of the SKU (it was filled from a PostgreSQL snapshot);
@@ -18,7 +19,7 @@ use crate::domain::availability::LevelQuantities;
 const COMPLETE: &str = "~complete";
 
 /// KEYS: one hash per SKU. ARGV, per key in order: field count n, complete flag (1/0), then n
-/// triples (location, version, "on_hand reserved").
+/// triples (location, version, "on_hand reserved in_transit").
 const WRITE_LEVELS: &str = r#"
 local a = 1
 for k = 1, #KEYS do
@@ -98,7 +99,7 @@ impl RedisStore {
                 for l in group {
                     inv.arg(&l.location_id)
                         .arg(l.version)
-                        .arg(format!("{} {}", l.on_hand, l.reserved));
+                        .arg(format!("{} {} {}", l.on_hand, l.reserved, l.in_transit));
                 }
             }
             inv.invoke_async::<i64>(&mut conn).await?;
@@ -119,6 +120,47 @@ impl RedisStore {
         let hashes: Vec<Vec<(String, String)>> = pipe.query_async(&mut conn).await?;
         Ok(hashes.into_iter().map(parse_hash).collect())
     }
+
+    /// Every field of each SKU's hash exactly as stored, the completeness marker included
+    /// (see [`RedisStore::is_complete_marker`]): reconciliation must see incomplete and corrupt
+    /// entries that [`RedisStore::read`] turns into misses.
+    pub async fn read_raw(&self, skus: &[&str]) -> Result<Vec<Vec<(String, String)>>, RedisError> {
+        let mut pipe = redis::pipe();
+        for sku in skus {
+            pipe.hgetall(self.level_key(sku));
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async(&mut conn).await
+    }
+
+    /// Deletes the hashes of these SKUs. Unlike a versioned write this also removes a field
+    /// holding a bogus version higher than any PostgreSQL has (which no write would replace).
+    pub async fn delete(&self, skus: &[&str]) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        for chunk in skus.chunks(KEYS_PER_CALL) {
+            let keys: Vec<String> = chunk.iter().map(|s| self.level_key(s)).collect();
+            redis::cmd("DEL")
+                .arg(keys)
+                .query_async::<i64>(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a hash field is the completeness marker rather than a location.
+    pub fn is_complete_marker(field: &str) -> bool {
+        field == COMPLETE
+    }
+
+    /// One stored field value read exactly as [`RedisStore::read`] reads it; `None` when a
+    /// reader could not use it.
+    pub fn parse_value(location_id: &str, value: &str) -> Option<LevelQuantities> {
+        let one = vec![
+            (COMPLETE.to_owned(), "1".to_owned()),
+            (location_id.to_owned(), value.to_owned()),
+        ];
+        parse_hash(one)?.pop()
+    }
 }
 
 fn parse_hash(fields: Vec<(String, String)>) -> Option<Vec<LevelQuantities>> {
@@ -128,15 +170,26 @@ fn parse_hash(fields: Vec<(String, String)>) -> Option<Vec<LevelQuantities>> {
     let mut out = Vec::with_capacity(fields.len());
     for (location_id, value) in fields.into_iter().filter(|(k, _)| k != COMPLETE) {
         let mut parts = value.split(' ').map(str::parse::<i64>);
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(Ok(version)), Some(Ok(on_hand)), Some(Ok(reserved))) => {
-                out.push(LevelQuantities {
-                    location_id,
-                    on_hand,
-                    reserved,
-                    version,
-                })
-            }
+        match (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) {
+            (
+                Some(Ok(version)),
+                Some(Ok(on_hand)),
+                Some(Ok(reserved)),
+                Some(Ok(in_transit)),
+                None,
+            ) => out.push(LevelQuantities {
+                location_id,
+                on_hand,
+                reserved,
+                in_transit,
+                version,
+            }),
             // A field we cannot read makes the whole entry untrustworthy: treat as a miss.
             _ => return None,
         }
@@ -152,23 +205,14 @@ mod tests {
     #[test]
     fn incomplete_or_corrupt_hashes_are_misses() {
         let f = |k: &str, v: &str| (k.to_owned(), v.to_owned());
-        assert_eq!(parse_hash(vec![f("TW001", "3 10 2")]), None);
-        assert_eq!(
-            parse_hash(vec![f(COMPLETE, "1"), f("TW001", "3 ten 2")]),
-            None
-        );
-        let levels = parse_hash(vec![
-            f("TW002", "1 5 0"),
-            f(COMPLETE, "1"),
-            f("TW001", "3 10 2"),
-        ])
-        .expect("complete");
+        assert_eq!(parse_hash(vec![f("TW001", "3 10 2 0")]), None);
+        assert_eq!(parse_hash(vec![f(COMPLETE, "1"), f("TW001", "3 ten 2 0")]), None);
+        assert_eq!(parse_hash(vec![f(COMPLETE, "1"), f("TW001", "3 10 2")]), None, "old format");
+        let levels = parse_hash(vec![f("TW002", "1 5 0 0"), f(COMPLETE, "1"), f("TW001", "3 10 2 4")])
+            .expect("complete");
         assert_eq!(levels.len(), 2);
         assert_eq!(levels[0].location_id, "TW001");
-        assert_eq!(
-            (levels[0].version, levels[0].on_hand, levels[0].reserved),
-            (3, 10, 2)
-        );
+        assert_eq!((levels[0].version, levels[0].on_hand, levels[0].reserved, levels[0].in_transit), (3, 10, 2, 4));
         assert_eq!(parse_hash(vec![f(COMPLETE, "1")]), Some(vec![]));
     }
 }

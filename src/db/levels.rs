@@ -8,13 +8,15 @@ pub struct LevelRow {
     pub sku: String,
     pub on_hand: i64,
     pub reserved: i64,
+    /// Incoming from transfers shipped here and not yet received.
+    pub in_transit: i64,
     pub version: i64,
     pub last_count_at: Option<DateTime<Utc>>,
     pub last_movement_at: Option<DateTime<Utc>>,
 }
 
 const COLUMNS: &str =
-    "location_id, sku, on_hand, reserved, version, last_count_at, last_movement_at";
+    "location_id, sku, on_hand, reserved, in_transit, version, last_count_at, last_movement_at";
 
 pub async fn for_sku(db: impl PgExecutor<'_>, sku: &str) -> Result<Vec<LevelRow>, sqlx::Error> {
     sqlx::query_as(&format!(
@@ -112,6 +114,7 @@ pub async fn update(conn: &mut PgConnection, rows: &[LevelRow]) -> Result<(), sq
     let mut sku = Vec::with_capacity(rows.len());
     let mut on_hand = Vec::with_capacity(rows.len());
     let mut reserved = Vec::with_capacity(rows.len());
+    let mut in_transit = Vec::with_capacity(rows.len());
     let mut version = Vec::with_capacity(rows.len());
     let mut count_at = Vec::with_capacity(rows.len());
     let mut movement_at = Vec::with_capacity(rows.len());
@@ -120,23 +123,26 @@ pub async fn update(conn: &mut PgConnection, rows: &[LevelRow]) -> Result<(), sq
         sku.push(r.sku.as_str());
         on_hand.push(r.on_hand);
         reserved.push(r.reserved);
+        in_transit.push(r.in_transit);
         version.push(r.version);
         count_at.push(r.last_count_at);
         movement_at.push(r.last_movement_at);
     }
     sqlx::query(
         "UPDATE stock_levels AS l SET
-            on_hand = n.on_hand, reserved = n.reserved, version = n.version,
-            last_count_at = n.count_at, last_movement_at = n.movement_at, updated_at = now()
-         FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[],
-                     $6::timestamptz[], $7::timestamptz[])
-              AS n(location_id, sku, on_hand, reserved, version, count_at, movement_at)
+            on_hand = n.on_hand, reserved = n.reserved, in_transit = n.in_transit,
+            version = n.version, last_count_at = n.count_at, last_movement_at = n.movement_at,
+            updated_at = now()
+         FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[],
+                     $7::timestamptz[], $8::timestamptz[])
+              AS n(location_id, sku, on_hand, reserved, in_transit, version, count_at, movement_at)
          WHERE l.location_id = n.location_id AND l.sku = n.sku",
     )
     .bind(loc)
     .bind(sku)
     .bind(on_hand)
     .bind(reserved)
+    .bind(in_transit)
     .bind(version)
     .bind(count_at)
     .bind(movement_at)
@@ -160,4 +166,21 @@ pub async fn lock_at(
     .bind(skus)
     .fetch_all(conn)
     .await
+}
+
+/// Sets (or clears) a SKU's own low-stock threshold, creating the SKU if needed.
+pub async fn set_sku_threshold(
+    db: impl PgExecutor<'_>,
+    sku: &str,
+    threshold: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO skus (sku, low_stock_threshold) VALUES ($1, $2)
+         ON CONFLICT (sku) DO UPDATE SET low_stock_threshold = EXCLUDED.low_stock_threshold",
+    )
+    .bind(sku)
+    .bind(threshold)
+    .execute(db)
+    .await
+    .map(|_| ())
 }

@@ -16,6 +16,7 @@ struct LocationRow {
     safety_stock: i64,
     daily_order_capacity: Option<i64>,
     timezone: String,
+    low_stock_threshold: Option<i64>,
 }
 
 impl From<LocationRow> for Location {
@@ -32,25 +33,28 @@ impl From<LocationRow> for Location {
             safety_stock: r.safety_stock,
             daily_order_capacity: r.daily_order_capacity,
             timezone: r.timezone,
+            low_stock_threshold: r.low_stock_threshold,
         }
     }
 }
 
 const COLUMNS: &str = "location_id, name, kind, lat, lon, pickup, ship_from, safety_stock, \
-                       daily_order_capacity, timezone";
+                       daily_order_capacity, timezone, low_stock_threshold";
 
 /// Creates or replaces a location; returns true when it was created.
 pub async fn upsert(db: impl PgExecutor<'_>, l: &Location) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO locations (location_id, name, kind, lat, lon, pickup, ship_from, \
-                                safety_stock, daily_order_capacity, timezone)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                safety_stock, daily_order_capacity, timezone,
+                                low_stock_threshold)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (location_id) DO UPDATE SET
             name = EXCLUDED.name, kind = EXCLUDED.kind, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
             pickup = EXCLUDED.pickup, ship_from = EXCLUDED.ship_from,
             safety_stock = EXCLUDED.safety_stock,
             daily_order_capacity = EXCLUDED.daily_order_capacity,
-            timezone = EXCLUDED.timezone, updated_at = now()
+            timezone = EXCLUDED.timezone, low_stock_threshold = EXCLUDED.low_stock_threshold,
+            updated_at = now()
          RETURNING (xmax = 0)",
     )
     .bind(&l.location_id)
@@ -63,6 +67,7 @@ pub async fn upsert(db: impl PgExecutor<'_>, l: &Location) -> Result<bool, sqlx:
     .bind(l.safety_stock)
     .bind(l.daily_order_capacity)
     .bind(&l.timezone)
+    .bind(l.low_stock_threshold)
     .fetch_one(db)
     .await
 }

@@ -1,11 +1,13 @@
 //! Every SQL statement of omnistock, one small function per query. Nothing else talks SQL.
 
+pub mod events;
 pub mod invariants;
 pub mod levels;
 pub mod locations;
 pub mod movements;
 pub mod orders;
 pub mod reservations;
+pub mod transfers;
 
 use std::time::Duration;
 

@@ -19,6 +19,8 @@ pub struct NewLedgerRow<'a> {
     pub source: Option<&'a str>,
     pub reference: Option<&'a str>,
     pub reservation_id: Option<&'a str>,
+    pub transfer_id: Option<&'a str>,
+    pub to_location_id: Option<&'a str>,
 }
 
 /// Which of `event_ids` are already in the ledger.
@@ -73,12 +75,12 @@ pub async fn insert(conn: &mut PgConnection, rows: &[NewLedgerRow<'_>]) -> Resul
     sqlx::query(
         "INSERT INTO movements (event_id, location_id, sku, kind, quantity, signed_quantity,
                                 effect, outcome, on_hand_after, occurred_at, source, reference,
-                                reservation_id)
-         SELECT e, l, s, k, q, sq, ef, o, oh, t, src, rf, r
+                                reservation_id, transfer_id, to_location_id)
+         SELECT e, l, s, k, q, sq, ef, o, oh, t, src, rf, r, tr, tl
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
                      $7::int8[], $8::text[], $9::int8[], $10::timestamptz[], $11::text[],
-                     $12::text[], $13::text[])
-              WITH ORDINALITY AS n(e, l, s, k, q, sq, ef, o, oh, t, src, rf, r, i)
+                     $12::text[], $13::text[], $14::text[], $15::text[])
+              WITH ORDINALITY AS n(e, l, s, k, q, sq, ef, o, oh, t, src, rf, r, tr, tl, i)
          ORDER BY i",
     )
     .bind(column!(event_id))
@@ -94,6 +96,8 @@ pub async fn insert(conn: &mut PgConnection, rows: &[NewLedgerRow<'_>]) -> Resul
     .bind(column!(source))
     .bind(column!(reference))
     .bind(column!(reservation_id))
+    .bind(column!(transfer_id))
+    .bind(column!(to_location_id))
     .execute(conn)
     .await
     .map(|_| ())

@@ -188,8 +188,8 @@ pub async fn add_reserved(
                 updated_at = now()
          FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS n(location_id, sku, d)
          WHERE s.location_id = n.location_id AND s.sku = n.sku
-         RETURNING s.location_id, s.sku, s.on_hand, s.reserved, s.version, s.last_count_at,
-                   s.last_movement_at",
+         RETURNING s.location_id, s.sku, s.on_hand, s.reserved, s.in_transit, s.version,
+                   s.last_count_at, s.last_movement_at",
     )
     .bind(locations)
     .bind(skus)

@@ -49,6 +49,7 @@ pub struct LevelQuantities {
     pub location_id: String,
     pub on_hand: i64,
     pub reserved: i64,
+    pub in_transit: i64,
     pub version: i64,
 }
 
@@ -67,12 +68,23 @@ pub struct LocationAvailability {
     pub on_hand: i64,
     pub reserved: i64,
     pub available: i64,
+    /// Shipped here by transfers and not yet received: not available, but coming.
+    pub in_transit: i64,
+}
+
+/// Stock on its way to one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InTransit {
+    pub to_location_id: String,
+    pub quantity: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SkuAvailability {
     pub available: i64,
     pub locations: Vec<LocationAvailability>,
+    /// Per destination, what transfers have shipped and not yet delivered.
+    pub in_transit: Vec<InTransit>,
 }
 
 /// Combines levels with their locations' terms for a channel. Levels of locations not known
@@ -94,12 +106,21 @@ pub fn summarize(
                     on_hand: l.on_hand,
                     reserved: l.reserved,
                     available: available(l.on_hand, l.reserved, t.safety_stock),
+                    in_transit: l.in_transit,
                 })
         })
         .collect();
     locations.sort_by(|a, b| a.location_id.cmp(&b.location_id));
     SkuAvailability {
         available: locations.iter().map(|l| l.available).sum(),
+        in_transit: locations
+            .iter()
+            .filter(|l| l.in_transit > 0)
+            .map(|l| InTransit {
+                to_location_id: l.location_id.clone(),
+                quantity: l.in_transit,
+            })
+            .collect(),
         locations,
     }
 }
@@ -126,6 +147,7 @@ mod tests {
                 location_id: id.to_string(),
                 on_hand: 10,
                 reserved: 1,
+                in_transit: 0,
                 version: 1,
             })
             .collect();
@@ -168,9 +190,12 @@ mod tests {
             location_id: "GONE".into(),
             on_hand: 5,
             reserved: 0,
+            in_transit: 2,
             version: 1,
         }];
-        assert_eq!(summarize(&levels, |_| None, Channel::All).available, 0);
+        let a = summarize(&levels, |_| None, Channel::All);
+        assert_eq!(a.available, 0);
+        assert!(a.in_transit.is_empty());
     }
 
     proptest! {

@@ -45,6 +45,8 @@ pub struct Location {
     pub daily_order_capacity: Option<i64>,
     /// IANA time zone; "today" for daily capacity is counted in it.
     pub timezone: String,
+    /// Low-stock alert threshold here (a SKU's own wins; null: the daemon's default).
+    pub low_stock_threshold: Option<i64>,
 }
 
 /// The body of `PUT /v1/locations/{id}` (and a row of `import locations`).
@@ -65,6 +67,8 @@ pub struct LocationInput {
     pub daily_order_capacity: Option<i64>,
     #[serde(default)]
     pub timezone: Option<String>,
+    #[serde(default)]
+    pub low_stock_threshold: Option<i64>,
 }
 
 /// One invalid field: which, and why.
@@ -111,6 +115,15 @@ impl LocationInput {
                 ));
             }
         }
+        if self
+            .low_stock_threshold
+            .is_some_and(|t| !(0..=1_000_000_000).contains(&t))
+        {
+            errors.push(field(
+                "low_stock_threshold",
+                "must be null or between 0 and 1000000000",
+            ));
+        }
         let timezone = self.timezone.unwrap_or_else(|| DEFAULT_TIMEZONE.to_owned());
         if !is_plausible_timezone(&timezone) {
             errors.push(field(
@@ -132,6 +145,7 @@ impl LocationInput {
             safety_stock: self.safety_stock,
             daily_order_capacity: self.daily_order_capacity,
             timezone,
+            low_stock_threshold: self.low_stock_threshold,
         })
     }
 }
@@ -159,6 +173,7 @@ mod tests {
             safety_stock: 1,
             daily_order_capacity: None,
             timezone: Some("Asia/Taipei".into()),
+            low_stock_threshold: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Pure types and rules of inventory: no IO here, so every rule can be unit- and property-tested
 //! without a server. Adapters (`db`, `cache`, `ingest`, `http`) stay thin around these functions.
 
+pub mod alerts;
 pub mod availability;
 pub mod geo;
 pub mod ids;
@@ -9,3 +10,4 @@ pub mod location;
 pub mod movement;
 pub mod reservation;
 pub mod routing;
+pub mod transfer;

@@ -104,6 +104,10 @@ pub struct Movement {
     pub source: Option<String>,
     pub reference: Option<String>,
     pub reservation_id: Option<String>,
+    /// Ties a `transfer_out` to its `transfer_in` (contract extension).
+    pub transfer_id: Option<String>,
+    /// Destination of a `transfer_out` (contract extension): its stock is in transit there.
+    pub to_location_id: Option<String>,
 }
 
 impl Movement {
@@ -133,6 +137,7 @@ pub enum RejectReason {
     InvalidText,
     InvalidSubject,
     RejectedByDatabase,
+    InvalidTransfer,
 }
 
 impl RejectReason {
@@ -154,6 +159,7 @@ impl RejectReason {
             RejectReason::InvalidText => "invalid_text",
             RejectReason::InvalidSubject => "invalid_subject",
             RejectReason::RejectedByDatabase => "rejected_by_database",
+            RejectReason::InvalidTransfer => "invalid_transfer",
         }
     }
 }
@@ -370,6 +376,29 @@ pub fn validate(
             ));
         }
     }
+    let transfer_id = optional("transfer_id", RejectReason::InvalidTransfer)?;
+    let to_location_id = optional("to_location_id", RejectReason::InvalidTransfer)?;
+    let is_transfer = matches!(kind, MovementKind::TransferOut | MovementKind::TransferIn);
+    if transfer_id.is_some() && !is_transfer {
+        return Err(bad(
+            RejectReason::InvalidTransfer,
+            "`transfer_id` belongs on transfer_out and transfer_in only",
+        ));
+    }
+    if transfer_id.is_some_and(|t| !is_valid_client_id(t)) {
+        return Err(bad(
+            RejectReason::InvalidTransfer,
+            "`transfer_id` must be 1-128 printable characters",
+        ));
+    }
+    if let Some(to) = to_location_id {
+        if kind != MovementKind::TransferOut || !is_valid_location_id(to) || to == location_id {
+            return Err(bad(
+                RejectReason::InvalidTransfer,
+                "`to_location_id` belongs on a transfer_out, matches [A-Za-z0-9_-]{1,64} and differs from `location_id`",
+            ));
+        }
+    }
     Ok(Movement {
         event_id: event_id.to_owned(),
         location_id: location_id.to_owned(),
@@ -380,6 +409,8 @@ pub fn validate(
         source: source.map(str::to_owned),
         reference: reference.map(str::to_owned),
         reservation_id: reservation_id.map(str::to_owned),
+        transfer_id: transfer_id.map(str::to_owned),
+        to_location_id: to_location_id.map(str::to_owned),
     })
 }
 
@@ -526,6 +557,17 @@ mod tests {
             RejectReason::InvalidText
         );
         assert_eq!(reason_of(json!([1])), RejectReason::InvalidMovement);
+        assert_eq!(
+            reason_of(with("transfer_id", json!("T-1"))),
+            RejectReason::InvalidTransfer
+        );
+        assert_eq!(
+            reason_of(with("to_location_id", json!("TW002"))),
+            RejectReason::InvalidTransfer
+        );
+        let mut out = with("kind", json!("transfer_out"));
+        out["to_location_id"] = json!("TW001");
+        assert_eq!(reason_of(out), RejectReason::InvalidTransfer, "to itself");
     }
 
     #[test]
@@ -541,6 +583,18 @@ mod tests {
         let mut v = with("kind", json!("count"));
         v["quantity"] = json!(0);
         assert!(validate("TW001", &v, now()).is_ok());
+    }
+
+    #[test]
+    fn transfers_carry_their_id_and_destination() {
+        let mut v = with("kind", json!("transfer_out"));
+        v["transfer_id"] = json!("T-77");
+        v["to_location_id"] = json!("TW002");
+        let m = validate("TW001", &v, now()).expect("valid");
+        assert_eq!(
+            (m.transfer_id.as_deref(), m.to_location_id.as_deref()),
+            (Some("T-77"), Some("TW002"))
+        );
     }
 
     #[test]

@@ -141,9 +141,10 @@ const MAX_ALTERNATIVES: usize = 5;
 /// Largest order (in lines) for which the split search uses a "nearest location covering at
 /// least these lines" table of 2^lines entries instead of scanning.
 const TABLE_MAX_LINES: usize = 12;
-/// Safety valve for the exact split search on very large orders (scan path only): after this
-/// many superset probes the best cover found so far (never worse than greedy) is used.
-const PROBE_BUDGET: u64 = 1 << 22;
+/// Safety valve for the exact split search of orders over [`TABLE_MAX_LINES`] lines (the scan
+/// path): after this many class probes the best cover found so far (never worse than greedy)
+/// is kept. The table path is always exact: at most C^2 O(1) lookups, C < 2^12.
+const PROBE_BUDGET: u64 = 1 << 20;
 
 /// Decides which location(s) fulfil the order; see the module docs for the rules.
 ///
@@ -158,8 +159,17 @@ const PROBE_BUDGET: u64 = 1 << 22;
 /// serving the rarest line still uncovered, and the third is the nearest class covering all that
 /// remains (a table lookup for up to 12 lines, else a scan of the rarest remaining line's
 /// classes). Enumeration is in distance order and stops once a lower bound exceeds the best
-/// total. Cost: O(candidates x lines) to build masks and classes, then at most O(C^2) lookups
-/// for C classes (C <= 31 for 5 lines). Beyond 3 shipments the greedy cover is used.
+/// total. Cost: O(candidates x lines) for the masks, O(candidates x C) for the classes, then
+/// at most O(C^2) lookups for C classes (C <= 31 for 5 lines): table lookups up to 12 lines
+/// (building the table is O(lines x 2^lines)); beyond, each lookup scans up to C classes, capped
+/// by a probe budget. Beyond 3 shipments the greedy cover (O(shipments x C)) is used.
+///
+/// Pickup at a requested location: `max_distance_km` and capacity apply to it as to any other;
+/// the alternatives offered are what a pickup without a requested location could choose
+/// (pickup-enabled stores within `max_distance_km`, with capacity and every line), and they are
+/// marked "could serve the order" in the explanation. `pickup_location_id` is ignored for a
+/// delivery. Empty `lines` are not expected (the caller validates); they would be served by the
+/// nearest usable location with no lines.
 pub fn route(req: &RouteRequest<'_>, candidates: &[Candidate]) -> RouteOutcome {
     let lines = req.lines;
     let n = lines.len();
@@ -168,20 +178,23 @@ pub fn route(req: &RouteRequest<'_>, candidates: &[Candidate]) -> RouteOutcome {
 
     let mut rows: Vec<Row<'_>> = candidates
         .iter()
-        .map(|cand| {
+        .enumerate()
+        .map(|(input, cand)| {
             let dist = haversine_km(req.customer_lat, req.customer_lon, cand.lat, cand.lon);
             Row {
+                input,
                 cand,
                 dist,
                 gate: gate(req, cand, dist),
             }
         })
         .collect();
-    // Stable: duplicate ids (a caller bug) keep their input order.
-    rows.sort_by(|a, b| {
+    // Ties on id (duplicate ids are a caller bug) keep their input order.
+    rows.sort_unstable_by(|a, b| {
         a.dist
             .total_cmp(&b.dist)
             .then_with(|| a.cand.location_id.cmp(&b.cand.location_id))
+            .then(a.input.cmp(&b.input))
     });
 
     // Which lines each usable row can serve whole.
@@ -294,10 +307,11 @@ pub fn route(req: &RouteRequest<'_>, candidates: &[Candidate]) -> RouteOutcome {
             lines: ls.iter().map(|&l| lines[l].clone()).collect(),
         })
         .collect();
+    let max_km = req.max_distance_km.map(|max| max.to_string());
     let explanation = rows
         .iter()
         .zip(&verdicts)
-        .map(|(row, verdict)| explain(row, *verdict, req, lines, &assignments))
+        .map(|(row, verdict)| explain(row, *verdict, max_km.as_deref(), lines, &assignments))
         .collect();
     let alternatives = alternatives
         .into_iter()
@@ -312,6 +326,8 @@ pub fn route(req: &RouteRequest<'_>, candidates: &[Candidate]) -> RouteOutcome {
 
 /// A candidate with its distance and, if it failed eligibility, distance or capacity, why.
 struct Row<'c> {
+    /// Position in the caller's slice.
+    input: usize,
     cand: &'c Candidate,
     dist: f64,
     gate: Option<ReasonCode>,
@@ -383,7 +399,7 @@ fn no_stock(cand: &Candidate, lines: &[OrderLine], nowhere: Option<&[u64]>) -> V
 fn explain(
     row: &Row<'_>,
     verdict: Verdict,
-    req: &RouteRequest<'_>,
+    max_km: Option<&str>,
     lines: &[OrderLine],
     assignments: &[Assignment],
 ) -> Considered {
@@ -395,9 +411,12 @@ fn explain(
         ),
         Verdict::Skip(C::TooFar) => (
             C::TooFar,
-            match req.max_distance_km {
+            match max_km {
                 Some(max) if row.dist.is_finite() => {
-                    format!("too far ({:.1} km > {max} km)", row.dist)
+                    // Tenths by integer arithmetic: cheaper than float formatting, and the
+                    // same rounding as `distance_km`.
+                    let tenths = (row.dist * 10.0).round() as i64;
+                    format!("too far ({}.{} km > {max} km)", tenths / 10, tenths % 10)
                 }
                 _ => "distance unknown (invalid coordinates)".to_owned(),
             },
@@ -576,7 +595,6 @@ impl Classes {
     /// The nearest class whose lines include all of `need` (non-empty).
     fn nearest_superset(&self, need: &[u64], probes: &mut u64) -> Option<u32> {
         if let Some(table) = &self.table {
-            *probes += 1;
             let c = table[need[0] as usize];
             return (c != NONE).then_some(c);
         }

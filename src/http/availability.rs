@@ -75,6 +75,7 @@ async fn one(
         "channel": channel,
         "available": a.available,
         "locations": a.locations,
+        "in_transit": a.in_transit,
         "as_of": Utc::now(),
         "source": source,
     })))

@@ -8,6 +8,8 @@ mod health;
 mod locations;
 mod orders;
 mod reservations;
+mod skus;
+mod stream;
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ use sqlx::PgPool;
 use crate::cache::StockCache;
 use crate::config::Subjects;
 use crate::directory::Directory;
+use crate::events_hub::ChangeHub;
 use crate::metrics::METRICS;
 use auth::Auth;
 use error::ApiError;
@@ -31,6 +34,8 @@ pub struct AppState {
     pub directory: Directory,
     pub nats: async_nats::Client,
     pub subjects: Subjects,
+    /// Level change events fanned out to live-stream clients (`GET /v1/stream`).
+    pub changes: ChangeHub,
 }
 
 impl AppState {
@@ -55,6 +60,8 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .merge(availability::router())
         .merge(reservations::router())
         .merge(orders::router())
+        .merge(skus::router())
+        .merge(stream::router())
         .route_layer(middleware::from_fn_with_state(auth, auth::authenticate));
     Router::new()
         .merge(health::router())

@@ -33,6 +33,8 @@ struct RouteBody {
     allow_split: Option<bool>,
     /// How long the holds last before the order is confirmed (default 15 minutes).
     ttl_seconds: Option<i64>,
+    /// The store whose staff placed the order ("endless aisle"), kept with the answer.
+    placed_at_location_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +100,14 @@ async fn route(
             return Err(ApiError::NotFound(format!("location {p:?}")));
         }
     }
+    if let Some(p) = &body.placed_at_location_id {
+        if !is_valid_location_id(p) {
+            return Err(invalid(
+                "placed_at_location_id",
+                "`placed_at_location_id` must match [A-Za-z0-9_-]{1,64}",
+            ));
+        }
+    }
     let order = Order {
         lines: valid_lines(&body.lines)?,
         order_id: body.order_id,
@@ -107,6 +117,7 @@ async fn route(
         max_distance_km: body.max_distance_km,
         allow_split: body.allow_split.unwrap_or(false),
         ttl_seconds: body.ttl_seconds,
+        placed_at_location_id: body.placed_at_location_id,
     };
     let dry_run = q.dry_run.unwrap_or(false);
     match route_order(&state.pool, &state.cache, &state.directory, &order, dry_run).await {

@@ -77,6 +77,7 @@ fn level(sku: &str, loc: &str, version: i64, on_hand: i64) -> LevelRow {
         sku: sku.into(),
         on_hand,
         reserved: 0,
+        in_transit: 0,
         version,
         last_count_at: None,
         last_movement_at: None,

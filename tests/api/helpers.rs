@@ -80,6 +80,8 @@ impl Isolation {
             ingest_ack_wait_seconds: 10,
             cache_rebuild_on_start: true,
             shutdown_grace_seconds: 10,
+            reconcile_interval_seconds: 0,
+            low_stock_threshold: 2,
         }
     }
 }
@@ -254,24 +256,31 @@ impl TestApp {
         assert_eq!(self.ledger_count().await, n, "ledger overshot");
     }
 
-    /// Every dead letter so far, in order.
-    pub async fn deadletters(&self) -> Vec<(String, Value)> {
-        let mut stream = self
-            .js
-            .get_stream(self.subjects.deadletter_stream())
-            .await
-            .expect("dead-letter stream");
+    /// Every message of a stream so far, in order: (subject, JSON body, Nats-Msg-Id).
+    pub async fn stream_messages(&self, name: &str) -> Vec<(String, Value, Option<String>)> {
+        let mut stream = self.js.get_stream(name).await.expect("stream exists");
         let last = stream.info().await.expect("info").state.last_sequence;
         let mut out = Vec::new();
         for seq in 1..=last {
             if let Ok(m) = stream.get_raw_message(seq).await {
+                let id = m.headers.get("Nats-Msg-Id").map(|v| v.to_string());
                 out.push((
                     m.subject.to_string(),
-                    serde_json::from_slice(&m.payload).expect("dead letter is JSON"),
+                    serde_json::from_slice(&m.payload).expect("JSON body"),
+                    id,
                 ));
             }
         }
         out
+    }
+
+    /// Every dead letter so far, in order.
+    pub async fn deadletters(&self) -> Vec<(String, Value)> {
+        self.stream_messages(&self.subjects.deadletter_stream())
+            .await
+            .into_iter()
+            .map(|(s, v, _)| (s, v))
+            .collect()
     }
 
     pub async fn wait_for_deadletters(&self, n: usize) -> Vec<(String, Value)> {

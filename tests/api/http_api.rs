@@ -187,7 +187,7 @@ async fn availability_subtracts_safety_stock_and_filters_the_online_channel() {
         .clone();
     assert_eq!(
         s2,
-        json!({"location_id": "S2", "kind": "store", "on_hand": 10, "reserved": 0, "available": 8})
+        json!({"location_id": "S2", "kind": "store", "on_hand": 10, "reserved": 0, "available": 8, "in_transit": 0})
     );
     assert!(all["as_of"].is_string());
     let (_, online) = app.get(&format!("{path}?channel=online"), READ_KEY).await;

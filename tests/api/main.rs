@@ -2,9 +2,12 @@
 //! One binary, many modules: one link step instead of one per file.
 
 mod cache;
+mod events;
 mod helpers;
 mod http_api;
 mod import;
 mod ingest;
+mod reconcile;
 mod reservations;
 mod routing;
+mod sse;

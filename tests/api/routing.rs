@@ -358,3 +358,20 @@ async fn nearby_stores_are_sorted_by_distance_within_the_radius() {
     );
     assert_eq!(app.get("/v1/availability/A/nearby", READ_KEY).await.0, 422);
 }
+
+#[tokio::test]
+async fn endless_aisle_staff_route_a_delivery_from_their_store() {
+    let app = spawn_app().await;
+    cities(&app, None).await;
+    app.put_location("SMALL", json!({"name": "Small store", "kind": "store", "lat": 25.05, "lon": 121.52, "pickup": true})).await;
+    app.stock("TAOYUAN", "DRESS-M", 3).await;
+    // The customer stands in SMALL, which has no size M: staff order it to her home.
+    let mut o = order("aisle-1", json!([{"sku": "DRESS-M", "quantity": 1}]));
+    o["customer"] = json!({"lat": 24.80361, "lon": 120.96861});
+    o["placed_at_location_id"] = json!("SMALL");
+    let (status, body) = route(&app, o).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["placed_at_location_id"], json!("SMALL"));
+    assert_eq!(body["assignments"][0]["location_id"], json!("TAOYUAN"));
+    assert_eq!(reason_of(&body, "SMALL")["decision"], json!("skipped"));
+}

@@ -1,0 +1,40 @@
+-- wrk script: POST /v1/orders/route with a fresh order id per request (so every request routes
+-- and holds, none is an idempotent replay). Used by scripts/bench-route.sh.
+local counter = 0
+local thread_id = 0
+local skus = {}
+
+function setup(thread)
+  thread:set("thread_id", thread_id)
+  thread_id = thread_id + 1
+end
+
+function init(args)
+  for i = 1, #args do skus[i] = args[i] end
+  math.randomseed(os.time() + thread_id)
+end
+
+function request()
+  counter = counter + 1
+  local sku = skus[math.random(#skus)]
+  -- Customers scattered over western Taiwan.
+  local lat = 22.6 + math.random() * 2.5
+  local lon = 120.2 + math.random() * 1.4
+  local body = string.format(
+    '{"order_id":"bench-%d-%d-%d","lines":[{"sku":"%s","quantity":1}],' ..
+    '"fulfilment":"delivery","customer":{"lat":%.5f,"lon":%.5f},"allow_split":true,"ttl_seconds":60}',
+    os.time(), thread_id, counter, sku, lat, lon)
+  return wrk.format("POST", "/v1/orders/route", {["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. os.getenv("OMNISTOCK_BENCH_KEY")}, body)
+end
+
+local statuses = {}
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  io.write(string.format("p50 %.1f ms, p90 %.1f ms, p99 %.1f ms over %d requests\n",
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000,
+    latency:percentile(99) / 1000, summary.requests))
+end

@@ -1,0 +1,160 @@
+use std::collections::HashMap;
+
+use serde_json::Value;
+use sqlx::{FromRow, PgConnection};
+
+/// What change events and alerts need to know of a location.
+#[derive(Debug, Clone, FromRow)]
+pub struct LocationTerms {
+    pub location_id: String,
+    pub safety_stock: i64,
+    pub low_stock_threshold: Option<i64>,
+    /// Counts in the online channel (ships to customers).
+    pub ships: bool,
+}
+
+pub async fn location_terms(
+    conn: &mut PgConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, LocationTerms>, sqlx::Error> {
+    let rows: Vec<LocationTerms> = sqlx::query_as(
+        "SELECT location_id, safety_stock, low_stock_threshold,
+                (ship_from OR kind IN ('warehouse', 'online')) AS ships
+         FROM locations WHERE location_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.location_id.clone(), r))
+        .collect())
+}
+
+pub async fn sku_thresholds(
+    conn: &mut PgConnection,
+    skus: &[&str],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT sku, low_stock_threshold FROM skus
+         WHERE sku = ANY($1) AND low_stock_threshold IS NOT NULL",
+    )
+    .bind(skus)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Available-to-promise of each SKU over the online channel (locations that ship).
+pub async fn network_available(
+    conn: &mut PgConnection,
+    skus: &[&str],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.sku, sum(greatest(0, s.on_hand - s.reserved - l.safety_stock))::int8
+         FROM stock_levels s JOIN locations l USING (location_id)
+         WHERE s.sku = ANY($1) AND (l.ship_from OR l.kind IN ('warehouse', 'online'))
+         GROUP BY s.sku",
+    )
+    .bind(skus)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Creates missing network states (as they were before this transaction), then locks them all
+/// in SKU order and returns them. The lock serialises alert decisions per SKU.
+pub async fn lock_network_states(
+    conn: &mut PgConnection,
+    skus: &[&str],
+    initial: &[&str],
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO network_alert_state (sku, state)
+         SELECT s, st FROM UNNEST($1::text[], $2::text[]) AS n(s, st) ORDER BY s
+         ON CONFLICT (sku) DO NOTHING",
+    )
+    .bind(skus)
+    .bind(initial)
+    .execute(&mut *conn)
+    .await?;
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT sku, state FROM network_alert_state WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
+    )
+    .bind(skus)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+pub async fn set_network_states(
+    conn: &mut PgConnection,
+    skus: &[&str],
+    states: &[&str],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE network_alert_state AS a SET state = n.st
+         FROM UNNEST($1::text[], $2::text[]) AS n(s, st) WHERE a.sku = n.s",
+    )
+    .bind(skus)
+    .bind(states)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Appends events to the outbox, in order.
+pub async fn insert_outbox(
+    conn: &mut PgConnection,
+    subjects: &[String],
+    payloads: &[Value],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (subject, payload)
+         SELECT s, p FROM UNNEST($1::text[], $2::jsonb[]) WITH ORDINALITY AS n(s, p, i) ORDER BY i",
+    )
+    .bind(subjects)
+    .bind(payloads)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub subject: String,
+    pub payload: Value,
+}
+
+pub async fn unsent(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, subject, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn mark_sent(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Only one relay publishes at a time (so events leave in order); the others wait their turn.
+pub async fn try_relay_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7243, 1)")
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn delete_sent_before(conn: &mut PgConnection, hours: i64) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM outbox WHERE sent_at < now() - make_interval(hours => $1::int)")
+        .bind(hours)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())
+}

@@ -1,0 +1,108 @@
+//! `GET /v1/stream`: level changes as server-sent events, for browsers and store tablets.
+//!
+//! Each change is an event named `change` whose `id` is the change's `event_id` and whose data
+//! is the change event's JSON, as published on `<prefix>.changes.<location_id>`. `sku` and
+//! `location_id` narrow the stream. A client that falls too far behind gets an event named
+//! `lagged` (data `{"skipped": n}`) and should re-read what it shows from `/v1/availability`.
+//! Nothing is replayed: a reconnecting client re-reads state the same way.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header::HeaderName;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Extension, Router};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{Caller, Scope};
+use super::error::ApiError;
+use super::extract::ApiQuery;
+use super::AppState;
+use crate::domain::ids::{is_valid_location_id, is_valid_sku};
+use crate::events_hub::{Delivery, Filter};
+
+/// Interval of the keep-alive comment, so proxies and tablets do not drop an idle stream.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Reconnection delay suggested to `EventSource` clients.
+const RETRY: Duration = Duration::from_secs(3);
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/stream", get(stream))
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    sku: Option<String>,
+    location_id: Option<String>,
+}
+
+fn filter(q: StreamQuery) -> Result<Filter, ApiError> {
+    if let Some(sku) = &q.sku {
+        if !is_valid_sku(sku) {
+            return Err(ApiError::Invalid {
+                message: "a SKU is 1-128 printable characters".into(),
+                details: json!({ "field": "sku" }),
+            });
+        }
+    }
+    if let Some(id) = &q.location_id {
+        if !is_valid_location_id(id) {
+            return Err(ApiError::Invalid {
+                message: "a location_id is 1-64 characters of A-Z, a-z, 0-9, `_` and `-`".into(),
+                details: json!({ "field": "location_id" }),
+            });
+        }
+    }
+    Ok(Filter {
+        sku: q.sku,
+        location_id: q.location_id,
+    })
+}
+
+fn event(d: Delivery) -> Event {
+    match d {
+        Delivery::Change(c) => {
+            let e = Event::default().event("change");
+            let e = match &c.event_id {
+                Some(id) => e.id(id),
+                None => e,
+            };
+            e.data(&c.data)
+        }
+        Delivery::Lagged(n) => Event::default()
+            .event("lagged")
+            .data(json!({ "skipped": n }).to_string()),
+    }
+}
+
+async fn stream(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Scope::Read)?;
+    let filter = filter(q)?;
+    let changes = state
+        .changes
+        .subscribe_live(filter)
+        .await
+        .ok_or(ApiError::Unavailable(
+            "the change stream (the daemon is stopping)",
+        ))?;
+    // A first event carrying the reconnection delay: it also gets the headers and one chunk
+    // through any buffering proxy at once, so the client knows the stream is open.
+    let hello = Event::default().retry(RETRY).comment("connected");
+    let events = futures::stream::once(async move { hello })
+        .chain(changes.map(event))
+        .map(Ok::<_, Infallible>);
+    Ok((
+        // Tells nginx-style proxies not to buffer the stream.
+        [(HeaderName::from_static("x-accel-buffering"), "no")],
+        Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
+    ))
+}

@@ -1,0 +1,158 @@
+//! The outbox relay: publishes committed change events and alerts to JetStream, in order, and
+//! marks them sent. A crash between publishing and marking re-publishes on the next run with
+//! the same `Nats-Msg-Id` (JetStream drops the duplicate within its window; consumers can also
+//! dedupe by (location, SKU, version)): events can repeat, never get lost. Several daemons may
+//! run a relay; an advisory lock lets one publish at a time, which keeps the order.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Subjects;
+use crate::db;
+use crate::metrics::METRICS;
+
+/// Rows published per transaction.
+const BATCH: i64 = 1_000;
+
+fn wake_signal() -> &'static Notify {
+    static WAKE: OnceLock<Notify> = OnceLock::new();
+    WAKE.get_or_init(Notify::new)
+}
+
+/// Tells this process's relay that new events were committed (others poll).
+pub fn wake() {
+    wake_signal().notify_one();
+}
+
+/// Creates, if missing, the streams of change events and alerts.
+pub async fn ensure_streams(js: &jetstream::Context, subjects: &Subjects) -> anyhow::Result<()> {
+    js.get_or_create_stream(stream::Config {
+        name: subjects.changes_stream(),
+        subjects: vec![subjects.changes_wildcard()],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await?;
+    js.get_or_create_stream(stream::Config {
+        name: subjects.alerts_stream(),
+        subjects: vec![subjects.alerts_wildcard()],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(30 * 24 * 3600),
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
+/// The id an event is published with: in its body as `event_id` and as `Nats-Msg-Id`.
+pub fn event_id(subject: &str, id: i64) -> String {
+    if subject.starts_with("alerts.") {
+        format!("alert-{id}")
+    } else {
+        format!("chg-{id}")
+    }
+}
+
+/// Where a relay run may be interrupted, to test that a crash loses nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Publish, then mark sent (normal operation).
+    MarkSent,
+    /// Publish, then give up before marking, as a crash would.
+    CrashBeforeMark,
+}
+
+/// Publishes one batch of unsent events; returns how many (0 when none, or when another
+/// daemon's relay holds the turn).
+pub async fn relay_once(
+    pool: &PgPool,
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    finish: Finish,
+) -> anyhow::Result<usize> {
+    let mut tx = pool.begin().await?;
+    if !db::events::try_relay_lock(&mut tx).await? {
+        return Ok(0);
+    }
+    let rows = db::events::unsent(&mut tx, BATCH).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut acks = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let id = event_id(&r.subject, r.id);
+        let mut payload = r.payload.clone();
+        if let Some(obj) = payload.as_object_mut() {
+            obj.insert("event_id".into(), serde_json::Value::String(id.clone()));
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        acks.push(
+            js.publish_with_headers(
+                format!("{}.{}", subjects.prefix, r.subject),
+                headers,
+                serde_json::to_vec(&payload)?.into(),
+            )
+            .await?,
+        );
+    }
+    for a in acks {
+        a.await?;
+    }
+    if finish == Finish::CrashBeforeMark {
+        return Ok(rows.len());
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    db::events::mark_sent(&mut tx, &ids).await?;
+    tx.commit().await?;
+    METRICS.events_published.add(rows.len() as u64);
+    Ok(rows.len())
+}
+
+/// Background job: publishes events as they are committed (woken by this process's writers,
+/// polling for the others'), and drops sent events after a day.
+pub async fn run_relay(
+    pool: PgPool,
+    js: jetstream::Context,
+    subjects: Subjects,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut last_cleanup = Instant::now();
+    loop {
+        match relay_once(&pool, &js, &subjects, Finish::MarkSent).await {
+            Ok(n) if n as i64 == BATCH => continue,
+            Ok(_) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                METRICS.events_publish_failures.inc();
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed; events stay queued");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        if last_cleanup.elapsed() > Duration::from_secs(600) {
+            last_cleanup = Instant::now();
+            if let Ok(mut conn) = pool.acquire().await {
+                if let Err(e) = db::events::delete_sent_before(&mut conn, 24).await {
+                    tracing::warn!(error = %e, "outbox cleanup failed");
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = wake_signal().notified() => {}
+            _ = tokio::time::sleep(backoff) => {}
+        }
+    }
+    // Publish what the last transactions committed before stopping.
+    if let Err(e) = relay_once(&pool, &js, &subjects, Finish::MarkSent).await {
+        tracing::warn!(error = %e, "final outbox relay failed; the next daemon publishes the rest");
+    }
+}

@@ -1,0 +1,357 @@
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use omnistock::outbox::{self, Finish};
+
+use crate::helpers::{
+    movement, movement_at, spawn_app, wait_until, Isolation, TestApp, READ_KEY, RESERVE_KEY,
+};
+
+async fn changes_of(app: &TestApp, location: &str, sku: &str) -> Vec<Value> {
+    app.stream_messages(&app.subjects.changes_stream())
+        .await
+        .into_iter()
+        .filter(|(_, v, _)| v["location_id"] == json!(location) && v["sku"] == json!(sku))
+        .map(|(_, v, _)| v)
+        .collect()
+}
+
+async fn wait_for_changes(app: &TestApp, location: &str, sku: &str, n: usize) -> Vec<Value> {
+    wait_until(&format!("{n} change events"), || async {
+        changes_of(app, location, sku).await.len() >= n
+    })
+    .await;
+    let c = changes_of(app, location, sku).await;
+    assert_eq!(c.len(), n, "exactly one event per change: {c:#?}");
+    c
+}
+
+#[tokio::test]
+async fn each_cause_of_change_produces_exactly_one_event_in_version_order() {
+    let app = spawn_app().await;
+    app.store("TW001", 25.05306, 121.52639).await;
+    app.publish(
+        "TW001",
+        &movement_at("r", "TW001", "A", "receipt", 10, "2026-11-23T01:00:00Z"),
+    )
+    .await;
+    app.publish(
+        "TW001",
+        &movement_at("s", "TW001", "A", "sale", 2, "2026-11-23T01:10:00Z"),
+    )
+    .await;
+    app.publish(
+        "TW001",
+        &movement_at("c", "TW001", "A", "count", 5, "2026-11-23T01:20:00Z"),
+    )
+    .await;
+    // Late: recorded, changes nothing, so no event.
+    app.publish(
+        "TW001",
+        &movement_at("late", "TW001", "A", "sale", 1, "2026-11-23T01:05:00Z"),
+    )
+    .await;
+    app.wait_for_ledger(4).await;
+    let hold = |id: &str, ttl: i64| json!({"reservation_id": id, "location_id": "TW001", "lines": [{"sku": "A", "quantity": 2}], "ttl_seconds": ttl});
+    assert_eq!(
+        app.send(
+            Method::POST,
+            "/v1/reservations",
+            RESERVE_KEY,
+            &hold("h1", 600)
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        app.send(
+            Method::DELETE,
+            "/v1/reservations/h1",
+            RESERVE_KEY,
+            &json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        app.send(
+            Method::POST,
+            "/v1/reservations",
+            RESERVE_KEY,
+            &hold("h2", 1)
+        )
+        .await
+        .0,
+        201
+    );
+    wait_until("h2 expired", || async {
+        app.get("/v1/reservations/h2", RESERVE_KEY).await.1["status"] == json!("expired")
+    })
+    .await;
+    assert_eq!(
+        app.send(
+            Method::POST,
+            "/v1/reservations",
+            RESERVE_KEY,
+            &hold("h3", 600)
+        )
+        .await
+        .0,
+        201
+    );
+    let mut sale = movement("s3", "TW001", "A", "sale", 2);
+    sale["reservation_id"] = json!("h3");
+    app.publish("TW001", &sale).await;
+    app.wait_for_ledger(5).await;
+
+    let events = wait_for_changes(&app, "TW001", "A", 9).await;
+    let got: Vec<(i64, i64, i64, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["version"].as_i64().expect("v"),
+                e["on_hand"].as_i64().expect("oh"),
+                e["reserved"].as_i64().expect("r"),
+                e["cause"].as_str().expect("cause"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, 10, 0, "receipt"),
+            (2, 8, 0, "sale"),
+            (3, 5, 0, "count"),
+            (4, 5, 2, "reservation_hold"),
+            (5, 5, 0, "reservation_release"),
+            (6, 5, 2, "reservation_hold"),
+            (7, 5, 0, "reservation_expiry"),
+            (8, 5, 2, "reservation_hold"),
+            (9, 3, 0, "sale"),
+        ]
+    );
+    assert_eq!(events[8]["available"], json!(3));
+    assert_eq!(events[0]["reference"], json!("r"));
+    let ids: std::collections::HashSet<&str> = events
+        .iter()
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 9, "each event has its own id");
+}
+
+#[tokio::test]
+async fn a_relay_crash_between_publish_and_mark_loses_nothing_and_repeats_only_the_same_ids() {
+    // No daemon: the test drives the relay itself.
+    let iso = Isolation::new().await;
+    let pool = omnistock::db::connect(&iso.database_url, 4)
+        .await
+        .expect("pool");
+    omnistock::db::migrate(&pool).await.expect("migrate");
+    let nats = async_nats::connect(std::env::var("NATS_URL").expect("NATS_URL"))
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let subjects = omnistock::config::Subjects::new(&iso.subject_prefix);
+    outbox::ensure_streams(&js, &subjects)
+        .await
+        .expect("streams");
+    sqlx::query("INSERT INTO locations (location_id, name, kind, lat, lon) VALUES ('TW001', 'S', 'store', 25, 121)")
+        .execute(&pool)
+        .await
+        .expect("location");
+    let movements: Vec<_> = (0..30)
+        .map(|i| {
+            let v = movement(
+                &format!("e{i}"),
+                "TW001",
+                &format!("S{}", i % 3),
+                "receipt",
+                1,
+            );
+            omnistock::domain::movement::validate("TW001", &v, chrono::Utc::now()).expect("valid")
+        })
+        .collect();
+    omnistock::apply::apply_batch(&pool, &movements)
+        .await
+        .expect("apply");
+
+    // 30 changes, and each of the 3 SKUs came back in stock once (no network alerts: the store
+    // does not ship).
+    let crashed = outbox::relay_once(&pool, &js, &subjects, Finish::CrashBeforeMark)
+        .await
+        .expect("relay");
+    assert_eq!(crashed, 33);
+    let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        .fetch_one(&pool)
+        .await
+        .expect("n");
+    assert_eq!(unsent, 33, "nothing marked: the crash came first");
+    let again = outbox::relay_once(&pool, &js, &subjects, Finish::MarkSent)
+        .await
+        .expect("relay");
+    assert_eq!(again, 33, "the same events are published again");
+    assert_eq!(
+        outbox::relay_once(&pool, &js, &subjects, Finish::MarkSent)
+            .await
+            .expect("relay"),
+        0
+    );
+
+    let mut stream = js
+        .get_stream(subjects.changes_stream())
+        .await
+        .expect("stream");
+    let info = stream.info().await.expect("info").clone();
+    assert_eq!(
+        info.state.messages, 30,
+        "JetStream dropped the re-published duplicates by their id"
+    );
+    let mut ids = std::collections::HashSet::new();
+    for seq in 1..=info.state.last_sequence {
+        let m = stream.get_raw_message(seq).await.expect("message");
+        let body: Value = serde_json::from_slice(&m.payload).expect("json");
+        let header = m
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|h| h.to_string())
+            .expect("msg id");
+        assert_eq!(body["event_id"], json!(header));
+        assert!(ids.insert(header));
+    }
+    let expected: std::collections::HashSet<String> =
+        sqlx::query_scalar::<_, i64>("SELECT id FROM outbox WHERE subject LIKE 'changes.%'")
+            .fetch_all(&pool)
+            .await
+            .expect("ids")
+            .into_iter()
+            .map(|id| outbox::event_id("changes.TW001", id))
+            .collect();
+    assert_eq!(ids, expected, "every committed change was published");
+    let mut alerts = js
+        .get_stream(subjects.alerts_stream())
+        .await
+        .expect("alerts stream");
+    assert_eq!(alerts.info().await.expect("info").state.messages, 3);
+}
+
+#[tokio::test]
+async fn alerts_fire_once_per_crossing_per_location_and_for_the_network() {
+    let app = spawn_app().await;
+    app.put_location(
+        "SHIP",
+        json!({"name": "Ships", "kind": "store", "lat": 25.0, "lon": 121.5, "ship_from": true}),
+    )
+    .await;
+    app.put_location("LOCAL", json!({"name": "Local", "kind": "store", "lat": 25.1, "lon": 121.5, "low_stock_threshold": 0})).await;
+    let steps: [(&str, &str, i64); 8] = [
+        ("SHIP", "receipt", 5),  // out -> ok: back in stock (location and network)
+        ("SHIP", "sale", 2),     // 3: ok, nothing
+        ("SHIP", "sale", 1),     // 2: low (default threshold 2)
+        ("SHIP", "sale", 1),     // 1: still low, nothing
+        ("SHIP", "sale", 1),     // 0: out of stock
+        ("LOCAL", "receipt", 1), // LOCAL: back in stock (location only: it does not ship)
+        ("LOCAL", "sale", 1),    // LOCAL: out of stock (threshold 0: never low)
+        ("SHIP", "receipt", 4),  // back in stock
+    ];
+    for (i, (loc, kind, q)) in steps.iter().enumerate() {
+        app.publish(loc, &movement(&format!("a{i}"), loc, "A", kind, *q))
+            .await;
+        app.wait_for_ledger(i as i64 + 1).await;
+    }
+    let expected = vec![
+        ("back_in_stock", "location", Some("SHIP")),
+        ("back_in_stock", "network", None),
+        ("low_stock", "location", Some("SHIP")),
+        ("low_stock", "network", None),
+        ("out_of_stock", "location", Some("SHIP")),
+        ("out_of_stock", "network", None),
+        ("back_in_stock", "location", Some("LOCAL")),
+        ("out_of_stock", "location", Some("LOCAL")),
+        ("back_in_stock", "location", Some("SHIP")),
+        ("back_in_stock", "network", None),
+    ];
+    let name = app.subjects.alerts_stream();
+    wait_until("alerts", || async {
+        app.stream_messages(&name).await.len() >= expected.len()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let alerts = app.stream_messages(&name).await;
+    let got: Vec<(&str, &str, Option<&str>)> = alerts
+        .iter()
+        .map(|(_, v, _)| {
+            (
+                v["kind"].as_str().expect("kind"),
+                v["scope"].as_str().expect("scope"),
+                v["location_id"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    for (subject, v, _) in &alerts {
+        assert_eq!(
+            subject,
+            &app.subjects.alerts(v["kind"].as_str().expect("kind"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_transfer_is_in_transit_until_it_arrives_in_either_order() {
+    let app = spawn_app().await;
+    app.put_location(
+        "WH",
+        json!({"name": "DC", "kind": "warehouse", "lat": 24.95, "lon": 121.22}),
+    )
+    .await;
+    app.store("TW001", 25.05306, 121.52639).await;
+    app.stock("WH", "A", 20).await;
+    let transfer = |id: &str, loc: &str, kind: &str, q: i64, t: &str| {
+        let mut m = movement(id, loc, "A", kind, q);
+        m["transfer_id"] = json!(t);
+        if kind == "transfer_out" {
+            m["to_location_id"] = json!("TW001");
+        }
+        m
+    };
+    let in_transit = || async {
+        let (_, a) = app.get("/v1/availability/A", READ_KEY).await;
+        a["in_transit"].clone()
+    };
+    // Out first, then in.
+    app.publish("WH", &transfer("o1", "WH", "transfer_out", 5, "T1"))
+        .await;
+    app.wait_for_ledger(2).await;
+    assert_eq!(
+        in_transit().await,
+        json!([{"to_location_id": "TW001", "quantity": 5}])
+    );
+    app.publish("TW001", &transfer("i1", "TW001", "transfer_in", 3, "T1"))
+        .await;
+    app.wait_for_ledger(3).await;
+    assert_eq!(
+        in_transit().await,
+        json!([{"to_location_id": "TW001", "quantity": 2}]),
+        "partly received"
+    );
+    app.publish("TW001", &transfer("i1b", "TW001", "transfer_in", 2, "T1"))
+        .await;
+    app.wait_for_ledger(4).await;
+    assert_eq!(in_transit().await, json!([]));
+    // In first (the store scanned it before the warehouse's message arrived), then out.
+    app.publish("TW001", &transfer("i2", "TW001", "transfer_in", 4, "T2"))
+        .await;
+    app.wait_for_ledger(5).await;
+    assert_eq!(in_transit().await, json!([]));
+    app.publish("WH", &transfer("o2", "WH", "transfer_out", 4, "T2"))
+        .await;
+    app.wait_for_ledger(6).await;
+    assert_eq!(in_transit().await, json!([]));
+    assert_eq!(app.on_hand("WH", "A").await, Some(11));
+    assert_eq!(app.on_hand("TW001", "A").await, Some(9));
+    let (_, a) = app.get("/v1/availability/A", READ_KEY).await;
+    assert_eq!(a["available"], json!(20));
+    app.assert_ledger_consistent().await;
+}
