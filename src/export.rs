@@ -7,40 +7,22 @@ use std::path::Path;
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::TryStreamExt;
-use sqlx::{FromRow, PgPool};
+use sqlx::PgPool;
 
+use crate::db;
 use crate::domain::availability::available;
 
-pub const STOCK_HEADER: [&str; 8] = [
+pub const STOCK_HEADER: [&str; 9] = [
     "location_id",
     "sku",
     "on_hand",
     "reserved",
     "available",
+    "in_transit",
     "version",
     "last_movement_at",
     "last_count_at",
 ];
-
-#[derive(FromRow)]
-struct StockRow {
-    location_id: String,
-    sku: String,
-    on_hand: i64,
-    reserved: i64,
-    version: i64,
-    last_movement_at: Option<DateTime<Utc>>,
-    last_count_at: Option<DateTime<Utc>>,
-    safety_stock: i64,
-}
-
-/// One statement, so the snapshot is consistent (one MVCC snapshot) however long it streams.
-/// It lives here rather than in `db` because it is only useful streamed into this file.
-const STOCK_QUERY: &str = "
-    SELECT l.location_id, l.sku, l.on_hand, l.reserved, l.version,
-           l.last_movement_at, l.last_count_at, loc.safety_stock
-    FROM stock_levels l JOIN locations loc USING (location_id)
-    ORDER BY l.location_id, l.sku";
 
 /// Writes every level as CSV (header [`STOCK_HEADER`]), ordered by location and SKU, streamed
 /// from PostgreSQL row by row; returns the number of levels written. `available` uses the
@@ -48,7 +30,7 @@ const STOCK_QUERY: &str = "
 pub async fn stock(pool: &PgPool, writer: impl Write) -> anyhow::Result<u64> {
     let mut out = csv::Writer::from_writer(writer);
     out.write_record(STOCK_HEADER)?;
-    let mut rows = sqlx::query_as::<_, StockRow>(STOCK_QUERY).fetch(pool);
+    let mut rows = db::levels::all_with_safety_stock(pool);
     let mut n = 0;
     while let Some(r) = rows.try_next().await.context("reading levels")? {
         let available = available(r.on_hand, r.reserved, r.safety_stock);
@@ -58,6 +40,7 @@ pub async fn stock(pool: &PgPool, writer: impl Write) -> anyhow::Result<u64> {
             r.on_hand.to_string(),
             r.reserved.to_string(),
             available.to_string(),
+            r.in_transit.to_string(),
             r.version.to_string(),
             time(r.last_movement_at),
             time(r.last_count_at),

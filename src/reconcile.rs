@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::{self, RedisStore, StockCache};
 use crate::db;
-use crate::db::invariants::{LedgerMismatch, ReservedMismatch};
+use crate::db::invariants::{InTransitMismatch, LedgerMismatch, ReservedMismatch};
 use crate::db::levels::LevelRow;
 use crate::metrics::{ReconcileGauges, RECONCILIATION};
 
@@ -121,6 +121,8 @@ pub struct Report {
     pub ledger: Findings<LedgerMismatch>,
     /// Levels whose `reserved` differs from their live holds (not repaired).
     pub reserved: Findings<ReservedMismatch>,
+    /// Levels whose `in_transit` differs from their open transfers (not repaired).
+    pub in_transit: Findings<InTransitMismatch>,
     pub redis: RedisFindings,
     /// Whether Redis differences were to be repaired.
     pub repair: bool,
@@ -131,7 +133,7 @@ pub struct Report {
 impl Report {
     /// Every level agrees with its ledger and its holds.
     pub fn postgres_consistent(&self) -> bool {
-        self.ledger.count == 0 && self.reserved.count == 0
+        self.ledger.count == 0 && self.reserved.count == 0 && self.in_transit.count == 0
     }
 
     /// Redis differences found and left as they were.
@@ -164,10 +166,14 @@ pub async fn run(pool: &PgPool, store: &RedisStore, repair: bool) -> anyhow::Res
     let reserved = db::invariants::reserved_mismatches(pool, COUNT_CAP)
         .await
         .context("checking reserved against the live holds")?;
+    let in_transit = db::invariants::in_transit_mismatches(pool, COUNT_CAP)
+        .await
+        .context("checking in_transit against the open transfers")?;
     let redis = compare_redis(pool, store, repair).await?;
     Ok(Report {
         ledger: Findings::from_rows(ledger),
         reserved: Findings::from_rows(reserved),
+        in_transit: Findings::from_rows(in_transit),
         redis,
         repair,
         started_at,
@@ -493,6 +499,21 @@ impl fmt::Display for Report {
                     f,
                     "  {} {:?}: on_hand {}, the ledger implies {}",
                     m.location_id, m.sku, m.on_hand, m.implied
+                )?;
+            }
+        }
+        if self.in_transit.count != 0 {
+            writeln!(
+                f,
+                "in_transit: {}{} level(s) differ from their open transfers. PostgreSQL is not repaired.",
+                at_least(self.in_transit.capped),
+                self.in_transit.count
+            )?;
+            for m in &self.in_transit.examples {
+                writeln!(
+                    f,
+                    "  {} {:?}: in_transit {}, open transfers {}",
+                    m.location_id, m.sku, m.in_transit, m.accounted
                 )?;
             }
         }

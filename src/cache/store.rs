@@ -206,13 +206,32 @@ mod tests {
     fn incomplete_or_corrupt_hashes_are_misses() {
         let f = |k: &str, v: &str| (k.to_owned(), v.to_owned());
         assert_eq!(parse_hash(vec![f("TW001", "3 10 2 0")]), None);
-        assert_eq!(parse_hash(vec![f(COMPLETE, "1"), f("TW001", "3 ten 2 0")]), None);
-        assert_eq!(parse_hash(vec![f(COMPLETE, "1"), f("TW001", "3 10 2")]), None, "old format");
-        let levels = parse_hash(vec![f("TW002", "1 5 0 0"), f(COMPLETE, "1"), f("TW001", "3 10 2 4")])
-            .expect("complete");
+        assert_eq!(
+            parse_hash(vec![f(COMPLETE, "1"), f("TW001", "3 ten 2 0")]),
+            None
+        );
+        assert_eq!(
+            parse_hash(vec![f(COMPLETE, "1"), f("TW001", "3 10 2")]),
+            None,
+            "old format"
+        );
+        let levels = parse_hash(vec![
+            f("TW002", "1 5 0 0"),
+            f(COMPLETE, "1"),
+            f("TW001", "3 10 2 4"),
+        ])
+        .expect("complete");
         assert_eq!(levels.len(), 2);
         assert_eq!(levels[0].location_id, "TW001");
-        assert_eq!((levels[0].version, levels[0].on_hand, levels[0].reserved, levels[0].in_transit), (3, 10, 2, 4));
+        assert_eq!(
+            (
+                levels[0].version,
+                levels[0].on_hand,
+                levels[0].reserved,
+                levels[0].in_transit
+            ),
+            (3, 10, 2, 4)
+        );
         assert_eq!(parse_hash(vec![f(COMPLETE, "1")]), Some(vec![]));
     }
 }

@@ -62,10 +62,45 @@ pub async fn reserved_mismatches(
              WHERE r.status IN ('held', 'confirmed')
              GROUP BY 1, 2
          )
-         SELECT s.location_id, s.sku, s.reserved, COALESCE(h.held, 0)::int8 AS held
+         SELECT COALESCE(s.location_id, h.location_id) AS location_id,
+                COALESCE(s.sku, h.sku) AS sku,
+                COALESCE(s.reserved, 0)::int8 AS reserved, COALESCE(h.held, 0)::int8 AS held
          FROM stock_levels s
          FULL JOIN held h ON h.location_id = s.location_id AND h.sku = s.sku
          WHERE COALESCE(s.reserved, 0) <> COALESCE(h.held, 0)
+         ORDER BY 1, 2
+         LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
+pub struct InTransitMismatch {
+    pub location_id: String,
+    pub sku: String,
+    pub in_transit: i64,
+    pub accounted: i64,
+}
+
+/// Levels whose `in_transit` differs from the open transfers accounted to them.
+pub async fn in_transit_mismatches(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> Result<Vec<InTransitMismatch>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH t AS (
+             SELECT accounted_to AS location_id, sku, sum(accounted)::int8 AS accounted
+             FROM transfers WHERE accounted_to IS NOT NULL GROUP BY 1, 2
+         )
+         SELECT COALESCE(s.location_id, t.location_id) AS location_id,
+                COALESCE(s.sku, t.sku) AS sku,
+                COALESCE(s.in_transit, 0)::int8 AS in_transit,
+                COALESCE(t.accounted, 0)::int8 AS accounted
+         FROM stock_levels s
+         FULL JOIN t ON t.location_id = s.location_id AND t.sku = s.sku
+         WHERE COALESCE(s.in_transit, 0) <> COALESCE(t.accounted, 0)
          ORDER BY 1, 2
          LIMIT $1",
     )
