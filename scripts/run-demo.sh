@@ -74,8 +74,14 @@ cat <<EOF
   NATS          $NATS_URL   (monitor $OMNISTOCK_NATS_MONITOR_URL)
   Logs          $ROOT/.omnistock/run/logs/
 
-  Try:
-    curl -H 'Authorization: Bearer demo-admin-key' $url/v1/availability/$sku
+  Try (more in README.md):
+    K='Authorization: Bearer demo-admin-key'
+    curl -H "\$K" $url/v1/availability/$sku
+    curl -H "\$K" '$url/v1/availability/$sku/nearby?lat=25.0330&lon=121.5654&radius_km=30'
+    curl -H "\$K" -X POST $url/v1/orders/route -d '{"order_id": "demo-1", "fulfilment": "delivery",
+         "customer": {"lat": 25.0330, "lon": 121.5654}, "lines": [{"sku": "$sku", "quantity": 1}]}'
+    curl -N -H "\$K" '$url/v1/stream?sku=$sku'      # live changes (another terminal)
+    eval "\$(scripts/services.sh env run)"; target/debug/omnistock publish --location TW001 --sku $sku --kind sale --quantity 1
 
   Ctrl-C stops the daemon and the services.
 

@@ -33,6 +33,7 @@ pub enum Fulfilment {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OrderLine {
     pub sku: String,
     pub quantity: i64,

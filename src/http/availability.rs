@@ -157,19 +157,14 @@ async fn nearby(
         message: m.into(),
         details: json!({ "field": f }),
     };
-    let (lat, lon) = match (q.lat, q.lon) {
-        (Some(lat), Some(lon))
-            if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) =>
-        {
-            (lat, lon)
-        }
-        _ => {
-            return Err(field(
-                "lat",
-                "`lat` and `lon` are required: lat in [-90, 90], lon in [-180, 180]",
-            ))
-        }
-    };
+    let lat = q
+        .lat
+        .filter(|l| (-90.0..=90.0).contains(l))
+        .ok_or_else(|| field("lat", "`lat` is required, between -90 and 90"))?;
+    let lon = q
+        .lon
+        .filter(|l| (-180.0..=180.0).contains(l))
+        .ok_or_else(|| field("lon", "`lon` is required, between -180 and 180"))?;
     let radius = q.radius_km.unwrap_or(DEFAULT_RADIUS_KM);
     if !(radius > 0.0 && radius <= 20_100.0) {
         return Err(field(

@@ -21,6 +21,8 @@ pub enum ApiError {
     Forbidden(Scope),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
     /// A conflict of stock, with the contract's code (`insufficient_stock`,
     /// `no_fulfilment_option`) and what the client needs to decide again.
     #[error("{message}")]
@@ -62,6 +64,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),

@@ -67,6 +67,7 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .merge(health::router())
         .merge(v1)
         .fallback(|| async { ApiError::NotFound("route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(middleware::from_fn(count_requests))
         .with_state(state)

@@ -283,6 +283,25 @@ async fn health_readiness_metrics_and_unknown_routes() {
     assert!(text.contains("omnistock_cache_dirty_skus 0"));
     let (status, body) = app.get("/v1/nothing-here", READ_KEY).await;
     assert_eq!((status, body["error"].clone()), (404, json!("not_found")));
+    let (status, body) = app
+        .send(Method::DELETE, "/v1/locations", ADMIN_KEY, &json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (405, json!("method_not_allowed"))
+    );
+    let r = app
+        .http
+        .get(app.url("/v1/locations"))
+        .header("authorization", format!("bearer {READ_KEY}"))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "the auth scheme is case-insensitive"
+    );
 }
 
 #[tokio::test]
