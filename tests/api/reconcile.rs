@@ -321,11 +321,6 @@ async fn export_writes_every_level_as_csv() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test]
 async fn the_daemon_reconciles_periodically_and_repairs_redis() {
     let app = spawn_with(Isolation::new().await, |c| c.reconcile_interval_seconds = 1).await;
@@ -336,16 +331,10 @@ async fn the_daemon_reconciles_periodically_and_repairs_redis() {
 
     let store = store_of(&app);
     wait_until("the periodic run to repair Redis", || async {
-        let text = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
+        let repaired = app
+            .metric("omnistock_reconcile_redis_repaired")
             .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        let repaired = metric(&text, "omnistock_reconcile_redis_repaired").unwrap_or(0.0);
+            .unwrap_or(0.0);
         let cached = store.read(&["REC-P"]).await.expect("read");
         let fixed = cached[0]
             .as_ref()
@@ -353,22 +342,20 @@ async fn the_daemon_reconciles_periodically_and_repairs_redis() {
         repaired >= 1.0 && fixed
     })
     .await;
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
+    assert!(app
+        .metric("omnistock_reconcile_runs_total")
         .await
-        .expect("metrics")
-        .text()
+        .is_some_and(|n| n >= 1.0));
+    assert!(app
+        .metric("omnistock_reconcile_redis_repaired_total")
         .await
-        .expect("text");
-    assert!(metric(&text, "omnistock_reconcile_runs_total").is_some_and(|n| n >= 1.0));
-    assert!(metric(&text, "omnistock_reconcile_redis_repaired_total").is_some_and(|n| n >= 1.0));
-    assert!(
-        metric(&text, "omnistock_reconcile_last_run_timestamp_seconds").is_some_and(|t| t > 0.0)
-    );
+        .is_some_and(|n| n >= 1.0));
+    assert!(app
+        .metric("omnistock_reconcile_last_run_timestamp_seconds")
+        .await
+        .is_some_and(|t| t > 0.0));
     assert_eq!(
-        metric(&text, "omnistock_reconcile_ledger_mismatches"),
+        app.metric("omnistock_reconcile_ledger_mismatches").await,
         Some(0.0)
     );
 }
