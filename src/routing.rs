@@ -212,8 +212,9 @@ pub async fn route_order(
             let capacity = locations
                 .get(&a.location_id)
                 .and_then(|l| l.daily_order_capacity);
-            db::locations::lock_terms(&mut tx, &a.location_id).await?;
             if let Some(cap) = capacity {
+                // Serialises routing to this location, so two orders cannot take its last slot.
+                db::locations::lock_for_routing(&mut tx, &a.location_id).await?;
                 if db::orders::routed_today_at(&mut tx, &a.location_id).await? >= cap {
                     lost = Some(format!("capacity of {} taken", a.location_id));
                     break;

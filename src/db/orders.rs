@@ -35,7 +35,7 @@ pub async fn insert(
         .map(|_| ())
 }
 
-/// Records an assignment on the location's own calendar day.
+/// Records an assignment on the location's own calendar day, and counts it.
 pub async fn insert_assignment(
     conn: &mut PgConnection,
     order_id: &str,
@@ -43,9 +43,16 @@ pub async fn insert_assignment(
     reservation_id: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO order_assignments (order_id, location_id, reservation_id, local_date)
-         SELECT $1, $2, $3, (now() AT TIME ZONE timezone)::date
-         FROM locations WHERE location_id = $2",
+        "WITH a AS (
+             INSERT INTO order_assignments (order_id, location_id, reservation_id, local_date)
+             SELECT $1, $2, $3, (now() AT TIME ZONE timezone)::date
+             FROM locations WHERE location_id = $2
+             RETURNING location_id, local_date
+         )
+         INSERT INTO daily_order_counts (location_id, local_date, orders)
+         SELECT location_id, local_date, 1 FROM a
+         ON CONFLICT (location_id, local_date)
+         DO UPDATE SET orders = daily_order_counts.orders + 1",
     )
     .bind(order_id)
     .bind(location_id)
@@ -58,10 +65,9 @@ pub async fn insert_assignment(
 /// Orders routed today (each location's today) per location.
 pub async fn routed_today(db: impl PgExecutor<'_>) -> Result<HashMap<String, i64>, sqlx::Error> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT a.location_id, count(*)::int8 FROM order_assignments a
+        "SELECT c.location_id, c.orders FROM daily_order_counts c
          JOIN locations l USING (location_id)
-         WHERE a.local_date = (now() AT TIME ZONE l.timezone)::date
-         GROUP BY 1",
+         WHERE c.local_date = (now() AT TIME ZONE l.timezone)::date",
     )
     .fetch_all(db)
     .await?;
@@ -73,11 +79,12 @@ pub async fn routed_today_at(
     conn: &mut PgConnection,
     location_id: &str,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*)::int8 FROM order_assignments a JOIN locations l USING (location_id)
-         WHERE a.location_id = $1 AND a.local_date = (now() AT TIME ZONE l.timezone)::date",
+    let n: Option<i64> = sqlx::query_scalar(
+        "SELECT c.orders FROM daily_order_counts c JOIN locations l USING (location_id)
+         WHERE c.location_id = $1 AND c.local_date = (now() AT TIME ZONE l.timezone)::date",
     )
     .bind(location_id)
-    .fetch_one(conn)
-    .await
+    .fetch_optional(conn)
+    .await?;
+    Ok(n.unwrap_or(0))
 }
