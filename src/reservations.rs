@@ -5,6 +5,7 @@
 //! `available` allowed. Everything that locks both reservations and levels takes reservations
 //! first, then levels in (location, SKU) order, which leaves no room for a deadlock cycle.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,11 +86,18 @@ pub enum NotHeld {
     Short(Vec<Shortfall>),
 }
 
+/// A hold taken: the levels as they are now, and the change events the caller must record
+/// (once, with any other changes of its transaction: see `events::record`).
+pub struct Held {
+    pub changed: Vec<LevelRow>,
+    pub events: Vec<LevelChange>,
+}
+
 /// Takes a hold inside the caller's transaction. On `Err(NotHeld)` the caller must roll back.
 pub async fn hold_in(
     conn: &mut PgConnection,
     h: &NewHold<'_>,
-) -> Result<Result<Vec<LevelRow>, NotHeld>, sqlx::Error> {
+) -> Result<Result<Held, NotHeld>, sqlx::Error> {
     let Some(safety) = db::locations::safety_stock(&mut *conn, h.location_id).await? else {
         return Ok(Err(NotHeld::UnknownLocation));
     };
@@ -121,57 +129,35 @@ pub async fn hold_in(
     let locations = vec![h.location_id; line_skus.len()];
     let changed = db::reservations::add_reserved(conn, &locations, &line_skus, &quantities).await?;
     db::reservations::insert_lines(conn, h.reservation_id, &line_skus, &quantities).await?;
-    record_changes(
-        conn,
+    let held: HashMap<&str, i64> = h
+        .lines
+        .iter()
+        .map(|l| (l.sku.as_str(), l.quantity))
+        .collect();
+    let events = reserved_changes(
         &changed,
-        h.lines.iter().map(|l| (l.sku.as_str(), l.quantity)),
+        |l| held.get(l.sku.as_str()).copied().unwrap_or(0),
         "reservation_hold",
         Some(h.reservation_id),
-    )
-    .await?;
-    Ok(Ok(changed))
+    );
+    Ok(Ok(Held { changed, events }))
 }
 
-/// Change events for levels whose `reserved` moved by the given amount per SKU.
-async fn record_changes<'a>(
-    conn: &mut PgConnection,
+/// Change events of levels whose `reserved` moved by `delta(level)` to reach `after`.
+fn reserved_changes(
     after: &[LevelRow],
-    deltas: impl Iterator<Item = (&'a str, i64)>,
+    delta: impl Fn(&LevelRow) -> i64,
     cause: &'static str,
     reference: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    let deltas: std::collections::HashMap<&str, i64> = deltas.collect();
-    let changes: Vec<LevelChange> = after
+) -> Vec<LevelChange> {
+    after
         .iter()
         .map(|a| {
             let mut before = a.clone();
-            before.reserved -= deltas.get(a.sku.as_str()).copied().unwrap_or(0);
+            before.reserved -= delta(a);
             change(&before, a, cause, reference.map(str::to_owned))
         })
-        .collect();
-    events::record(conn, &changes).await
-}
-
-async fn record_release<'a>(
-    conn: &mut PgConnection,
-    after: &[LevelRow],
-    deltas: impl Iterator<Item = ((&'a str, &'a str), i64)>,
-    cause: &'static str,
-    reference: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    let deltas: std::collections::HashMap<(&str, &str), i64> = deltas.collect();
-    let changes: Vec<LevelChange> = after
-        .iter()
-        .map(|a| {
-            let mut before = a.clone();
-            before.reserved -= deltas
-                .get(&(a.location_id.as_str(), a.sku.as_str()))
-                .copied()
-                .unwrap_or(0);
-            change(&before, a, cause, reference.map(str::to_owned))
-        })
-        .collect();
-    events::record(conn, &changes).await
+        .collect()
 }
 
 pub enum Created {
@@ -189,10 +175,11 @@ pub async fn create(
 ) -> Result<Created, sqlx::Error> {
     let mut tx = pool.begin().await?;
     match hold_in(&mut tx, h).await? {
-        Ok(changed) => {
+        Ok(held) => {
+            events::record(&mut tx, &held.events).await?;
             tx.commit().await?;
             outbox::wake();
-            cache.publish(&changed).await;
+            cache.publish(&held.changed).await;
             let v = view(pool, h.reservation_id)
                 .await?
                 .ok_or(sqlx::Error::RowNotFound)?;
@@ -236,8 +223,22 @@ pub async fn release_in(
             "reservation_release"
         };
         let reference = (ids.len() == 1).then(|| ids[0].as_str());
-        let deltas = held.iter().map(|(l, s, n)| ((l.as_str(), s.as_str()), -n));
-        record_release(conn, &changed, deltas, cause, reference).await?;
+        let released: HashMap<(&str, &str), i64> = held
+            .iter()
+            .map(|(l, s, n)| ((l.as_str(), s.as_str()), -n))
+            .collect();
+        let events = reserved_changes(
+            &changed,
+            |l| {
+                released
+                    .get(&(l.location_id.as_str(), l.sku.as_str()))
+                    .copied()
+                    .unwrap_or(0)
+            },
+            cause,
+            reference,
+        );
+        events::record(conn, &events).await?;
     }
     db::reservations::set_status(conn, ids, status.as_str()).await?;
     Ok(changed)

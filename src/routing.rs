@@ -187,70 +187,91 @@ pub async fn route_order(
         });
     }
     for attempt in 1..=ATTEMPTS {
-        let mut tx = pool.begin().await?;
-        db::orders::lock_order_id(&mut tx, &order.order_id).await?;
-        if let Some(previous) = db::orders::response(&mut *tx, &order.order_id).await? {
-            return Ok(Routed::Replay(previous));
-        }
-        let locations = directory.snapshot();
-        let outcome = decide(order, &candidates(&mut tx, &locations, &order.lines).await?);
-        if outcome.assignments.is_empty() {
-            return Ok(Routed::NoOption(outcome));
-        }
-        // Hold in location order: the (location, SKU) lock order every writer follows.
-        let mut order_of: Vec<usize> = (0..outcome.assignments.len()).collect();
-        order_of.sort_by(|&a, &b| {
-            outcome.assignments[a]
-                .location_id
-                .cmp(&outcome.assignments[b].location_id)
-        });
-        let mut holds = vec![(String::new(), expires_at); outcome.assignments.len()];
-        let mut changed = Vec::new();
-        let mut lost = None;
-        for &i in &order_of {
-            let a = &outcome.assignments[i];
-            let capacity = locations
-                .get(&a.location_id)
-                .and_then(|l| l.daily_order_capacity);
-            if let Some(cap) = capacity {
-                // Serialises routing to this location, so two orders cannot take its last slot.
-                db::locations::lock_for_routing(&mut tx, &a.location_id).await?;
-                if db::orders::routed_today_at(&mut tx, &a.location_id).await? >= cap {
-                    lost = Some(format!("capacity of {} taken", a.location_id));
-                    break;
-                }
+        match try_route(pool, cache, directory, order, expires_at).await {
+            Ok(Some(routed)) => return Ok(routed),
+            Ok(None) => {
+                tracing::debug!(order_id = %order.order_id, attempt, "route lost a race; deciding again");
             }
-            let id = format!("ord-{}", uuid::Uuid::new_v4().simple());
-            let hold = NewHold {
-                reservation_id: &id,
-                location_id: &a.location_id,
-                lines: &a.lines,
-                expires_at,
-                order_id: Some(&order.order_id),
-            };
-            match hold_in(&mut tx, &hold).await? {
-                Ok(c) => changed.extend(c),
-                Err(NotHeld::Short(_)) | Err(NotHeld::Exists) | Err(NotHeld::UnknownLocation) => {
-                    lost = Some(format!("stock at {} taken", a.location_id));
-                    break;
-                }
+            // A deadlock with a concurrent writer: PostgreSQL chose this transaction to abort.
+            Err(e) if db::is_retryable(&e) && attempt < ATTEMPTS => {
+                tracing::debug!(order_id = %order.order_id, attempt, error = %e, "route retried");
             }
-            db::orders::insert_assignment(&mut tx, &order.order_id, &a.location_id, &id).await?;
-            holds[i].0 = id;
+            Err(e) => return Err(e.into()),
         }
-        if let Some(why) = lost {
-            tx.rollback().await?;
-            tracing::debug!(order_id = %order.order_id, attempt, %why, "route lost a race; deciding again");
-            continue;
-        }
-        let body = response(order, &outcome, &holds, false);
-        db::orders::insert(&mut tx, &order.order_id, &body).await?;
-        tx.commit().await?;
-        crate::outbox::wake();
-        cache.publish(&changed).await;
-        return Ok(Routed::Done(body));
     }
     Err(RouteError::Contended)
+}
+
+/// One attempt: decide on current data and hold it all, in one transaction. `None` when a
+/// concurrent order took the stock or the capacity between the decision and the hold.
+async fn try_route(
+    pool: &PgPool,
+    cache: &StockCache,
+    directory: &Directory,
+    order: &Order,
+    expires_at: DateTime<Utc>,
+) -> Result<Option<Routed>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    db::orders::lock_order_id(&mut tx, &order.order_id).await?;
+    if let Some(previous) = db::orders::response(&mut *tx, &order.order_id).await? {
+        return Ok(Some(Routed::Replay(previous)));
+    }
+    let locations = directory.snapshot();
+    let outcome = decide(order, &candidates(&mut tx, &locations, &order.lines).await?);
+    if outcome.assignments.is_empty() {
+        return Ok(Some(Routed::NoOption(outcome)));
+    }
+    // Hold in location order: the (location, SKU) lock order every writer follows.
+    let mut order_of: Vec<usize> = (0..outcome.assignments.len()).collect();
+    order_of.sort_by(|&a, &b| {
+        outcome.assignments[a]
+            .location_id
+            .cmp(&outcome.assignments[b].location_id)
+    });
+    let mut holds = vec![(String::new(), expires_at); outcome.assignments.len()];
+    let mut changed = Vec::new();
+    let mut changes = Vec::new();
+    for &i in &order_of {
+        let a = &outcome.assignments[i];
+        let capacity = locations
+            .get(&a.location_id)
+            .and_then(|l| l.daily_order_capacity);
+        if let Some(cap) = capacity {
+            // Serialises routing to this location, so two orders cannot take its last slot.
+            db::locations::lock_for_routing(&mut tx, &a.location_id).await?;
+            if db::orders::routed_today_at(&mut tx, &a.location_id).await? >= cap {
+                return Ok(None);
+            }
+        }
+        let id = format!("ord-{}", uuid::Uuid::new_v4().simple());
+        let hold = NewHold {
+            reservation_id: &id,
+            location_id: &a.location_id,
+            lines: &a.lines,
+            expires_at,
+            order_id: Some(&order.order_id),
+        };
+        match hold_in(&mut tx, &hold).await? {
+            Ok(held) => {
+                changed.extend(held.changed);
+                changes.extend(held.events);
+            }
+            Err(NotHeld::Short(_)) | Err(NotHeld::Exists) | Err(NotHeld::UnknownLocation) => {
+                return Ok(None);
+            }
+        }
+        db::orders::insert_assignment(&mut tx, &order.order_id, &a.location_id, &id).await?;
+        holds[i].0 = id;
+    }
+    // Events of every hold at once: recording takes per-SKU alert locks, which must come
+    // after all level locks of the transaction (the order every writer follows).
+    crate::events::record(&mut tx, &changes).await?;
+    let body = response(order, &outcome, &holds, false);
+    db::orders::insert(&mut tx, &order.order_id, &body).await?;
+    tx.commit().await?;
+    crate::outbox::wake();
+    cache.publish(&changed).await;
+    Ok(Some(Routed::Done(body)))
 }
 
 #[derive(Debug, thiserror::Error)]
