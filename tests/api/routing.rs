@@ -375,3 +375,83 @@ async fn endless_aisle_staff_route_a_delivery_from_their_store() {
     assert_eq!(body["assignments"][0]["location_id"], json!("TAOYUAN"));
     assert_eq!(reason_of(&body, "SMALL")["decision"], json!("skipped"));
 }
+
+#[tokio::test]
+async fn routes_holds_and_movements_racing_on_the_same_stock_stay_consistent() {
+    let app = spawn_app().await;
+    cities(&app, None).await;
+    for loc in ["TAOYUAN", "HSINCHU"] {
+        app.stock(loc, "A", 50).await;
+        app.stock(loc, "B", 50).await;
+    }
+    let before = app.ledger_count().await;
+    let mut tasks = Vec::new();
+    for i in 0..150 {
+        let (http, base) = (app.http.clone(), app.url(""));
+        tasks.push(tokio::spawn(async move {
+            let (path, body) = match i % 3 {
+                // Two-line orders that may split across both stores.
+                0 => (
+                    "/v1/orders/route",
+                    json!({"order_id": format!("mix-{i}"), "fulfilment": "delivery",
+                    "allow_split": true, "customer": {"lat": TAIPEI.0, "lon": TAIPEI.1},
+                    "lines": [{"sku": "A", "quantity": 1}, {"sku": "B", "quantity": 1}]}),
+                ),
+                1 => (
+                    "/v1/reservations",
+                    json!({"location_id": if i % 2 == 0 { "TAOYUAN" } else { "HSINCHU" },
+                    "lines": [{"sku": "B", "quantity": 1}, {"sku": "A", "quantity": 1}]}),
+                ),
+                _ => (
+                    "/v1/reservations",
+                    json!({"location_id": "HSINCHU", "lines": [{"sku": "A", "quantity": 2}],
+                    "ttl_seconds": 1}),
+                ),
+            };
+            http.post(format!("{base}{path}"))
+                .bearer_auth(RESERVE_KEY)
+                .json(&body)
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }));
+    }
+    // Meanwhile, sales at both stores on the same SKUs.
+    for i in 0..60 {
+        let loc = if i % 2 == 0 { "TAOYUAN" } else { "HSINCHU" };
+        let sku = if i % 3 == 0 { "A" } else { "B" };
+        app.publish(
+            loc,
+            &crate::helpers::movement(&format!("mix-sale-{i}"), loc, sku, "sale", 1),
+        )
+        .await;
+    }
+    for t in tasks {
+        let status = t.await.expect("join");
+        assert!(
+            status == 200 || status == 201 || status == 409,
+            "unexpected status {status}"
+        );
+    }
+    app.wait_for_ledger(before + 60).await;
+    app.assert_ledger_consistent().await;
+    for loc in ["TAOYUAN", "HSINCHU"] {
+        for sku in ["A", "B"] {
+            let (on_hand, reserved): (i64, i64) = sqlx::query_as(
+                "SELECT on_hand, reserved FROM stock_levels WHERE location_id = $1 AND sku = $2",
+            )
+            .bind(loc)
+            .bind(sku)
+            .fetch_one(&app.pool)
+            .await
+            .expect("level");
+            assert!(
+                reserved <= 50,
+                "{loc} {sku}: never held more than was there ({reserved})"
+            );
+            assert!(on_hand >= 50 - 60, "{loc} {sku}: {on_hand}");
+        }
+    }
+}
