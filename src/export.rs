@@ -32,8 +32,9 @@ pub async fn stock(pool: &PgPool, writer: impl Write) -> anyhow::Result<u64> {
     out.write_record(STOCK_HEADER)?;
     let mut rows = db::levels::all_with_safety_stock(pool);
     let mut n = 0;
-    while let Some(r) = rows.try_next().await.context("reading levels")? {
-        let available = available(r.on_hand, r.reserved, r.safety_stock);
+    while let Some(row) = rows.try_next().await.context("reading levels")? {
+        let r = row.level;
+        let available = available(r.on_hand, r.reserved, row.safety_stock);
         out.write_record([
             r.location_id,
             r.sku,

@@ -188,14 +188,8 @@ pub async fn set_sku_threshold(
 /// A level with its location's safety stock, for snapshots.
 #[derive(Debug, Clone, FromRow)]
 pub struct LevelWithSafety {
-    pub location_id: String,
-    pub sku: String,
-    pub on_hand: i64,
-    pub reserved: i64,
-    pub in_transit: i64,
-    pub version: i64,
-    pub last_movement_at: Option<DateTime<Utc>>,
-    pub last_count_at: Option<DateTime<Utc>>,
+    #[sqlx(flatten)]
+    pub level: LevelRow,
     pub safety_stock: i64,
 }
 
@@ -206,7 +200,7 @@ pub fn all_with_safety_stock(
 ) -> futures::stream::BoxStream<'_, Result<LevelWithSafety, sqlx::Error>> {
     sqlx::query_as(
         "SELECT l.location_id, l.sku, l.on_hand, l.reserved, l.in_transit, l.version,
-                l.last_movement_at, l.last_count_at, loc.safety_stock
+                l.last_count_at, l.last_movement_at, loc.safety_stock
          FROM stock_levels l JOIN locations loc USING (location_id)
          ORDER BY l.location_id, l.sku",
     )
