@@ -343,6 +343,8 @@ do_install() {
         missing+=(redis-server)
     fi
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    # Building omnistock compiles some C (ring, for NATS TLS): a C compiler must be there.
+    command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
     command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
     if ! nats_bin_ok && ! pick_python >/dev/null; then
         missing+=(python3-pip)
