@@ -10,12 +10,11 @@ use serde_json::{json, Value};
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::AppState;
+use super::{validate, AppState};
 use crate::db;
 use crate::directory::Directory;
 use crate::domain::availability::{available, summarize, Channel};
 use crate::domain::geo::haversine_km;
-use crate::domain::ids::is_valid_sku;
 use crate::domain::location::LocationKind;
 
 /// Most SKUs one batch request may ask for.
@@ -41,17 +40,6 @@ fn channel(c: Option<&str>) -> Result<Channel, ApiError> {
     })
 }
 
-fn check_sku(sku: &str) -> Result<(), ApiError> {
-    if is_valid_sku(sku) {
-        Ok(())
-    } else {
-        Err(ApiError::Invalid {
-            message: "a SKU is 1-128 printable characters".into(),
-            details: json!({ "field": "sku" }),
-        })
-    }
-}
-
 async fn one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -59,7 +47,7 @@ async fn one(
     ApiQuery(q): ApiQuery<ChannelQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
-    check_sku(&sku)?;
+    validate::sku("sku", &sku)?;
     let channel = channel(q.channel.as_deref())?;
     let (levels, source) = state.cache.levels(&[sku.as_str()]).await?;
     let locations = state
@@ -102,7 +90,7 @@ async fn batch(
         });
     }
     for sku in &req.skus {
-        check_sku(sku)?;
+        validate::sku("sku", sku)?;
     }
     let channel = channel(req.channel.as_deref())?;
     let skus: Vec<&str> = req.skus.iter().map(String::as_str).collect();
@@ -152,11 +140,8 @@ async fn nearby(
     ApiQuery(q): ApiQuery<NearbyQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
-    check_sku(&sku)?;
-    let field = |f: &str, m: &str| ApiError::Invalid {
-        message: m.into(),
-        details: json!({ "field": f }),
-    };
+    validate::sku("sku", &sku)?;
+    let field = ApiError::field;
     let lat = q
         .lat
         .filter(|l| (-90.0..=90.0).contains(l))

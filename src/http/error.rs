@@ -51,6 +51,14 @@ impl ApiError {
         }
     }
 
+    /// A 422 naming the one field at fault (`details.field`).
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            message: message.into(),
+            details: json!({ "field": field }),
+        }
+    }
+
     pub fn invalid_fields(errors: Vec<FieldError>) -> Self {
         ApiError::Invalid {
             message: "some fields are invalid".into(),

@@ -10,6 +10,7 @@ mod orders;
 mod reservations;
 mod skus;
 mod stream;
+mod validate;
 
 use std::sync::Arc;
 

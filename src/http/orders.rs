@@ -12,8 +12,7 @@ use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::reservations::valid_lines;
-use super::AppState;
-use crate::domain::ids::{is_valid_client_id, is_valid_location_id};
+use super::{validate, AppState};
 use crate::domain::routing::{Fulfilment, OrderLine};
 use crate::routing::{route_order, Customer, Order, RouteError, Routed};
 
@@ -42,13 +41,6 @@ struct RouteQuery {
     dry_run: Option<bool>,
 }
 
-fn invalid(field: &str, message: &str) -> ApiError {
-    ApiError::Invalid {
-        message: message.into(),
-        details: json!({ "field": field }),
-    }
-}
-
 async fn route(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -56,15 +48,10 @@ async fn route(
     ApiJson(body): ApiJson<RouteBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Scope::Reserve)?;
-    if !is_valid_client_id(&body.order_id) {
-        return Err(invalid(
-            "order_id",
-            "`order_id` must be 1-128 printable characters",
-        ));
-    }
+    validate::client_id("order_id", &body.order_id)?;
     let c = &body.customer;
     if !(-90.0..=90.0).contains(&c.lat) || !(-180.0..=180.0).contains(&c.lon) {
-        return Err(invalid(
+        return Err(ApiError::field(
             "customer",
             "`customer` needs lat in [-90, 90] and lon in [-180, 180]",
         ));
@@ -73,24 +60,19 @@ async fn route(
         .max_distance_km
         .is_some_and(|d| !(d > 0.0 && d.is_finite()))
     {
-        return Err(invalid(
+        return Err(ApiError::field(
             "max_distance_km",
             "`max_distance_km` must be a positive number",
         ));
     }
     if let Some(p) = &body.pickup_location_id {
         if body.fulfilment != Fulfilment::Pickup {
-            return Err(invalid(
+            return Err(ApiError::field(
                 "pickup_location_id",
                 "`pickup_location_id` is for `pickup` orders only",
             ));
         }
-        if !is_valid_location_id(p) {
-            return Err(invalid(
-                "pickup_location_id",
-                "`pickup_location_id` must match [A-Za-z0-9_-]{1,64}",
-            ));
-        }
+        validate::location_id("pickup_location_id", p)?;
         if !state
             .directory
             .covering(&state.pool, std::iter::once(p.as_str()))
@@ -101,12 +83,7 @@ async fn route(
         }
     }
     if let Some(p) = &body.placed_at_location_id {
-        if !is_valid_location_id(p) {
-            return Err(invalid(
-                "placed_at_location_id",
-                "`placed_at_location_id` must match [A-Za-z0-9_-]{1,64}",
-            ));
-        }
+        validate::location_id("placed_at_location_id", p)?;
     }
     let order = Order {
         lines: valid_lines(&body.lines)?,
@@ -132,7 +109,7 @@ async fn route(
                     .collect::<Vec<_>>(),
             }),
         }),
-        Err(RouteError::Invalid(m)) => Err(invalid("ttl_seconds", &m)),
+        Err(RouteError::Invalid(m)) => Err(ApiError::field("ttl_seconds", &m)),
         Err(RouteError::Contended) => Err(ApiError::Conflict {
             code: "contended",
             message: RouteError::Contended.to_string(),

@@ -11,8 +11,7 @@ use serde_json::json;
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
-use super::AppState;
-use crate::domain::ids::{is_valid_client_id, is_valid_location_id};
+use super::{validate, AppState};
 use crate::domain::reservation::{self, Shortfall};
 use crate::domain::routing::{merge_lines, OrderLine};
 use crate::reservations::{self as holds, Confirmed, Created, NewHold, Released, ReservationView};
@@ -42,12 +41,7 @@ pub fn valid_lines(lines: &[OrderLine]) -> Result<Vec<OrderLine>, ApiError> {
         });
     }
     for (i, l) in lines.iter().enumerate() {
-        if !crate::domain::ids::is_valid_sku(&l.sku) {
-            return Err(ApiError::Invalid {
-                message: "a SKU is 1-128 printable characters".into(),
-                details: json!({ "field": format!("lines[{i}].sku") }),
-            });
-        }
+        validate::sku(&format!("lines[{i}].sku"), &l.sku)?;
         if !(1..=crate::domain::movement::MAX_QUANTITY).contains(&l.quantity) {
             return Err(ApiError::Invalid {
                 message: "a line's quantity must be between 1 and 1000000000".into(),
@@ -75,18 +69,8 @@ async fn create(
     let id = req
         .reservation_id
         .unwrap_or_else(|| format!("res-{}", uuid::Uuid::new_v4().simple()));
-    if !is_valid_client_id(&id) {
-        return Err(ApiError::Invalid {
-            message: "`reservation_id` must be 1-128 printable characters".into(),
-            details: json!({ "field": "reservation_id" }),
-        });
-    }
-    if !is_valid_location_id(&req.location_id) {
-        return Err(ApiError::Invalid {
-            message: "`location_id` must match [A-Za-z0-9_-]{1,64}".into(),
-            details: json!({ "field": "location_id" }),
-        });
-    }
+    validate::client_id("reservation_id", &id)?;
+    validate::location_id("location_id", &req.location_id)?;
     let lines = valid_lines(&req.lines)?;
     let expires_at =
         reservation::expires_at(Utc::now(), req.ttl_seconds).map_err(|m| ApiError::Invalid {

@@ -9,9 +9,8 @@ use serde_json::{json, Value};
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
-use super::AppState;
+use super::{validate, AppState};
 use crate::db;
-use crate::domain::ids::is_valid_sku;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/skus/{sku}", put(set))
@@ -32,12 +31,7 @@ async fn set(
     ApiJson(body): ApiJson<SkuSettings>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
-    if !is_valid_sku(&sku) {
-        return Err(ApiError::Invalid {
-            message: "a SKU is 1-128 printable characters".into(),
-            details: json!({ "field": "sku" }),
-        });
-    }
+    validate::sku("sku", &sku)?;
     if body
         .low_stock_threshold
         .is_some_and(|t| !(0..=1_000_000_000).contains(&t))

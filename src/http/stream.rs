@@ -22,8 +22,8 @@ use serde_json::json;
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::ApiQuery;
+use super::validate;
 use super::AppState;
-use crate::domain::ids::{is_valid_location_id, is_valid_sku};
 use crate::events_hub::{Delivery, Filter};
 
 /// Interval of the keep-alive comment, so proxies and tablets do not drop an idle stream.
@@ -43,20 +43,10 @@ struct StreamQuery {
 
 fn filter(q: StreamQuery) -> Result<Filter, ApiError> {
     if let Some(sku) = &q.sku {
-        if !is_valid_sku(sku) {
-            return Err(ApiError::Invalid {
-                message: "a SKU is 1-128 printable characters".into(),
-                details: json!({ "field": "sku" }),
-            });
-        }
+        validate::sku("sku", sku)?;
     }
     if let Some(id) = &q.location_id {
-        if !is_valid_location_id(id) {
-            return Err(ApiError::Invalid {
-                message: "a location_id is 1-64 characters of A-Z, a-z, 0-9, `_` and `-`".into(),
-                details: json!({ "field": "location_id" }),
-            });
-        }
+        validate::location_id("location_id", id)?;
     }
     Ok(Filter {
         sku: q.sku,
