@@ -17,7 +17,6 @@ use crate::db::movements::NewLedgerRow;
 use crate::domain::level::{self, LevelFacts, MovementFact, RecordedDelta};
 use crate::domain::movement::{Movement, MovementKind};
 use crate::domain::reservation::{self, Status};
-use crate::domain::transfer::TransferLine;
 use crate::events::{self, LevelChange};
 
 /// What one applied batch did.
@@ -355,7 +354,7 @@ impl Holds {
 /// Transfer lines touched by a batch, and the in-transit accounting they move between levels.
 #[derive(Default)]
 struct Transit {
-    lines: BTreeMap<(String, String), TransferLine>,
+    lines: db::transfers::Lines,
     /// Registered locations among possible destinations (only they have a level to count at).
     known: HashSet<String>,
 }
@@ -377,19 +376,7 @@ impl Transit {
         }
         let ids: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
         let skus: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
-        for r in db::transfers::lock(conn, &ids, &skus).await? {
-            t.lines.insert(
-                (r.transfer_id, r.sku),
-                TransferLine {
-                    from_location_id: r.from_location_id,
-                    to_location_id: r.to_location_id,
-                    shipped: r.shipped,
-                    received: r.received,
-                    accounted_to: r.accounted_to,
-                    accounted: r.accounted,
-                },
-            );
-        }
+        t.lines = db::transfers::lock(conn, &ids, &skus).await?;
         let mut candidates: BTreeSet<String> = t
             .lines
             .values()
@@ -454,20 +441,6 @@ impl Transit {
         if self.lines.is_empty() {
             return Ok(());
         }
-        let rows: Vec<db::transfers::TransferRow> = self
-            .lines
-            .iter()
-            .map(|((id, sku), l)| db::transfers::TransferRow {
-                transfer_id: id.clone(),
-                sku: sku.clone(),
-                from_location_id: l.from_location_id.clone(),
-                to_location_id: l.to_location_id.clone(),
-                shipped: l.shipped,
-                received: l.received,
-                accounted_to: l.accounted_to.clone(),
-                accounted: l.accounted,
-            })
-            .collect();
-        db::transfers::save(conn, &rows).await
+        db::transfers::save(conn, &self.lines).await
     }
 }

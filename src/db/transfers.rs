@@ -1,15 +1,22 @@
+use std::collections::BTreeMap;
+
 use sqlx::{FromRow, PgConnection};
 
-#[derive(Debug, Clone, FromRow)]
-pub struct TransferRow {
-    pub transfer_id: String,
-    pub sku: String,
-    pub from_location_id: Option<String>,
-    pub to_location_id: Option<String>,
-    pub shipped: i64,
-    pub received: i64,
-    pub accounted_to: Option<String>,
-    pub accounted: i64,
+use crate::domain::transfer::TransferLine;
+
+/// Transfer lines keyed by (transfer id, SKU).
+pub type Lines = BTreeMap<(String, String), TransferLine>;
+
+#[derive(FromRow)]
+struct TransferRow {
+    transfer_id: String,
+    sku: String,
+    from_location_id: Option<String>,
+    to_location_id: Option<String>,
+    shipped: i64,
+    received: i64,
+    accounted_to: Option<String>,
+    accounted: i64,
 }
 
 /// Creates missing transfer lines and locks all of them, in (transfer, SKU) order.
@@ -17,7 +24,7 @@ pub async fn lock(
     conn: &mut PgConnection,
     ids: &[&str],
     skus: &[&str],
-) -> Result<Vec<TransferRow>, sqlx::Error> {
+) -> Result<Lines, sqlx::Error> {
     sqlx::query(
         "INSERT INTO transfers (transfer_id, sku)
          SELECT t, s FROM UNNEST($1::text[], $2::text[]) AS n(t, s) ORDER BY t, s
@@ -27,7 +34,7 @@ pub async fn lock(
     .bind(skus)
     .execute(&mut *conn)
     .await?;
-    sqlx::query_as(
+    let rows: Vec<TransferRow> = sqlx::query_as(
         "SELECT transfer_id, sku, from_location_id, to_location_id, shipped, received,
                 accounted_to, accounted
          FROM transfers
@@ -37,15 +44,31 @@ pub async fn lock(
     .bind(ids)
     .bind(skus)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let line = TransferLine {
+                from_location_id: r.from_location_id,
+                to_location_id: r.to_location_id,
+                shipped: r.shipped,
+                received: r.received,
+                accounted_to: r.accounted_to,
+                accounted: r.accounted,
+            };
+            ((r.transfer_id, r.sku), line)
+        })
+        .collect())
 }
 
-pub async fn save(conn: &mut PgConnection, rows: &[TransferRow]) -> Result<(), sqlx::Error> {
+pub async fn save(conn: &mut PgConnection, lines: &Lines) -> Result<(), sqlx::Error> {
     macro_rules! column {
         ($f:ident) => {
-            rows.iter().map(|r| r.$f.clone()).collect::<Vec<_>>()
+            lines.values().map(|l| l.$f.clone()).collect::<Vec<_>>()
         };
     }
+    let ids: Vec<&str> = lines.keys().map(|k| k.0.as_str()).collect();
+    let skus: Vec<&str> = lines.keys().map(|k| k.1.as_str()).collect();
     sqlx::query(
         "UPDATE transfers AS t SET from_location_id = n.f, to_location_id = n.d, shipped = n.s,
                 received = n.r, accounted_to = n.a, accounted = n.q, updated_at = now()
@@ -53,8 +76,8 @@ pub async fn save(conn: &mut PgConnection, rows: &[TransferRow]) -> Result<(), s
                      $7::text[], $8::int8[]) AS n(id, sku, f, d, s, r, a, q)
          WHERE t.transfer_id = n.id AND t.sku = n.sku",
     )
-    .bind(column!(transfer_id))
-    .bind(column!(sku))
+    .bind(ids)
+    .bind(skus)
     .bind(column!(from_location_id))
     .bind(column!(to_location_id))
     .bind(column!(shipped))

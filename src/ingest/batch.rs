@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
 
-use super::deadletter::{self, Rejected};
+use super::deadletter;
 use super::Ingest;
 use crate::apply;
 use crate::db;
-use crate::domain::movement::{decode_message, Movement, RejectReason};
+use crate::domain::movement::{decode_message, Movement, RejectReason, Rejection};
 use crate::metrics::METRICS;
 
 struct InFlight {
@@ -18,7 +18,7 @@ struct InFlight {
     location: Option<String>,
     sequence: u64,
     movements: Vec<(Option<usize>, Movement)>,
-    rejected: Vec<Rejected>,
+    rejected: Vec<Rejection>,
 }
 
 impl InFlight {
@@ -29,21 +29,11 @@ impl InFlight {
         let (movements, rejected) = match &location {
             Some(loc) => {
                 let d = decode_message(loc, &msg.payload, Utc::now());
-                let rejected = d
-                    .rejections
-                    .into_iter()
-                    .map(|r| Rejected {
-                        reason: r.reason,
-                        message: r.message,
-                        index: r.index,
-                        body: r.body,
-                    })
-                    .collect();
-                (d.movements, rejected)
+                (d.movements, d.rejections)
             }
             None => (
                 Vec::new(),
-                vec![Rejected {
+                vec![Rejection {
                     reason: RejectReason::InvalidSubject,
                     message: format!("subject {subject:?} is not <prefix>.movements.<location_id>"),
                     index: None,
@@ -68,7 +58,7 @@ impl InFlight {
                 Some(i) => payload.get(i).cloned().unwrap_or(serde_json::Value::Null),
                 None => payload.clone(),
             };
-            self.rejected.push(Rejected {
+            self.rejected.push(Rejection {
                 reason,
                 message: message.to_owned(),
                 index,

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::config::Subjects;
 use crate::domain::ids::is_valid_location_id;
-use crate::domain::movement::RejectReason;
+use crate::domain::movement::Rejection;
 use crate::metrics::METRICS;
 
 /// The body of a dead letter (documented in the contract extension in README).
@@ -27,13 +27,6 @@ pub struct DeadLetter<'a> {
     pub rejected_at: DateTime<Utc>,
 }
 
-pub struct Rejected {
-    pub reason: RejectReason,
-    pub message: String,
-    pub index: Option<usize>,
-    pub body: Value,
-}
-
 /// Publishes one dead letter and waits for JetStream to store it. The message id makes a
 /// redelivered original (after a crash before its ack) produce no second dead letter.
 pub async fn publish(
@@ -42,7 +35,7 @@ pub async fn publish(
     location_token: Option<&str>,
     subject: &str,
     stream_sequence: u64,
-    r: &Rejected,
+    r: &Rejection,
 ) -> anyhow::Result<()> {
     let location = location_token
         .filter(|l| is_valid_location_id(l))
