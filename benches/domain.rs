@@ -58,7 +58,7 @@ fn apply_rules(c: &mut Criterion) {
             let mut level = LevelFacts::default();
             let mut recorded = Vec::new();
             for m in &movements {
-                black_box(apply(&mut level, &mut recorded, *m));
+                let _ = black_box(apply(&mut level, &mut recorded, *m));
             }
             level
         })

@@ -71,7 +71,13 @@ impl Application {
         let stream = ingest::ensure_streams(&js, &subjects)
             .await
             .context("creating the JetStream streams (is JetStream enabled on the server?)")?;
-        ingest::ensure_consumer(&stream, &subjects, config.ack_wait()).await?;
+        ingest::ensure_consumer(
+            &stream,
+            &subjects,
+            config.ack_wait(),
+            config.ingest_max_deliver,
+        )
+        .await?;
         crate::outbox::ensure_streams(&js, &subjects).await?;
         crate::events::set_default_low_stock_threshold(config.low_stock_threshold);
         let store = RedisStore::new(&c.redis_url, &c.redis_prefix).context("REDIS_URL")?;
@@ -93,6 +99,7 @@ impl Application {
             subjects: subjects.clone(),
             batch: config.ingest_batch.clamp(1, 10_000),
             ack_wait: config.ack_wait(),
+            max_deliver: config.ingest_max_deliver,
         };
         let state = AppState {
             pool,

@@ -17,6 +17,7 @@ use crate::db::movements::NewLedgerRow;
 use crate::domain::level::{self, LevelFacts, MovementFact, RecordedDelta};
 use crate::domain::movement::{Movement, MovementKind};
 use crate::domain::reservation::{self, Status};
+use crate::domain::transfer::TransferLine;
 use crate::events::{self, LevelChange};
 
 /// What one applied batch did.
@@ -30,6 +31,9 @@ pub struct Applied {
     pub late: usize,
     /// Levels after the batch, for every level whose quantities changed.
     pub changed: Vec<LevelRow>,
+    /// Movements refused because their effect does not fit an i64: (position in the slice
+    /// given, why). The rest of the batch was applied without them.
+    pub rejected: Vec<(usize, String)>,
 }
 
 type Key = (String, String);
@@ -67,10 +71,12 @@ pub async fn apply_in(
     let mut out = Applied::default();
     // The first of a repeated event_id wins; later copies are duplicates.
     let mut seen = HashSet::new();
-    let fresh: Vec<&Movement> = movements
+    let fresh_at: Vec<(usize, &Movement)> = movements
         .iter()
-        .filter(|m| seen.insert(m.event_id.as_str()))
+        .enumerate()
+        .filter(|(_, m)| seen.insert(m.event_id.as_str()))
         .collect();
+    let fresh: Vec<&Movement> = fresh_at.iter().map(|&(_, m)| m).collect();
     out.duplicates = movements.len() - fresh.len();
     if fresh.is_empty() {
         return Ok(out);
@@ -100,16 +106,17 @@ pub async fn apply_in(
 
     let ids: Vec<&str> = fresh.iter().map(|m| m.event_id.as_str()).collect();
     let existing = db::movements::existing_event_ids(conn, &ids).await?;
-    let todo: Vec<&Movement> = fresh
+    let todo: Vec<(usize, &Movement)> = fresh_at
         .into_iter()
-        .filter(|m| !existing.contains(&m.event_id))
+        .filter(|(_, m)| !existing.contains(&m.event_id))
         .collect();
     out.duplicates += existing.len();
     if todo.is_empty() {
         return Ok(out);
     }
 
-    let mut recorded = recorded_deltas_for_counts(conn, &todo).await?;
+    let todo_movements: Vec<&Movement> = todo.iter().map(|&(_, m)| m).collect();
+    let mut recorded = recorded_deltas_for_counts(conn, &todo_movements).await?;
     let mut levels: HashMap<Key, (LevelRow, LevelRow)> = locked
         .into_iter()
         .map(|r| ((r.location_id.clone(), r.sku.clone()), (r.clone(), r)))
@@ -117,42 +124,48 @@ pub async fn apply_in(
 
     let mut ledger = Vec::with_capacity(todo.len());
     let mut changes = Vec::new();
-    for m in &todo {
+    for &(index, m) in &todo {
         let key = (m.location_id.clone(), m.sku.clone());
-        // Quantities before this movement, of every level it touches.
-        let mut before: Vec<(Key, LevelRow)> = Vec::new();
-        let Some((_, row)) = levels.get_mut(&key) else {
+        let Some((_, row)) = levels.get(&key) else {
             // ensure() + lock() cover every key; a missing row means the schema changed under us.
             return Err(sqlx::Error::RowNotFound);
         };
-        before.push((key.clone(), row.clone()));
-        let mut facts = LevelFacts {
-            on_hand: row.on_hand,
-            last_count_at: row.last_count_at,
+        // Everything is computed on copies first: a movement whose effect overflows is
+        // rejected alone and leaves no trace on the levels, holds and transfers of the rest.
+        let plan = match plan(
+            m,
+            row,
+            &levels,
+            recorded.entry(key.clone()).or_default(),
+            &holds,
+            &transit,
+        ) {
+            Ok(p) => p,
+            Err(overflow) => {
+                out.rejected.push((index, overflow.to_string()));
+                continue;
+            }
         };
-        let effect = level::apply(
-            &mut facts,
-            recorded.entry(key).or_default(),
-            MovementFact {
-                kind: m.kind,
-                quantity: m.quantity,
-                occurred_at: m.occurred_at,
-            },
-        );
-        row.reserved -= holds.consume(m);
-        row.on_hand = facts.on_hand;
-        row.last_count_at = facts.last_count_at;
-        row.last_movement_at = Some(
-            row.last_movement_at
-                .map_or(m.occurred_at, |t| t.max(m.occurred_at)),
-        );
-        for (location, delta) in transit.apply(m) {
-            let k = (location, m.sku.clone());
+        holds.commit(m, plan.consumed);
+        transit.commit(m, plan.line);
+        // Quantities before this movement, of every level it touches.
+        let mut before: Vec<(Key, LevelRow)> = Vec::new();
+        if let Some((_, row)) = levels.get_mut(&key) {
+            before.push((key.clone(), row.clone()));
+            row.reserved = plan.reserved;
+            row.on_hand = plan.facts.on_hand;
+            row.last_count_at = plan.facts.last_count_at;
+            row.last_movement_at = Some(
+                row.last_movement_at
+                    .map_or(m.occurred_at, |t| t.max(m.occurred_at)),
+            );
+        }
+        for (k, in_transit) in plan.in_transit {
             if let Some((_, r)) = levels.get_mut(&k) {
                 if !before.iter().any(|(b, _)| *b == k) {
                     before.push((k, r.clone()));
                 }
-                r.in_transit += delta;
+                r.in_transit = in_transit;
             }
         }
         for (k, b) in before {
@@ -164,6 +177,7 @@ pub async fn apply_in(
                 changes.push(change(&b, r, m.kind.as_str(), Some(m.event_id.clone())));
             }
         }
+        let effect = plan.effect;
         if effect.outcome == level::Outcome::Late {
             out.late += 1;
         }
@@ -184,6 +198,9 @@ pub async fn apply_in(
             transfer_id: m.transfer_id.as_deref(),
             to_location_id: m.to_location_id.as_deref(),
         });
+    }
+    if ledger.is_empty() {
+        return Ok(out);
     }
 
     let touched: Vec<LevelRow> = levels
@@ -226,6 +243,71 @@ pub fn change(
         cause,
         reference,
     }
+}
+
+/// What one movement will do, computed before anything is changed.
+struct Plan {
+    facts: LevelFacts,
+    effect: level::Effect,
+    consumed: i64,
+    reserved: i64,
+    line: Option<((String, String), TransferLine)>,
+    /// New `in_transit` of the levels the movement's transfer line moves stock between.
+    in_transit: Vec<(Key, i64)>,
+}
+
+/// Checks every sum a movement makes. On `Err` nothing changed but possibly `recorded` of
+/// a count (which `level::apply` leaves untouched on overflow).
+fn plan(
+    m: &Movement,
+    row: &LevelRow,
+    levels: &HashMap<Key, (LevelRow, LevelRow)>,
+    recorded: &mut Vec<RecordedDelta>,
+    holds: &Holds,
+    transit: &Transit,
+) -> Result<Plan, level::Overflow> {
+    let consumed = holds.peek(m);
+    let reserved = row.reserved.checked_sub(consumed).ok_or(level::Overflow)?;
+    let (line, moves) = match transit.tentative(m)? {
+        Some((key, line, moves)) => (Some((key, line)), moves),
+        None => (None, Vec::new()),
+    };
+    let mut in_transit: Vec<(Key, i64)> = Vec::new();
+    for (location, delta) in moves {
+        let k = (location, m.sku.clone());
+        let Some((_, r)) = levels.get(&k) else {
+            continue;
+        };
+        let current = in_transit
+            .iter()
+            .rev()
+            .find(|(p, _)| *p == k)
+            .map_or(r.in_transit, |(_, v)| *v);
+        let next = current.checked_add(delta).ok_or(level::Overflow)?;
+        in_transit.push((k, next));
+    }
+    // Last, as it is the one step that records (the delta, for later counts of the batch).
+    let mut facts = LevelFacts {
+        on_hand: row.on_hand,
+        last_count_at: row.last_count_at,
+    };
+    let effect = level::apply(
+        &mut facts,
+        recorded,
+        MovementFact {
+            kind: m.kind,
+            quantity: m.quantity,
+            occurred_at: m.occurred_at,
+        },
+    )?;
+    Ok(Plan {
+        facts,
+        effect,
+        consumed,
+        reserved,
+        line,
+        in_transit,
+    })
 }
 
 /// For every key that has a count in this batch: the deltas already recorded after the
@@ -304,22 +386,32 @@ impl Holds {
         Ok(holds)
     }
 
-    /// What `m` releases from its reservation's hold (0 when it carries none that applies).
-    fn consume(&mut self, m: &Movement) -> i64 {
+    /// What `m` would release from its reservation's hold (0 when it carries none that applies).
+    fn peek(&self, m: &Movement) -> i64 {
         let Some(id) = Self::consumes(m) else {
             return 0;
         };
-        let key = (id.to_owned(), m.sku.clone());
-        match self.lines.get_mut(&key) {
+        match self.lines.get(&(id.to_owned(), m.sku.clone())) {
             Some((location, held)) if *location == m.location_id => {
-                let c = reservation::consumed(*held, m.quantity);
-                *held -= c;
-                if c > 0 {
-                    self.touched.insert(key);
-                }
-                c
+                reservation::consumed(*held, m.quantity)
             }
             _ => 0,
+        }
+    }
+
+    /// Releases `consumed` (as [`Self::peek`] said) from the hold `m` carries.
+    fn commit(&mut self, m: &Movement, consumed: i64) {
+        let Some(id) = Self::consumes(m) else {
+            return;
+        };
+        if consumed <= 0 {
+            return;
+        }
+        let key = (id.to_owned(), m.sku.clone());
+        if let Some((_, held)) = self.lines.get_mut(&key) {
+            // consumed <= held (reservation::consumed), so this stays >= 0.
+            *held -= consumed;
+            self.touched.insert(key);
         }
     }
 
@@ -410,17 +502,26 @@ impl Transit {
             .collect()
     }
 
-    /// Records a transfer movement on its line; returns the in-transit changes it causes.
-    fn apply(&mut self, m: &Movement) -> Vec<(String, i64)> {
+    /// The line as a transfer movement would leave it, and the in-transit changes it causes;
+    /// `None` when the movement has no line. Nothing is changed until [`Self::commit`].
+    #[allow(clippy::type_complexity)]
+    fn tentative(
+        &self,
+        m: &Movement,
+    ) -> Result<Option<((String, String), TransferLine, Vec<(String, i64)>)>, level::Overflow> {
         let Some(key) = Self::line_of(m) else {
-            return Vec::new();
+            return Ok(None);
         };
-        let Some(line) = self.lines.get_mut(&key) else {
-            return Vec::new();
+        let Some(current) = self.lines.get(&key) else {
+            return Ok(None);
         };
+        let mut line = current.clone();
         match m.kind {
             MovementKind::TransferOut => {
-                line.shipped += m.quantity;
+                line.shipped = line
+                    .shipped
+                    .checked_add(m.quantity)
+                    .ok_or(level::Overflow)?;
                 line.from_location_id
                     .get_or_insert_with(|| m.location_id.clone());
                 if let Some(to) = &m.to_location_id {
@@ -428,13 +529,23 @@ impl Transit {
                 }
             }
             _ => {
-                line.received += m.quantity;
+                line.received = line
+                    .received
+                    .checked_add(m.quantity)
+                    .ok_or(level::Overflow)?;
                 line.to_location_id
                     .get_or_insert_with(|| m.location_id.clone());
             }
         }
         let known = &self.known;
-        line.settle(|l| known.contains(l))
+        let moves = line.settle(|l| known.contains(l));
+        Ok(Some((key, line, moves)))
+    }
+
+    fn commit(&mut self, _m: &Movement, line: Option<((String, String), TransferLine)>) {
+        if let Some((key, line)) = line {
+            self.lines.insert(key, line);
+        }
     }
 
     async fn save(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {

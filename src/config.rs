@@ -76,9 +76,18 @@ pub struct ServeConfig {
 
     /// Seconds JetStream waits for an ack before it redelivers a movement message: the most a
     /// movement can be delayed when a daemon dies holding it. Must exceed the slowest batch.
-    /// (Read when the consumer is created; change an existing consumer with the nats CLI.)
+    /// (Applied to the existing consumer when the daemon starts.)
     #[arg(long, env = "OMNISTOCK_INGEST_ACK_WAIT_SECONDS", default_value_t = 10)]
     pub ingest_ack_wait_seconds: u64,
+
+    /// Deliveries JetStream makes of one movement message before the daemon gives it up: on
+    /// its last delivery a message that still cannot be applied (or dead-lettered) is kept as
+    /// a `delivery_limit` dead letter and terminated, with an error log and
+    /// `omnistock_ingest_given_up_total`. Redeliveries back off from 1 s to 60 s, so the
+    /// default of 50 rides out about 45 minutes of PostgreSQL outage. Applied to the existing
+    /// consumer when the daemon starts; 0 means unlimited.
+    #[arg(long, env = "OMNISTOCK_INGEST_MAX_DELIVER", default_value_t = 50)]
+    pub ingest_max_deliver: i64,
 
     /// Rebuild the whole Redis cache from PostgreSQL when the daemon starts.
     #[arg(long, env = "OMNISTOCK_CACHE_REBUILD_ON_START", default_value_t = true, action = clap::ArgAction::Set)]

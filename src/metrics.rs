@@ -83,6 +83,7 @@ pub struct Metrics {
     pub ingest_batch_micros: Counter,
     pub ingest_failures: Counter,
     pub ingest_consumer_restarts: Counter,
+    pub ingest_given_up: Labeled,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_fallbacks: Counter,
@@ -105,6 +106,7 @@ pub static METRICS: Metrics = Metrics {
     ingest_batch_micros: Counter::new(),
     ingest_failures: Counter::new(),
     ingest_consumer_restarts: Counter::new(),
+    ingest_given_up: Labeled::new(),
     cache_hits: Counter::new(),
     cache_misses: Counter::new(),
     cache_fallbacks: Counter::new(),
@@ -311,6 +313,13 @@ pub fn render(gauges: &[(&str, &str, i64)]) -> String {
         "omnistock_ingest_consumer_restarts_total",
         "Times the JetStream consumer was rebuilt after an error.",
         m.ingest_consumer_restarts.get(),
+    );
+    labeled(
+        &mut out,
+        "omnistock_ingest_given_up_total",
+        "reason",
+        "Movement messages terminated on their last delivery without being applied (see the error log and the delivery_limit dead letters).",
+        &m.ingest_given_up,
     );
     counter(
         &mut out,

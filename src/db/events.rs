@@ -51,7 +51,10 @@ pub async fn network_available(
     skus: &[&str],
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT s.sku, sum(greatest(0, s.on_hand - s.reserved - l.safety_stock))::int8
+        // The sum is numeric; capped so levels near the bigint limit give a saturated total
+        // rather than an out-of-range error that would refuse every movement of the SKU.
+        "SELECT s.sku, least(sum(greatest(0, s.on_hand::numeric - s.reserved - l.safety_stock)),
+                              9223372036854775807)::int8
          FROM stock_levels s JOIN locations l USING (location_id)
          WHERE s.sku = ANY($1) AND (l.ship_from OR l.kind IN ('warehouse', 'online'))
          GROUP BY s.sku",

@@ -13,6 +13,15 @@ pub fn available(on_hand: i64, reserved: i64, safety_stock: i64) -> i64 {
         .max(0)
 }
 
+/// The sum of per-location availabilities (each >= 0). Levels may each reach i64::MAX, so a
+/// plain sum overflows (a panic in debug, a negative total in release); the total saturates
+/// instead, which never promises more than the locations hold.
+pub fn network_total(available: impl IntoIterator<Item = i64>) -> i64 {
+    available
+        .into_iter()
+        .fold(0i64, |acc, a| acc.saturating_add(a.max(0)))
+}
+
 /// Which locations a channel may sell from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -112,7 +121,7 @@ pub fn summarize(
         .collect();
     locations.sort_by(|a, b| a.location_id.cmp(&b.location_id));
     SkuAvailability {
-        available: locations.iter().map(|l| l.available).sum(),
+        available: network_total(locations.iter().map(|l| l.available)),
         in_transit: locations
             .iter()
             .filter(|l| l.in_transit > 0)
@@ -128,6 +137,28 @@ pub fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_totals_do_not_overflow() {
+        let level = |id: &str| LevelQuantities {
+            location_id: id.into(),
+            on_hand: i64::MAX,
+            reserved: 0,
+            in_transit: 0,
+            version: 1,
+        };
+        let terms = |_: &str| {
+            Some(LocationTerms {
+                kind: LocationKind::Warehouse,
+                ship_from: true,
+                safety_stock: 0,
+            })
+        };
+        let a = summarize(&[level("A"), level("B")], terms, Channel::All);
+        assert_eq!(a.available, i64::MAX);
+        assert_eq!(network_total([i64::MAX, i64::MIN, 5]), i64::MAX);
+        assert_eq!(network_total([1, 2, -3]), 3);
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -65,23 +65,33 @@ impl MovementKind {
     }
 
     /// The signed change a delta movement makes to on-hand; `None` for a count, which sets
-    /// on-hand instead of changing it.
+    /// on-hand instead of changing it. For validated quantities (|q| <= MAX_QUANTITY); the
+    /// checked form is for arithmetic on anything else.
     pub fn signed_delta(self, quantity: i64) -> Option<i64> {
+        self.signed_delta_checked(quantity)
+            .map(|d| d.unwrap_or(i64::MAX))
+    }
+
+    /// Like [`signed_delta`](Self::signed_delta), with `Some(None)` when the change does not
+    /// fit an i64 (a sale of i64::MIN).
+    pub fn signed_delta_checked(self, quantity: i64) -> Option<Option<i64>> {
         match self {
             MovementKind::Receipt | MovementKind::Return | MovementKind::TransferIn => {
-                Some(quantity)
+                Some(Some(quantity))
             }
             MovementKind::Sale | MovementKind::TransferOut | MovementKind::Damage => {
-                Some(-quantity)
+                Some(quantity.checked_neg())
             }
-            MovementKind::Adjustment => Some(quantity),
+            MovementKind::Adjustment => Some(Some(quantity)),
             MovementKind::Count => None,
         }
     }
 
     /// Whether `quantity` is allowed for this kind (sign rules of the contract, bound included).
     pub fn accepts_quantity(self, quantity: i64) -> bool {
-        if quantity.abs() > MAX_QUANTITY {
+        // unsigned_abs: `abs` of i64::MIN overflows (a panic in debug, a wrap in release that
+        // let i64::MIN through as a valid adjustment).
+        if quantity.unsigned_abs() > MAX_QUANTITY.unsigned_abs() {
             return false;
         }
         match self {
@@ -138,6 +148,10 @@ pub enum RejectReason {
     InvalidSubject,
     RejectedByDatabase,
     InvalidTransfer,
+    /// Its effect would take a quantity past what an i64 (a PostgreSQL bigint) holds.
+    QuantityOverflow,
+    /// JetStream's delivery limit was reached before the message could be applied.
+    DeliveryLimit,
 }
 
 impl RejectReason {
@@ -160,6 +174,8 @@ impl RejectReason {
             RejectReason::InvalidSubject => "invalid_subject",
             RejectReason::RejectedByDatabase => "rejected_by_database",
             RejectReason::InvalidTransfer => "invalid_transfer",
+            RejectReason::QuantityOverflow => "quantity_overflow",
+            RejectReason::DeliveryLimit => "delivery_limit",
         }
     }
 }
@@ -366,6 +382,14 @@ pub fn validate(
                 format!("`{field}` is longer than {MAX_TEXT_LEN} characters"),
             ));
         }
+        // PostgreSQL text cannot hold NUL (error 22021): caught here, it costs one element
+        // instead of a failed transaction.
+        if text.is_some_and(|t| t.contains('\0')) {
+            return Err(bad(
+                RejectReason::InvalidText,
+                format!("`{field}` contains a NUL character"),
+            ));
+        }
     }
     let reservation_id = optional("reservation_id", RejectReason::InvalidReservationId)?;
     if let Some(r) = reservation_id {
@@ -417,6 +441,8 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Datelike;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
@@ -489,6 +515,64 @@ mod tests {
         assert!(!Adjustment.accepts_quantity(-MAX_QUANTITY - 1));
         assert!(Count.accepts_quantity(0));
         assert!(!Count.accepts_quantity(-1));
+        // |i64::MIN| does not fit an i64: `abs` overflowed here and let it through.
+        for kind in MovementKind::ALL {
+            assert!(!kind.accepts_quantity(i64::MIN), "{kind:?}");
+            assert!(!kind.accepts_quantity(i64::MAX), "{kind:?}");
+            assert!(!kind.accepts_quantity(i64::MIN + 1), "{kind:?}");
+        }
+        assert_eq!(Sale.signed_delta_checked(i64::MIN), Some(None));
+        assert_eq!(Count.signed_delta_checked(i64::MIN), None);
+    }
+
+    #[test]
+    fn i64_min_adjustment_is_rejected() {
+        let mut v = with("kind", json!("adjustment"));
+        v["quantity"] = json!(i64::MIN);
+        assert_eq!(reason_of(v), RejectReason::InvalidQuantity);
+    }
+
+    #[test]
+    fn nul_in_any_text_field_is_rejected_before_postgres_sees_it() {
+        for field in ["source", "reference"] {
+            assert_eq!(
+                reason_of(with(field, json!("pos\u{0}1"))),
+                RejectReason::InvalidText,
+                "{field}"
+            );
+        }
+        for (field, reason) in [
+            ("event_id", RejectReason::InvalidEventId),
+            ("sku", RejectReason::InvalidSku),
+            ("reservation_id", RejectReason::InvalidReservationId),
+            ("location_id", RejectReason::InvalidLocationId),
+        ] {
+            assert_eq!(reason_of(with(field, json!("A\u{0}B"))), reason, "{field}");
+        }
+        let mut t = with("kind", json!("transfer_out"));
+        t["transfer_id"] = json!("T\u{0}1");
+        assert_eq!(reason_of(t), RejectReason::InvalidTransfer);
+    }
+
+    #[test]
+    fn timestamps_stay_within_what_postgres_stores() {
+        // RFC 3339 has four-digit years; the earliest with any offset is still far inside
+        // PostgreSQL's range (4713 BC); the latest is bounded by the clock-skew rule.
+        let m = validate(
+            "TW001",
+            &with("occurred_at", json!("0000-01-01T00:00:00+23:59")),
+            now(),
+        )
+        .expect("valid");
+        assert!(m.occurred_at.year() >= -4712);
+        assert_eq!(
+            reason_of(with("occurred_at", json!("9999-12-31T23:59:59-23:59"))),
+            RejectReason::InvalidOccurredAt
+        );
+        assert_eq!(
+            reason_of(with("occurred_at", json!("+262143-01-01T00:00:00Z"))),
+            RejectReason::InvalidOccurredAt
+        );
     }
 
     #[test]
@@ -625,5 +709,144 @@ mod tests {
         let full = Value::Array(vec![good(); MAX_BATCH]);
         let d = decode_message("TW001", &serde_json::to_vec(&full).expect("json"), now());
         assert_eq!(d.movements.len(), MAX_BATCH);
+    }
+
+    /// Any JSON value, nested a few levels, with the contract's field names and edge numbers
+    /// drawn often so that near-valid movements are common.
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            prop::sample::select(vec![
+                "event_id",
+                "location_id",
+                "sku",
+                "kind",
+                "quantity",
+                "occurred_at",
+                "source",
+                "reference",
+                "reservation_id",
+                "transfer_id",
+                "to_location_id",
+            ])
+            .prop_map(str::to_owned),
+            ".{0,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            prop::sample::select(vec![
+                i64::MIN,
+                -1,
+                0,
+                1,
+                MAX_QUANTITY,
+                MAX_QUANTITY + 1,
+                i64::MAX
+            ])
+            .prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            prop::sample::select(MovementKind::ALL.to_vec()).prop_map(|k| json!(k.as_str())),
+            prop::sample::select(vec![
+                "TW001",
+                "2026-11-23T10:00:00Z",
+                "\u{0}",
+                "",
+                "x\u{0}y"
+            ])
+            .prop_map(|s| json!(s)),
+            ".{0,20}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 40, 12, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..12)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A valid movement with one field replaced by anything.
+    fn arb_mutated() -> impl Strategy<Value = Value> {
+        (
+            prop::sample::select(vec![
+                "event_id",
+                "location_id",
+                "sku",
+                "kind",
+                "quantity",
+                "occurred_at",
+                "source",
+                "reference",
+                "reservation_id",
+                "transfer_id",
+                "to_location_id",
+            ]),
+            arb_json(),
+        )
+            .prop_map(|(field, value)| with(field, value))
+    }
+
+    /// What every decoded message must satisfy, whatever its bytes.
+    fn check_decoded(body: &[u8], d: &Decoded) -> Result<(), TestCaseError> {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_BATCH => {
+                // Every element is either a movement or a rejection, with its own index.
+                prop_assert_eq!(d.movements.len() + d.rejections.len(), items.len());
+                let mut seen: Vec<usize> = d
+                    .movements
+                    .iter()
+                    .map(|(i, _)| i.expect("indexed"))
+                    .chain(d.rejections.iter().map(|r| r.index.expect("indexed")))
+                    .collect();
+                seen.sort_unstable();
+                prop_assert_eq!(seen, (0..items.len()).collect::<Vec<_>>());
+                for r in &d.rejections {
+                    prop_assert_eq!(&r.body, &items[r.index.expect("indexed")]);
+                }
+            }
+            _ => {
+                prop_assert_eq!(d.movements.len() + d.rejections.len(), 1);
+                prop_assert!(d.rejections.iter().all(|r| r.index.is_none()));
+                prop_assert!(d.movements.iter().all(|(i, _)| i.is_none()));
+            }
+        }
+        for (_, m) in &d.movements {
+            prop_assert!(m.kind.accepts_quantity(m.quantity));
+            prop_assert!(m.quantity.unsigned_abs() <= MAX_QUANTITY as u64);
+            prop_assert!(m
+                .signed_delta()
+                .is_none_or(|q| q.unsigned_abs() <= MAX_QUANTITY as u64));
+            for t in [&m.source, &m.reference].into_iter().flatten() {
+                prop_assert!(!t.contains('\0'));
+            }
+            prop_assert_eq!(m.location_id.as_str(), "TW001");
+            prop_assert!(m.occurred_at <= now() + max_clock_skew());
+        }
+        for r in &d.rejections {
+            prop_assert!(!r.message.is_empty());
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// No JSON value makes the decoder panic, and the counts add up.
+        #[test]
+        fn any_json_decodes_without_panic(v in prop_oneof![arb_json(), arb_mutated(),
+            prop::collection::vec(prop_oneof![arb_mutated(), Just(good())], 1..8).prop_map(Value::Array)]) {
+            let body = serde_json::to_vec(&v).expect("json");
+            let d = decode_message("TW001", &body, now());
+            check_decoded(&body, &d)?;
+        }
+
+        /// Nor do arbitrary bytes.
+        #[test]
+        fn any_bytes_decode_without_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            let d = decode_message("TW001", &body, now());
+            check_decoded(&body, &d)?;
+        }
     }
 }

@@ -1,12 +1,18 @@
 //! One batch of messages: decode, dead-letter the bad, apply the good in one transaction, ack.
+//!
+//! One bad element never takes good ones with it: validation catches what PostgreSQL would
+//! refuse; a movement whose effect overflows is refused by `apply` alone; and whatever data
+//! error the database still raises, the batch is bisected down to the movement it refuses
+//! (see `isolate`), which alone is dead-lettered.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
 
-use super::deadletter;
+use super::deadletter::{self, Origin};
+use super::isolate::isolate;
 use super::Ingest;
 use crate::apply;
 use crate::db;
@@ -17,13 +23,18 @@ struct InFlight {
     msg: jetstream::Message,
     location: Option<String>,
     sequence: u64,
+    /// How many times JetStream has delivered this message (1 the first time).
+    delivered: i64,
     movements: Vec<(Option<usize>, Movement)>,
     rejected: Vec<Rejection>,
 }
 
 impl InFlight {
     fn decode(ingest: &Ingest, msg: jetstream::Message) -> Self {
-        let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let (sequence, delivered) = msg
+            .info()
+            .map(|i| (i.stream_sequence, i.delivered))
+            .unwrap_or((0, 1));
         let subject = msg.subject.to_string();
         let location = ingest.subjects.location_of(&subject).map(str::to_owned);
         let (movements, rejected) = match &location {
@@ -45,48 +56,83 @@ impl InFlight {
             msg,
             location,
             sequence,
+            delivered,
             movements,
             rejected,
         }
     }
 
+    /// The original body of the movement at `index` (the whole message for `None`).
+    fn body_of(&self, index: Option<usize>) -> serde_json::Value {
+        let payload = body_value(&self.msg.payload);
+        match index {
+            Some(i) => payload.get(i).cloned().unwrap_or(serde_json::Value::Null),
+            None => payload,
+        }
+    }
+
     /// Moves every movement of this message to the rejected, with the same reason.
     fn reject_all(&mut self, reason: RejectReason, message: &str) {
-        let payload = body_value(&self.msg.payload);
-        for (index, _) in self.movements.drain(..) {
-            let body = match index {
-                Some(i) => payload.get(i).cloned().unwrap_or(serde_json::Value::Null),
-                None => payload.clone(),
-            };
-            self.rejected.push(Rejection {
-                reason,
-                message: message.to_owned(),
-                index,
-                body,
-            });
+        let positions: Vec<usize> = (0..self.movements.len()).collect();
+        self.reject(&positions, reason, |_| message.to_owned());
+    }
+
+    /// Moves the movements at `positions` (in `self.movements`) to the rejected.
+    fn reject(
+        &mut self,
+        positions: &[usize],
+        reason: RejectReason,
+        message: impl Fn(usize) -> String,
+    ) {
+        let mut kept = Vec::with_capacity(self.movements.len());
+        for (pos, (index, m)) in std::mem::take(&mut self.movements).into_iter().enumerate() {
+            if positions.contains(&pos) {
+                let body = self.body_of(index);
+                self.rejected.push(Rejection {
+                    reason,
+                    message: message(pos),
+                    index,
+                    body,
+                });
+            } else {
+                kept.push((index, m));
+            }
         }
+        self.movements = kept;
+    }
+
+    fn origin(&self) -> Origin<'_> {
+        Origin {
+            location: self.location.as_deref(),
+            subject: &self.msg.subject,
+            stream_sequence: self.sequence,
+            payload: &self.msg.payload,
+        }
+    }
+
+    /// Whether this is the last delivery JetStream will make.
+    fn last_delivery(&self, ingest: &Ingest) -> bool {
+        ingest.max_deliver > 0 && self.delivered >= ingest.max_deliver
     }
 
     /// Dead-letters what was rejected, then acks (or terminates, when nothing of it was
     /// applied). Should a dead letter fail to publish, the message is redelivered instead:
-    /// its applied movements are duplicates by then and change nothing.
+    /// its applied movements are duplicates by then and change nothing. On the last delivery
+    /// it is terminated instead, loudly (see `give_up`).
     async fn settle(self, ingest: &Ingest) {
-        let subject = self.msg.subject.to_string();
         for r in &self.rejected {
-            if let Err(e) = deadletter::publish(
-                &ingest.js,
-                &ingest.subjects,
-                self.location.as_deref(),
-                &subject,
-                self.sequence,
-                r,
-            )
-            .await
+            if let Err(e) =
+                deadletter::publish(&ingest.js, &ingest.subjects, &self.origin(), r).await
             {
-                tracing::warn!(error = %e, "dead letter not published; message will be redelivered");
+                if self.last_delivery(ingest) {
+                    return self
+                        .give_up(ingest, "deadletter_failed", &e.to_string())
+                        .await;
+                }
+                tracing::warn!(error = %e, delivered = self.delivered, "dead letter not published; message will be redelivered");
                 let _ = self
                     .msg
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .ack_with(AckKind::Nak(Some(nak_delay(self.delivered))))
                     .await;
                 return;
             }
@@ -100,6 +146,45 @@ impl InFlight {
             tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
         }
     }
+
+    /// The final way out of a message JetStream will not deliver again: it is kept as a dead
+    /// letter (reason `delivery_limit`, the whole message as body) when NATS takes it, and
+    /// terminated either way, with an error log and `omnistock_ingest_given_up_total{reason}`.
+    async fn give_up(self, ingest: &Ingest, why: &'static str, error: &str) {
+        METRICS.ingest_given_up.inc(why);
+        tracing::error!(
+            subject = %self.msg.subject,
+            stream_sequence = self.sequence,
+            delivered = self.delivered,
+            reason = why,
+            error,
+            "movement message reached its delivery limit and is terminated; replay it from the dead-letter or movements stream"
+        );
+        let letter = Rejection {
+            reason: RejectReason::DeliveryLimit,
+            message: format!(
+                "not applied after {} deliveries ({why}): {error}",
+                self.delivered
+            ),
+            index: None,
+            body: body_value(&self.msg.payload),
+        };
+        if let Err(e) =
+            deadletter::publish(&ingest.js, &ingest.subjects, &self.origin(), &letter).await
+        {
+            tracing::error!(error = %e, stream_sequence = self.sequence, "the message could not be dead-lettered either; it stays only in the movements stream");
+        }
+        if let Err(e) = self.msg.ack_with(AckKind::Term).await {
+            tracing::warn!(error = %e, "terminating the message failed");
+        }
+    }
+}
+
+/// How long a message handed back waits before its next delivery: doubling from 1 s up to a
+/// minute, so a long outage spreads the deliveries `max_deliver` allows over a long time.
+pub fn nak_delay(delivered: i64) -> Duration {
+    let exp = delivered.clamp(1, 7) - 1;
+    Duration::from_secs((1u64 << exp).min(60))
 }
 
 fn body_value(payload: &[u8]) -> serde_json::Value {
@@ -109,12 +194,13 @@ fn body_value(payload: &[u8]) -> serde_json::Value {
 }
 
 /// Errors of data (class 22) or integrity (23) will fail again however often they are tried:
-/// they mark a poison message, not an outage.
+/// they mark a poison movement, not an outage.
 fn is_poison(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => db
             .code()
             .is_some_and(|c| c.starts_with("22") || (c.starts_with("23") && c != "23505")),
+        sqlx::Error::Encode(_) => true,
         _ => false,
     }
 }
@@ -151,34 +237,66 @@ pub(super) async fn process(ingest: &Ingest, msgs: Vec<jetstream::Message>) {
                     }
                 }
             }
-            Err(e) => return retry_later(batch, &e).await,
+            Err(e) => return retry_later(ingest, batch, &e).await,
         }
     }
 
-    let all: Vec<Movement> = batch
-        .iter()
-        .flat_map(|f| f.movements.iter().map(|(_, m)| m.clone()))
-        .collect();
+    // Every movement of the batch, and where it came from: (message, position in it).
+    let mut all: Vec<Movement> = Vec::new();
+    let mut origin: Vec<(usize, usize)> = Vec::new();
+    for (fi, f) in batch.iter().enumerate() {
+        for (pos, (_, m)) in f.movements.iter().enumerate() {
+            all.push(m.clone());
+            origin.push((fi, pos));
+        }
+    }
     if !all.is_empty() {
-        match apply::apply_batch(&ingest.pool, &all).await {
-            Ok(applied) => record(ingest, applied).await,
-            Err(e) if is_poison(&e) => {
-                tracing::warn!(error = %e, "batch rejected by PostgreSQL; applying message by message");
-                for f in &mut batch {
-                    if f.movements.is_empty() {
-                        continue;
-                    }
-                    let own: Vec<Movement> = f.movements.iter().map(|(_, m)| m.clone()).collect();
-                    match apply::apply_batch(&ingest.pool, &own).await {
-                        Ok(applied) => record(ingest, applied).await,
-                        Err(e) if is_poison(&e) => {
-                            f.reject_all(RejectReason::RejectedByDatabase, &e.to_string())
-                        }
-                        Err(e) => return retry_later(batch, &e).await,
-                    }
-                }
+        let pool = &ingest.pool;
+        let outcome = isolate(&all, |part| apply::apply_batch(pool, part), is_poison).await;
+        let isolated = match outcome {
+            Ok(i) => i,
+            Err(e) => return retry_later(ingest, batch, &e).await,
+        };
+        // Refusals by message: position → (reason, why).
+        let mut refused: BTreeMap<usize, Vec<(usize, RejectReason, String)>> = BTreeMap::new();
+        for (offset, e) in isolated.poisoned {
+            tracing::warn!(error = %e, "movement refused by PostgreSQL; dead-lettering it alone");
+            let (fi, pos) = origin[offset];
+            refused.entry(fi).or_default().push((
+                pos,
+                RejectReason::RejectedByDatabase,
+                e.to_string(),
+            ));
+        }
+        for (offset, mut applied) in isolated.applied {
+            for (i, why) in std::mem::take(&mut applied.rejected) {
+                let (fi, pos) = origin[offset + i];
+                refused
+                    .entry(fi)
+                    .or_default()
+                    .push((pos, RejectReason::QuantityOverflow, why));
             }
-            Err(e) => return retry_later(batch, &e).await,
+            record(ingest, applied).await;
+        }
+        for (fi, list) in refused {
+            for reason in [
+                RejectReason::RejectedByDatabase,
+                RejectReason::QuantityOverflow,
+            ] {
+                let of_reason: Vec<&(usize, RejectReason, String)> =
+                    list.iter().filter(|(_, r, _)| *r == reason).collect();
+                if of_reason.is_empty() {
+                    continue;
+                }
+                let positions: Vec<usize> = of_reason.iter().map(|(p, _, _)| *p).collect();
+                batch[fi].reject(&positions, reason, |pos| {
+                    of_reason
+                        .iter()
+                        .find(|(p, _, _)| *p == pos)
+                        .map(|(_, _, why)| why.clone())
+                        .unwrap_or_default()
+                });
+            }
         }
     }
     METRICS.ingest_batches.inc();
@@ -198,15 +316,33 @@ async fn record(ingest: &Ingest, applied: apply::Applied) {
 }
 
 /// PostgreSQL is unreachable or overloaded: hand every message back for redelivery after a
-/// pause, and pause this loop too so a down database is not hammered.
-async fn retry_later(batch: Vec<InFlight>, e: &sqlx::Error) {
+/// pause, and pause this loop too so a down database is not hammered. A message on its last
+/// delivery is given up instead (dead-lettered whole and terminated, loudly).
+async fn retry_later(ingest: &Ingest, batch: Vec<InFlight>, e: &sqlx::Error) {
     METRICS.ingest_failures.inc();
     tracing::warn!(error = %e, messages = batch.len(), "movement batch not applied; will be redelivered");
     for f in batch {
-        let _ = f
-            .msg
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
-            .await;
+        if f.last_delivery(ingest) {
+            f.give_up(ingest, "not_applied", &e.to_string()).await;
+            continue;
+        }
+        let delay = nak_delay(f.delivered);
+        let _ = f.msg.ack_with(AckKind::Nak(Some(delay))).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redelivery_backs_off_to_a_minute() {
+        assert_eq!(nak_delay(1), Duration::from_secs(1));
+        assert_eq!(nak_delay(2), Duration::from_secs(2));
+        assert_eq!(nak_delay(6), Duration::from_secs(32));
+        assert_eq!(nak_delay(7), Duration::from_secs(60));
+        assert_eq!(nak_delay(i64::MAX), Duration::from_secs(60));
+        assert_eq!(nak_delay(i64::MIN), Duration::from_secs(1));
+    }
 }

@@ -6,6 +6,7 @@
 
 mod batch;
 pub mod deadletter;
+pub mod isolate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,24 +49,40 @@ pub async fn ensure_streams(
         .await?)
 }
 
+/// Creates the durable consumer, or updates it to this configuration (`create_consumer` is
+/// create-or-update; `get_or_create_consumer` would keep a consumer made before `max_deliver`
+/// existed unlimited).
 pub async fn ensure_consumer(
     stream: &stream::Stream,
     subjects: &Subjects,
     ack_wait: Duration,
+    max_deliver: i64,
 ) -> anyhow::Result<consumer::PullConsumer> {
-    Ok(stream
-        .get_or_create_consumer(
-            CONSUMER,
-            consumer::pull::Config {
-                durable_name: Some(CONSUMER.to_owned()),
-                filter_subject: subjects.movements_wildcard(),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait,
-                max_ack_pending: 20_000,
-                ..Default::default()
-            },
-        )
-        .await?)
+    let config = consumer::pull::Config {
+        durable_name: Some(CONSUMER.to_owned()),
+        filter_subject: subjects.movements_wildcard(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait,
+        max_ack_pending: 20_000,
+        max_deliver: if max_deliver > 0 { max_deliver } else { -1 },
+        ..Default::default()
+    };
+    let current = stream
+        .get_consumer::<consumer::pull::Config>(CONSUMER)
+        .await;
+    match current {
+        Ok(mut c) => {
+            let info = c.info().await?;
+            if info.config.max_deliver == config.max_deliver
+                && info.config.ack_wait == config.ack_wait
+                && info.config.max_ack_pending == config.max_ack_pending
+            {
+                return Ok(c);
+            }
+            Ok(stream.create_consumer(config).await?)
+        }
+        Err(_) => Ok(stream.create_consumer(config).await?),
+    }
 }
 
 /// What the ingest loop needs.
@@ -77,6 +94,8 @@ pub struct Ingest {
     pub subjects: Subjects,
     pub batch: usize,
     pub ack_wait: Duration,
+    /// JetStream's delivery limit of the consumer (0: unlimited).
+    pub max_deliver: i64,
 }
 
 /// Background job: consumes until `shutdown`, finishing the batch in hand. Any failure of the
@@ -102,7 +121,13 @@ pub async fn run(ingest: Ingest, shutdown: CancellationToken) {
 
 async fn consume(ingest: &Ingest, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let stream = ensure_streams(&ingest.js, &ingest.subjects).await?;
-    let consumer = ensure_consumer(&stream, &ingest.subjects, ingest.ack_wait).await?;
+    let consumer = ensure_consumer(
+        &stream,
+        &ingest.subjects,
+        ingest.ack_wait,
+        ingest.max_deliver,
+    )
+    .await?;
     let messages = consumer
         .stream()
         .max_messages_per_batch(ingest.batch)

@@ -362,3 +362,286 @@ async fn movements_published_while_the_daemon_is_down_apply_after_restart() {
     assert_eq!(second.on_hand("TW010", "CAP-1").await, Some(-15));
     second.assert_ledger_consistent().await;
 }
+
+/// Gives a level an on-hand near the bigint limit the only way there is (a movement may move
+/// at most 10^9): a count written straight into the ledger, with its level, as an older
+/// writer could have left it. Levels and ledger agree.
+async fn seed_count(app: &crate::helpers::TestApp, location: &str, sku: &str, on_hand: i64) {
+    let at = chrono::Utc::now() - chrono::Duration::hours(1);
+    let mut tx = app.pool.begin().await.expect("tx");
+    sqlx::query("INSERT INTO skus (sku) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(sku)
+        .execute(&mut *tx)
+        .await
+        .expect("sku");
+    sqlx::query(
+        "INSERT INTO stock_levels (location_id, sku, on_hand, version, last_count_at, last_movement_at)
+         VALUES ($1, $2, $3, 1, $4, $4)",
+    )
+    .bind(location)
+    .bind(sku)
+    .bind(on_hand)
+    .bind(at)
+    .execute(&mut *tx)
+    .await
+    .expect("level");
+    sqlx::query(
+        "INSERT INTO movements (event_id, location_id, sku, kind, quantity, signed_quantity,
+                                effect, outcome, on_hand_after, occurred_at)
+         VALUES ($1, $2, $3, 'count', $4, NULL, $4, 'applied', $4, $5)",
+    )
+    .bind(format!("seed-{sku}"))
+    .bind(location)
+    .bind(sku)
+    .bind(on_hand)
+    .bind(at)
+    .execute(&mut *tx)
+    .await
+    .expect("ledger");
+    tx.commit().await.expect("commit");
+}
+
+fn letter_at(letters: &[(String, Value)], index: usize) -> &Value {
+    &letters
+        .iter()
+        .find(|(_, l)| l["index"] == json!(index))
+        .unwrap_or_else(|| panic!("no dead letter for index {index}: {letters:?}"))
+        .1
+}
+
+#[tokio::test]
+async fn overflowing_movements_are_dead_lettered_alone_and_the_rest_of_their_batch_applies() {
+    let app = spawn_app().await;
+    app.store("TW010", 25.03, 121.56).await;
+    let near = i64::MAX - 5;
+    seed_count(&app, "TW010", "SKU-BIG", near).await;
+    let mut min_adjustment = movement("o-min", "TW010", "SKU-BIG", "adjustment", 1);
+    min_adjustment["quantity"] = json!(i64::MIN);
+    let batch = json!([
+        movement("o-over", "TW010", "SKU-BIG", "receipt", 10),
+        movement("o-sale", "TW010", "SKU-BIG", "sale", 3),
+        min_adjustment.clone(),
+        movement("o-rcpt", "TW010", "SKU-BIG", "receipt", 2),
+        movement("o-ok", "TW010", "SKU-OK", "receipt", 7),
+        movement("o-over2", "TW010", "SKU-BIG", "adjustment", 1_000_000_000),
+    ]);
+    app.publish("TW010", &batch).await;
+    // Alone in its message, i64::MIN is rejected whole.
+    let mut alone = min_adjustment;
+    alone["event_id"] = json!("o-min-alone");
+    app.publish("TW010", &alone).await;
+    app.publish(
+        "TW010",
+        &movement("o-after", "TW010", "SKU-OK", "receipt", 1),
+    )
+    .await;
+
+    let letters = app.wait_for_deadletters(4).await;
+    app.wait_for_ledger(1 + 4).await;
+    assert_eq!(
+        app.on_hand("TW010", "SKU-BIG").await,
+        Some(near - 3 + 2),
+        "the sale and the small receipt applied, nothing wrapped"
+    );
+    assert_eq!(app.on_hand("TW010", "SKU-OK").await, Some(8));
+    let over = letter_at(&letters, 0);
+    assert_eq!(over["reason"], json!("quantity_overflow"));
+    assert_eq!(over["body"]["event_id"], json!("o-over"));
+    assert!(over["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("64-bit")));
+    assert_eq!(letter_at(&letters, 2)["reason"], json!("invalid_quantity"));
+    assert_eq!(letter_at(&letters, 5)["reason"], json!("quantity_overflow"));
+    let whole = letters
+        .iter()
+        .find(|(_, l)| l["index"].is_null())
+        .expect("the single i64::MIN");
+    assert_eq!(whole.1["reason"], json!("invalid_quantity"));
+    let recorded: Vec<String> = sqlx::query_scalar("SELECT event_id FROM movements ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .expect("ids");
+    assert_eq!(
+        recorded,
+        vec!["seed-SKU-BIG", "o-sale", "o-rcpt", "o-ok", "o-after"]
+    );
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn a_nul_in_one_element_costs_only_that_element() {
+    let app = spawn_app().await;
+    app.store("TW011", 25.03, 121.56).await;
+    let mut nul = movement("n-2", "TW011", "SKU-N", "receipt", 2);
+    nul["source"] = json!("pos\u{0}7");
+    let mut nul_ref = movement("n-4", "TW011", "SKU-N", "receipt", 8);
+    nul_ref["reference"] = json!("\u{0}");
+    app.publish(
+        "TW011",
+        &json!([
+            movement("n-1", "TW011", "SKU-N", "receipt", 1),
+            nul,
+            movement("n-3", "TW011", "SKU-N", "receipt", 4),
+            nul_ref,
+        ]),
+    )
+    .await;
+    let letters = app.wait_for_deadletters(2).await;
+    app.wait_for_ledger(2).await;
+    assert_eq!(app.on_hand("TW011", "SKU-N").await, Some(5));
+    for i in [1, 3] {
+        let l = letter_at(&letters, i);
+        assert_eq!(l["reason"], json!("invalid_text"), "{l}");
+    }
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn a_database_refusal_validation_misses_is_bisected_down_to_its_movement() {
+    let app = spawn_app().await;
+    app.store("TW012", 25.03, 121.56).await;
+    // A refusal no validation knows of: PostgreSQL raises 23514 for this one reference.
+    sqlx::query(
+        "ALTER TABLE movements ADD CONSTRAINT test_refuses_poison
+         CHECK (reference IS DISTINCT FROM 'poison')",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("constraint");
+    let element = |i: usize| {
+        let mut m = movement(&format!("p-{i}"), "TW012", "SKU-P", "receipt", 1 << i);
+        if i == 5 || i == 11 {
+            m["reference"] = json!("poison");
+        }
+        m
+    };
+    app.publish("TW012", &Value::Array((0..8).map(element).collect()))
+        .await;
+    app.publish("TW012", &Value::Array((8..13).map(element).collect()))
+        .await;
+    let letters = app.wait_for_deadletters(2).await;
+    app.wait_for_ledger(11).await;
+    let expected: i64 = (0..13)
+        .filter(|i| *i != 5 && *i != 11)
+        .map(|i| 1 << i)
+        .sum();
+    assert_eq!(app.on_hand("TW012", "SKU-P").await, Some(expected));
+    let mut refused: Vec<&Value> = letters
+        .iter()
+        .map(|(_, l)| &l["body"]["event_id"])
+        .collect();
+    refused.sort_by_key(|v| v.to_string());
+    assert_eq!(refused, vec![&json!("p-11"), &json!("p-5")]);
+    for (_, l) in &letters {
+        assert_eq!(l["reason"], json!("rejected_by_database"));
+        assert!(
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("test_refuses_poison")),
+            "{l}"
+        );
+    }
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn a_dead_letter_bigger_than_max_payload_is_cut_down_and_published() {
+    let app = spawn_app().await;
+    app.store("TW013", 25.03, 121.56).await;
+    let max_payload = app.js.client().server_info().max_payload;
+    // Not JSON: the letter keeps it as a JSON string, where each control byte takes six.
+    let body = vec![1u8; max_payload - 4_096];
+    app.publish_raw(&app.subjects.movements("TW013"), body.clone())
+        .await;
+    app.publish("TW013", &movement("c-1", "TW013", "SKU-C", "receipt", 1))
+        .await;
+    let letters = app.wait_for_deadletters(1).await;
+    let l = &letters[0].1;
+    assert_eq!(l["reason"], json!("malformed_json"));
+    assert_eq!(l["body_truncated"], json!(true));
+    assert_eq!(l["body_size"], json!(body.len()));
+    // Each control character takes six bytes as JSON: a sixth of the room, less the rest.
+    assert!(l["body"]
+        .as_str()
+        .is_some_and(|b| b.len() > max_payload / 8 && b.bytes().all(|c| c == 1)));
+    assert!(l["stream_sequence"].as_u64().is_some_and(|s| s > 0));
+    app.wait_for_ledger(1).await;
+}
+
+fn given_up(metrics: &str, reason: &str) -> f64 {
+    let prefix = format!("omnistock_ingest_given_up_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_message_that_can_never_be_settled_is_terminated_at_the_delivery_limit() {
+    let iso = Isolation::new().await;
+    // A consumer made before max_deliver existed: unlimited. The daemon must update it.
+    {
+        let nats = async_nats::connect(std::env::var("NATS_URL").expect("NATS_URL"))
+            .await
+            .expect("nats");
+        let js = async_nats::jetstream::new(nats);
+        let subjects = omnistock::config::Subjects::new(&iso.subject_prefix);
+        let stream = omnistock::ingest::ensure_streams(&js, &subjects)
+            .await
+            .expect("streams");
+        stream
+            .get_or_create_consumer(
+                omnistock::ingest::CONSUMER,
+                async_nats::jetstream::consumer::pull::Config {
+                    durable_name: Some(omnistock::ingest::CONSUMER.to_owned()),
+                    filter_subject: subjects.movements_wildcard(),
+                    ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("old consumer");
+    }
+    let app = spawn_with(iso, |c| c.ingest_max_deliver = 3).await;
+    let stream = app
+        .js
+        .get_stream(app.subjects.movements_stream())
+        .await
+        .expect("stream");
+    let mut consumer = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(omnistock::ingest::CONSUMER)
+        .await
+        .expect("consumer");
+    assert_eq!(
+        consumer.info().await.expect("info").config.max_deliver,
+        3,
+        "the existing consumer was updated"
+    );
+    app.store("TW014", 25.03, 121.56).await;
+    // With the dead-letter stream gone, a rejection can be neither applied nor dead-lettered.
+    app.js
+        .delete_stream(app.subjects.deadletter_stream())
+        .await
+        .expect("delete");
+    app.publish_raw(&app.subjects.movements("TW014"), b"{not json".to_vec())
+        .await;
+    wait_until("the message to be given up", || async {
+        given_up(&app.metrics().await, "deadletter_failed") >= 1.0
+    })
+    .await;
+    wait_until("nothing pending", || async {
+        let mut c = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
+                omnistock::ingest::CONSUMER,
+            )
+            .await
+            .expect("consumer");
+        let info = c.info().await.expect("info");
+        info.num_ack_pending == 0 && info.num_pending == 0
+    })
+    .await;
+    // Ingest goes on.
+    app.publish("TW014", &movement("g-1", "TW014", "SKU-G", "receipt", 1))
+        .await;
+    app.wait_for_ledger(1).await;
+}
