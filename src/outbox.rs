@@ -4,6 +4,7 @@
 //! dedupe by (location, SKU, version)): events can repeat, never get lost. Several daemons may
 //! run a relay; an advisory lock lets one publish at a time, which keeps the order.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -86,8 +87,23 @@ pub async fn relay_once(
     if rows.is_empty() {
         return Ok(0);
     }
-    let mut acks = Vec::with_capacity(rows.len());
-    for r in &rows {
+    // Per SKU, one event at a time: the next is published only once JetStream has stored
+    // the one before. Publishing all and awaiting the acks afterwards broke order when one
+    // failed and later ones were stored: the retry then published it after them (the later
+    // ones being dropped as duplicates). Different SKUs still go out pipelined.
+    let mut in_flight: HashMap<String, (usize, jetstream::context::PublishAckFuture)> =
+        HashMap::new();
+    let mut published: Vec<i64> = Vec::with_capacity(rows.len());
+    let mut failure: Option<anyhow::Error> = None;
+    for (i, r) in rows.iter().enumerate() {
+        let key = order_key(r);
+        if let Some((j, ack)) = in_flight.remove(&key) {
+            if let Err(e) = ack.await {
+                failure = Some(e.into());
+                break;
+            }
+            published.push(rows[j].id);
+        }
         let id = event_id(&r.subject, r.id);
         let mut payload = r.payload.clone();
         if let Some(obj) = payload.as_object_mut() {
@@ -95,26 +111,55 @@ pub async fn relay_once(
         }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", id.as_str());
-        acks.push(
-            js.publish_with_headers(
+        let sent = js
+            .publish_with_headers(
                 format!("{}.{}", subjects.prefix, r.subject),
                 headers,
                 serde_json::to_vec(&payload)?.into(),
             )
-            .await?,
-        );
+            .await;
+        match sent {
+            Ok(ack) => {
+                in_flight.insert(key, (i, ack));
+            }
+            Err(e) => {
+                failure = Some(e.into());
+                break;
+            }
+        }
     }
-    for a in acks {
-        a.await?;
+    for (_, (j, ack)) in in_flight {
+        match ack.await {
+            Ok(_) => published.push(rows[j].id),
+            Err(e) => {
+                failure.get_or_insert(e.into());
+            }
+        }
     }
     if finish == Finish::CrashBeforeMark {
-        return Ok(rows.len());
+        return match failure {
+            Some(e) => Err(e),
+            None => Ok(published.len()),
+        };
     }
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    db::events::mark_sent(&mut tx, &ids).await?;
+    // What was stored is marked even when something failed: it is not published again, and
+    // nothing after a failed event of the same SKU was published.
+    db::events::mark_sent(&mut tx, &published).await?;
     tx.commit().await?;
-    METRICS.events_published.add(rows.len() as u64);
-    Ok(rows.len())
+    METRICS.events_published.add(published.len() as u64);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(published.len()),
+    }
+}
+
+/// Events of one SKU must leave in order; the SKU of an event is in its payload (an event
+/// without one is ordered with its subject).
+fn order_key(r: &db::events::OutboxRow) -> String {
+    match r.payload.get("sku").and_then(|s| s.as_str()) {
+        Some(sku) => format!("sku:{sku}"),
+        None => format!("subject:{}", r.subject),
+    }
 }
 
 /// Background job: publishes events as they are committed (woken by this process's writers,

@@ -355,3 +355,93 @@ async fn a_transfer_is_in_transit_until_it_arrives_in_either_order() {
     assert_eq!(a["available"], json!(20));
     app.assert_ledger_consistent().await;
 }
+
+#[tokio::test]
+async fn a_failed_publish_never_lets_a_later_event_of_its_sku_overtake_it() {
+    // No daemon: the test drives the relay itself.
+    let iso = Isolation::new().await;
+    let pool = omnistock::db::connect(&iso.database_url, 4)
+        .await
+        .expect("pool");
+    omnistock::db::migrate(&pool).await.expect("migrate");
+    let nats = async_nats::connect(std::env::var("NATS_URL").expect("NATS_URL"))
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let subjects = omnistock::config::Subjects::new(&iso.subject_prefix);
+    outbox::ensure_streams(&js, &subjects)
+        .await
+        .expect("streams");
+    sqlx::query("INSERT INTO locations (location_id, name, kind, lat, lon) VALUES ('TW001', 'S', 'store', 25, 121)")
+        .execute(&pool)
+        .await
+        .expect("location");
+    // The change event names its movement: a long event id makes event 2 the biggest.
+    let long_id = format!("e2-{}", "x".repeat(120));
+    let ids = ["e1".to_owned(), long_id, "e3".to_owned()];
+    let movements: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let v = movement(id, "TW001", "S", "receipt", 1);
+            omnistock::domain::movement::validate("TW001", &v, chrono::Utc::now()).expect("valid")
+        })
+        .collect();
+    for m in &movements {
+        omnistock::apply::apply_batch(&pool, std::slice::from_ref(m))
+            .await
+            .expect("apply");
+    }
+    let sizes: Vec<usize> = sqlx::query_scalar::<_, Value>(
+        "SELECT payload FROM outbox WHERE subject LIKE 'changes.%' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("payloads")
+    .into_iter()
+    .map(|mut p| {
+        p["event_id"] = json!("chg-0000");
+        serde_json::to_vec(&p).expect("json").len()
+    })
+    .collect();
+    assert_eq!(sizes.len(), 3);
+    assert!(
+        sizes[1] > sizes[0] + 60 && sizes[1] > sizes[2] + 60,
+        "{sizes:?}"
+    );
+    // The changes stream refuses event 2 only (as a full disk or a limit would, for a time).
+    let mut stream = js
+        .get_stream(subjects.changes_stream())
+        .await
+        .expect("stream");
+    let mut config = stream.info().await.expect("info").config.clone();
+    config.max_message_size = ((sizes[0].max(sizes[2]) + sizes[1]) / 2) as i32;
+    js.update_stream(config.clone()).await.expect("limit");
+
+    let failed = outbox::relay_once(&pool, &js, &subjects, Finish::MarkSent).await;
+    assert!(failed.is_err(), "event 2 was refused");
+    config.max_message_size = -1;
+    js.update_stream(config).await.expect("no limit");
+    while outbox::relay_once(&pool, &js, &subjects, Finish::MarkSent)
+        .await
+        .expect("relay")
+        > 0
+    {}
+
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let mut versions = Vec::new();
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.expect("message");
+        let body: Value = serde_json::from_slice(&m.payload).expect("json");
+        versions.push(body["version"].as_i64().expect("version"));
+    }
+    assert_eq!(
+        versions,
+        vec![1, 2, 3],
+        "changes of one SKU leave in order, once each"
+    );
+    let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        .fetch_one(&pool)
+        .await
+        .expect("n");
+    assert_eq!(unsent, 0);
+}
