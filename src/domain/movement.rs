@@ -788,6 +788,33 @@ mod tests {
             .prop_map(|(field, value)| with(field, value))
     }
 
+    /// A valid movement of any kind with a quantity from the edges of the i64 range.
+    fn arb_edge_quantity() -> impl Strategy<Value = Value> {
+        (
+            prop::sample::select(MovementKind::ALL.to_vec()),
+            prop_oneof![
+                prop::sample::select(vec![
+                    i64::MIN,
+                    i64::MIN + 1,
+                    -MAX_QUANTITY - 1,
+                    -MAX_QUANTITY,
+                    -1,
+                    0,
+                    1,
+                    MAX_QUANTITY,
+                    MAX_QUANTITY + 1,
+                    i64::MAX,
+                ]),
+                any::<i64>(),
+            ],
+        )
+            .prop_map(|(kind, q)| {
+                let mut v = with("kind", json!(kind.as_str()));
+                v["quantity"] = json!(q);
+                v
+            })
+    }
+
     /// What every decoded message must satisfy, whatever its bytes.
     fn check_decoded(body: &[u8], d: &Decoded) -> Result<(), TestCaseError> {
         match serde_json::from_slice::<Value>(body) {
@@ -835,7 +862,7 @@ mod tests {
 
         /// No JSON value makes the decoder panic, and the counts add up.
         #[test]
-        fn any_json_decodes_without_panic(v in prop_oneof![arb_json(), arb_mutated(),
+        fn any_json_decodes_without_panic(v in prop_oneof![arb_json(), arb_mutated(), arb_edge_quantity(),
             prop::collection::vec(prop_oneof![arb_mutated(), Just(good())], 1..8).prop_map(Value::Array)]) {
             let body = serde_json::to_vec(&v).expect("json");
             let d = decode_message("TW001", &body, now());
