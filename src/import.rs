@@ -293,6 +293,10 @@ pub async fn stock(
     let mut total = apply::Applied::default();
     for chunk in movements.chunks(CHUNK) {
         let a = apply::apply_in(&mut tx, chunk).await?;
+        // All or nothing: a count whose effect overflows fails the import (rolled back).
+        if let Some((i, why)) = a.rejected.first() {
+            anyhow::bail!("{} / {:?}: {why}", chunk[*i].location_id, chunk[*i].sku);
+        }
         total.recorded += a.recorded;
         total.duplicates += a.duplicates;
         total.changed.extend(a.changed);

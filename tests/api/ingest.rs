@@ -645,3 +645,54 @@ async fn a_message_that_can_never_be_settled_is_terminated_at_the_delivery_limit
         .await;
     app.wait_for_ledger(1).await;
 }
+
+#[tokio::test]
+async fn an_import_count_whose_effect_overflows_fails_the_import_and_changes_nothing() {
+    let app = spawn_app().await;
+    app.store("TW015", 25.03, 121.56).await;
+    // A delta near the bigint limit recorded after the count's instant: the count must add it.
+    let near = i64::MAX - 10;
+    let at = chrono::Utc::now() - chrono::Duration::hours(1);
+    let mut tx = app.pool.begin().await.expect("tx");
+    sqlx::query("INSERT INTO skus (sku) VALUES ('SKU-I')")
+        .execute(&mut *tx)
+        .await
+        .expect("sku");
+    sqlx::query(
+        "INSERT INTO stock_levels (location_id, sku, on_hand, version, last_movement_at)
+         VALUES ('TW015', 'SKU-I', $1, 1, $2)",
+    )
+    .bind(near)
+    .bind(at)
+    .execute(&mut *tx)
+    .await
+    .expect("level");
+    sqlx::query(
+        "INSERT INTO movements (event_id, location_id, sku, kind, quantity, signed_quantity,
+                                effect, outcome, on_hand_after, occurred_at)
+         VALUES ('seed-i', 'TW015', 'SKU-I', 'receipt', $1, $1, $1, 'applied', $1, $2)",
+    )
+    .bind(near)
+    .bind(at)
+    .execute(&mut *tx)
+    .await
+    .expect("ledger");
+    tx.commit().await.expect("commit");
+    let dir =
+        std::env::temp_dir().join(format!("omnistock-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("s.csv");
+    let counted = (at - chrono::Duration::hours(1)).to_rfc3339();
+    std::fs::write(
+        &file,
+        format!("location_id,sku,on_hand,counted_at\nTW015,SKU-I,1000000000,{counted}\n"),
+    )
+    .expect("csv");
+    let e = omnistock::import::stock(&app.pool, None, &file, chrono::Utc::now())
+        .await
+        .expect_err("the count does not fit");
+    assert!(e.to_string().contains("64-bit"), "{e}");
+    assert_eq!(app.on_hand("TW015", "SKU-I").await, Some(near));
+    assert_eq!(app.ledger_count().await, 1);
+    app.assert_ledger_consistent().await;
+}
