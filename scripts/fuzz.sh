@@ -14,7 +14,7 @@ case "$mode" in
   *) echo "usage: $0 short|long" >&2; exit 2 ;;
 esac
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target}"
-if rustup toolchain list 2>/dev/null | grep -q '^nightly' && cargo fuzz --version >/dev/null 2>&1; then
+if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then
   scratch="$(mktemp -d)"
   trap 'rm -rf "$scratch"' EXIT
   # -rss_limit_mb and -max_len keep a loaded 2-core box responsive; a crash leaves its input in
@@ -25,5 +25,5 @@ if rustup toolchain list 2>/dev/null | grep -q '^nightly' && cargo fuzz --versio
 else
   echo "fuzz: nightly or cargo-fuzz missing (cargo install cargo-fuzz); running the stable replay" >&2
   [ "$mode" = long ] && { echo "fuzz: the long run needs libFuzzer" >&2; exit 1; }
-  cargo test --release --no-default-features
+  cargo test --no-default-features
 fi
