@@ -83,10 +83,10 @@ pub struct ServeConfig {
     /// Deliveries JetStream makes of one movement message before the daemon gives it up: on
     /// its last delivery a message that still cannot be applied (or dead-lettered) is kept as
     /// a `delivery_limit` dead letter and terminated, with an error log and
-    /// `omnistock_ingest_given_up_total`. Redeliveries back off from 1 s to 60 s, so the
-    /// default of 50 rides out about 45 minutes of PostgreSQL outage. Applied to the existing
+    /// `omnistock_ingest_given_up_total`. Redeliveries back off from 1 s to 10 s, so the
+    /// default of 200 rides out about 33 minutes of PostgreSQL outage. Applied to the existing
     /// consumer when the daemon starts; 0 means unlimited.
-    #[arg(long, env = "OMNISTOCK_INGEST_MAX_DELIVER", default_value_t = 50)]
+    #[arg(long, env = "OMNISTOCK_INGEST_MAX_DELIVER", default_value_t = 200)]
     pub ingest_max_deliver: i64,
 
     /// Rebuild the whole Redis cache from PostgreSQL when the daemon starts.

@@ -180,11 +180,12 @@ impl InFlight {
     }
 }
 
-/// How long a message handed back waits before its next delivery: doubling from 1 s up to a
-/// minute, so a long outage spreads the deliveries `max_deliver` allows over a long time.
+/// How long a message handed back waits before its next delivery: doubling from 1 s up to
+/// 10 s. The cap bounds how long ingest lags once PostgreSQL is back; `max_deliver` (default
+/// 200: about 33 minutes of deliveries) bounds how long an outage can be ridden out.
 pub fn nak_delay(delivered: i64) -> Duration {
-    let exp = delivered.clamp(1, 7) - 1;
-    Duration::from_secs((1u64 << exp).min(60))
+    let exp = delivered.clamp(1, 5) - 1;
+    Duration::from_secs((1u64 << exp).min(10))
 }
 
 fn body_value(payload: &[u8]) -> serde_json::Value {
@@ -337,12 +338,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redelivery_backs_off_to_a_minute() {
+    fn redelivery_backs_off_to_ten_seconds() {
         assert_eq!(nak_delay(1), Duration::from_secs(1));
         assert_eq!(nak_delay(2), Duration::from_secs(2));
-        assert_eq!(nak_delay(6), Duration::from_secs(32));
-        assert_eq!(nak_delay(7), Duration::from_secs(60));
-        assert_eq!(nak_delay(i64::MAX), Duration::from_secs(60));
+        assert_eq!(nak_delay(4), Duration::from_secs(8));
+        assert_eq!(nak_delay(5), Duration::from_secs(10));
+        assert_eq!(nak_delay(i64::MAX), Duration::from_secs(10));
         assert_eq!(nak_delay(i64::MIN), Duration::from_secs(1));
+        // The default delivery limit rides out about half an hour of outage.
+        let window: u64 = (1..200).map(|d| nak_delay(d).as_secs()).sum();
+        assert!((1_800..2_400).contains(&window), "{window} s");
     }
 }

@@ -78,7 +78,7 @@ impl Isolation {
             migrate_on_start: true,
             ingest_batch: 500,
             ingest_ack_wait_seconds: 10,
-            ingest_max_deliver: 50,
+            ingest_max_deliver: 200,
             cache_rebuild_on_start: true,
             shutdown_grace_seconds: 10,
             reconcile_interval_seconds: 0,
