@@ -6,6 +6,10 @@
 //! concurrent writers from several daemons cannot interleave badly). The field `~complete`
 //! marks a hash that holds *every* level of the SKU (it was filled from a PostgreSQL snapshot);
 //! a hash without it, e.g. recreated by a single write after Redis lost its data, is a miss.
+//!
+//! `<prefix>:synced_through` holds the watermark of the cache sync (`cache::sync`): a Redis
+//! clock time (ms) such that every level change committed before it is in Redis. Reads fetch
+//! it, with Redis's clock, in the same round trip.
 
 use std::time::Duration;
 
@@ -45,11 +49,32 @@ return 1
 /// Keys per script call: bounds the time one call holds Redis.
 const KEYS_PER_CALL: usize = 200;
 
+/// Raises the watermark, never lowers it: a slow sync run finishing late must not take back
+/// what a later run proved.
+const RAISE_WATERMARK: &str = r#"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
+"#;
+
+/// Levels read from Redis, and how far behind PostgreSQL they may be.
+#[derive(Debug)]
+pub struct Read {
+    /// `None` where the cache does not hold the complete set of a SKU.
+    pub levels: Vec<Option<Vec<LevelQuantities>>>,
+    /// Age of the sync watermark by Redis's clock; `None` when there is none (Redis lost its
+    /// data, or no sync has run yet).
+    pub watermark_age: Option<Duration>,
+}
+
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     script: Script,
+    raise: Script,
 }
 
 impl RedisStore {
@@ -65,11 +90,34 @@ impl RedisStore {
             conn: ConnectionManager::new_lazy_with_config(client, config)?,
             prefix: prefix.to_owned(),
             script: Script::new(WRITE_LEVELS),
+            raise: Script::new(RAISE_WATERMARK),
         })
     }
 
     pub fn level_key(&self, sku: &str) -> String {
         format!("{}:level:{sku}", self.prefix)
+    }
+
+    fn watermark_key(&self) -> String {
+        format!("{}:synced_through", self.prefix)
+    }
+
+    /// Redis's clock, in ms since the epoch: the one clock the watermark is set and read by.
+    pub async fn now_ms(&self) -> Result<i64, RedisError> {
+        let mut conn = self.conn.clone();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    /// Declares every change committed before `ms` (Redis clock) written.
+    pub async fn raise_watermark(&self, ms: i64) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        self.raise
+            .key(self.watermark_key())
+            .arg(ms)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
     }
 
     pub async fn ping(&self) -> Result<(), RedisError> {
@@ -112,13 +160,30 @@ impl RedisStore {
         &self,
         skus: &[&str],
     ) -> Result<Vec<Option<Vec<LevelQuantities>>>, RedisError> {
+        Ok(self.read_with_watermark(skus).await?.levels)
+    }
+
+    /// Reads the levels of each SKU with the age of the sync watermark, in one round trip.
+    pub async fn read_with_watermark(&self, skus: &[&str]) -> Result<Read, RedisError> {
         let mut pipe = redis::pipe();
         for sku in skus {
             pipe.hgetall(self.level_key(sku));
         }
+        pipe.get(self.watermark_key());
+        pipe.cmd("TIME");
         let mut conn = self.conn.clone();
-        let hashes: Vec<Vec<(String, String)>> = pipe.query_async(&mut conn).await?;
-        Ok(hashes.into_iter().map(parse_hash).collect())
+        let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let time: (i64, i64) = parse_value(values.pop())?;
+        let mark: Option<i64> = parse_value(values.pop())?;
+        let now = time.0 * 1000 + time.1 / 1000;
+        let mut levels = Vec::with_capacity(values.len());
+        for v in values {
+            levels.push(parse_hash(parse_value(Some(v))?));
+        }
+        Ok(Read {
+            levels,
+            watermark_age: mark.map(|m| Duration::from_millis(u64::try_from(now - m).unwrap_or(0))),
+        })
     }
 
     /// Every field of each SKU's hash exactly as stored, the completeness marker included
@@ -161,6 +226,16 @@ impl RedisStore {
         ];
         parse_hash(one)?.pop()
     }
+}
+
+fn parse_value<T: redis::FromRedisValue>(v: Option<redis::Value>) -> Result<T, RedisError> {
+    redis::from_redis_value(v.unwrap_or(redis::Value::Nil)).map_err(|e| {
+        RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "unexpected reply",
+            e.to_string(),
+        ))
+    })
 }
 
 fn parse_hash(fields: Vec<(String, String)>) -> Option<Vec<LevelQuantities>> {

@@ -194,7 +194,7 @@ async fn record(ingest: &Ingest, applied: apply::Applied) {
     METRICS.movements_recorded.add(applied.recorded as u64);
     METRICS.movements_duplicate.add(applied.duplicates as u64);
     METRICS.movements_late.add(applied.late as u64);
-    ingest.cache.publish(&applied.changed).await;
+    crate::commit::committed(Some(&ingest.cache), &applied.changed).await;
 }
 
 /// PostgreSQL is unreachable or overloaded: hand every message back for redelivery after a

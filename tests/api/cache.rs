@@ -8,13 +8,13 @@ use serde_json::json;
 use crate::helpers::{movement, spawn_app, spawn_with, wait_until, Isolation, READ_KEY};
 
 /// A private redis-server this test may stop and start (the shared one must stay up).
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     port: u16,
     child: Option<Child>,
 }
 
 impl PrivateRedis {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("free port")
             .local_addr()
@@ -25,11 +25,11 @@ impl PrivateRedis {
         r
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let bin =
             std::env::var("OMNISTOCK_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let child = Command::new(bin)
@@ -57,7 +57,7 @@ impl PrivateRedis {
         panic!("private redis-server did not start");
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
