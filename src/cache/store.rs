@@ -165,18 +165,21 @@ impl RedisStore {
 
     /// Reads the levels of each SKU with the age of the sync watermark, in one round trip.
     pub async fn read_with_watermark(&self, skus: &[&str]) -> Result<Read, RedisError> {
+        // Watermark first, clock last: levels read after the watermark hold at least what it
+        // vouches for, so a sync run raising it in between cannot make older levels look fresh.
         let mut pipe = redis::pipe();
+        pipe.get(self.watermark_key());
         for sku in skus {
             pipe.hgetall(self.level_key(sku));
         }
-        pipe.get(self.watermark_key());
         pipe.cmd("TIME");
         let mut conn = self.conn.clone();
         let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
         let time: (i64, i64) = parse_value(values.pop())?;
-        let mark: Option<i64> = parse_value(values.pop())?;
         let now = time.0 * 1000 + time.1 / 1000;
-        let mut levels = Vec::with_capacity(values.len());
+        let mut values = values.into_iter();
+        let mark: Option<i64> = parse_value(values.next())?;
+        let mut levels = Vec::with_capacity(skus.len());
         for v in values {
             levels.push(parse_hash(parse_value(Some(v))?));
         }

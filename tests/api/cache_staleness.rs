@@ -57,7 +57,7 @@ async fn assert_repaired_within_bound(app: &TestApp, sku: &str, want: i64, from:
         assert_eq!(available(app, sku).await.0, want, "an old value came back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("repaired {repaired:?} after the change (bound {MAX_STALENESS:?})");
+    eprintln!("{sku}: repaired {repaired:?} after the change (bound {MAX_STALENESS:?})");
 }
 
 /// The real daemon binary as a child process, its log in `log`.
