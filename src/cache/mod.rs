@@ -321,7 +321,7 @@ pub async fn run_resync_job(
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        if let Err(e) = sync::catch_up(&cache.pool, &cache.store).await {
+        if let Err(e) = sync::catch_up(&cache).await {
             tracing::debug!(error = %e, "cache sync postponed; reads use PostgreSQL meanwhile");
         }
         match cache.resync().await {

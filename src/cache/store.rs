@@ -8,8 +8,9 @@
 //! a hash without it, e.g. recreated by a single write after Redis lost its data, is a miss.
 //!
 //! `<prefix>:synced_through` holds the watermark of the cache sync (`cache::sync`): a Redis
-//! clock time (ms) such that every level change committed before it is in Redis. Reads fetch
-//! it, with Redis's clock, in the same round trip.
+//! clock time (ms) such that every level change committed before it is in Redis, and the
+//! `run_id` of the Redis process it was proved on. Reads fetch it, with Redis's clock, in the
+//! same round trip.
 
 use std::time::Duration;
 
@@ -49,12 +50,17 @@ return 1
 /// Keys per script call: bounds the time one call holds Redis.
 const KEYS_PER_CALL: usize = 200;
 
-/// Raises the watermark, never lowers it: a slow sync run finishing late must not take back
-/// what a later run proved.
+/// Raises the watermark, never lowers it (a slow sync run finishing late must not take back what
+/// a later run proved), except that a watermark of another Redis instance is always replaced.
+/// Value: `"<ms> <run_id>"`.
 const RAISE_WATERMARK: &str = r#"
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if cur < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1])
+local cur = redis.call('GET', KEYS[1])
+local ms, id = nil, nil
+if cur then
+  ms, id = string.match(cur, '^(%d+) (%S+)$')
+end
+if (not ms) or id ~= ARGV[2] or tonumber(ms) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
 end
 return 1
 "#;
@@ -102,19 +108,47 @@ impl RedisStore {
         format!("{}:synced_through", self.prefix)
     }
 
-    /// Redis's clock, in ms since the epoch: the one clock the watermark is set and read by.
-    pub async fn now_ms(&self) -> Result<i64, RedisError> {
+    /// Redis's clock (ms since the epoch: the one clock the watermark is set and read by) and the `run_id` of the Redis process: a restarted Redis (empty, or
+    /// loaded from a snapshot missing later writes) has a new one.
+    pub async fn clock(&self) -> Result<(i64, String), RedisError> {
         let mut conn = self.conn.clone();
-        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
-        Ok(secs * 1000 + micros / 1000)
+        let ((secs, micros), info): ((i64, i64), String) = redis::pipe()
+            .cmd("TIME")
+            .cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await?;
+        let run_id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .ok_or_else(|| {
+                RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "INFO server without run_id",
+                ))
+            })?;
+        Ok((secs * 1000 + micros / 1000, run_id))
     }
 
-    /// Declares every change committed before `ms` (Redis clock) written.
-    pub async fn raise_watermark(&self, ms: i64) -> Result<(), RedisError> {
+    /// The watermark: (ms, run_id of the Redis it was proved on).
+    pub async fn watermark(&self) -> Result<Option<(i64, String)>, RedisError> {
+        let mut conn = self.conn.clone();
+        let v: Option<String> = redis::cmd("GET")
+            .arg(self.watermark_key())
+            .query_async(&mut conn)
+            .await?;
+        Ok(v.as_deref().and_then(parse_watermark))
+    }
+
+    /// Declares every change committed before `ms` (Redis clock) written to the Redis process
+    /// `run_id`.
+    pub async fn raise_watermark(&self, ms: i64, run_id: &str) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
         self.raise
             .key(self.watermark_key())
             .arg(ms)
+            .arg(run_id)
             .invoke_async::<i64>(&mut conn)
             .await
             .map(|_| ())
@@ -178,7 +212,8 @@ impl RedisStore {
         let time: (i64, i64) = parse_value(values.pop())?;
         let now = time.0 * 1000 + time.1 / 1000;
         let mut values = values.into_iter();
-        let mark: Option<i64> = parse_value(values.next())?;
+        let mark: Option<String> = parse_value(values.next())?;
+        let mark = mark.as_deref().and_then(parse_watermark).map(|(ms, _)| ms);
         let mut levels = Vec::with_capacity(skus.len());
         for v in values {
             levels.push(parse_hash(parse_value(Some(v))?));
@@ -229,6 +264,11 @@ impl RedisStore {
         ];
         parse_hash(one)?.pop()
     }
+}
+
+fn parse_watermark(v: &str) -> Option<(i64, String)> {
+    let (ms, id) = v.split_once(' ')?;
+    Some((ms.parse().ok()?, id.to_owned()))
 }
 
 fn parse_value<T: redis::FromRedisValue>(v: Option<redis::Value>) -> Result<T, RedisError> {

@@ -11,13 +11,17 @@
 //! clock, read in the same round trip), and read PostgreSQL otherwise. So a value served from
 //! Redis reflects every change committed more than `MAX_STALENESS` before the read, whichever
 //! daemon committed it and whatever happened to it after the commit.
+//!
+//! Rows already marked written say nothing about a Redis that has restarted since (empty, or
+//! loaded from a snapshot older than its last writes). The watermark names the Redis process
+//! (`run_id`) it was proved on; on any other, the sync first rebuilds every level from
+//! PostgreSQL, and only then vouches for it.
 
 use std::time::Duration;
 
 use serde::Deserialize;
-use sqlx::PgPool;
 
-use super::RedisStore;
+use super::StockCache;
 use crate::db;
 use crate::db::levels::LevelRow;
 
@@ -56,13 +60,25 @@ impl From<Change> for LevelRow {
 }
 
 /// One run: `None` when another daemon's run holds the turn, else the rows written.
-pub async fn sync_once(pool: &PgPool, store: &RedisStore) -> anyhow::Result<Option<usize>> {
+pub async fn sync_once(cache: &StockCache) -> anyhow::Result<Option<usize>> {
+    let (pool, store) = (&cache.pool, &cache.store);
     // Taken before the outbox is read, so every commit before it is visible to that read; and
     // before the turn is taken, so a daemon that cannot reach Redis never holds the turn.
-    let started = store.now_ms().await?;
+    let (started, run_id) = store.clock().await?;
     let mut tx = pool.begin().await?;
     if !db::cache_sync::try_lock(&mut tx).await? {
         return Ok(None);
+    }
+    if store.watermark().await?.is_none_or(|(_, id)| id != run_id) {
+        // A Redis this sync has never vouched for: what it lacks is unknown, so rewrite it all.
+        // Every commit before `started` is in PostgreSQL's pages, read after it.
+        let skus = cache.rebuild().await?;
+        let (_, still) = store.clock().await?;
+        anyhow::ensure!(still == run_id, "Redis restarted during the rebuild");
+        store.raise_watermark(started, &run_id).await?;
+        tx.commit().await?;
+        tracing::info!(skus, "cache rebuilt for a Redis it had not synced");
+        return Ok(Some(0));
     }
     let rows = db::cache_sync::uncached(&mut tx, BATCH).await?;
     let mut levels: Vec<LevelRow> = Vec::with_capacity(rows.len());
@@ -85,17 +101,17 @@ pub async fn sync_once(pool: &PgPool, store: &RedisStore) -> anyhow::Result<Opti
     }
     // A full batch may have left older rows behind: only a run that saw them all may vouch.
     if (rows.len() as i64) < BATCH {
-        store.raise_watermark(started).await?;
+        store.raise_watermark(started, &run_id).await?;
     }
     tx.commit().await?;
     Ok(Some(rows.len()))
 }
 
 /// Runs until the outbox holds no unwritten change (or another daemon has the turn).
-pub async fn catch_up(pool: &PgPool, store: &RedisStore) -> anyhow::Result<usize> {
+pub async fn catch_up(cache: &StockCache) -> anyhow::Result<usize> {
     let mut total = 0;
     loop {
-        match sync_once(pool, store).await? {
+        match sync_once(cache).await? {
             Some(n) => {
                 total += n;
                 if (n as i64) < BATCH {

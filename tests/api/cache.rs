@@ -11,16 +11,36 @@ use crate::helpers::{movement, spawn_app, spawn_with, wait_until, Isolation, REA
 pub(crate) struct PrivateRedis {
     port: u16,
     child: Option<Child>,
+    /// Where it keeps its snapshot (`SAVE`), loaded again on restart; `None`: no persistence.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl PrivateRedis {
     pub(crate) fn start() -> Self {
+        let mut r = Self::start_with(None);
+        r.restart();
+        r
+    }
+
+    fn start_with(dir: Option<std::path::PathBuf>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("free port")
             .local_addr()
             .expect("addr")
             .port();
-        let mut r = PrivateRedis { port, child: None };
+        PrivateRedis {
+            port,
+            child: None,
+            dir,
+        }
+    }
+
+    /// One that loads the snapshot last taken with `SAVE` when it restarts.
+    pub(crate) fn start_persistent() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("omnistock-redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = Self::start_with(Some(dir));
         r.restart();
         r
     }
@@ -32,7 +52,11 @@ impl PrivateRedis {
     pub(crate) fn restart(&mut self) {
         let bin =
             std::env::var("OMNISTOCK_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some(dir) = &self.dir {
+            cmd.arg("--dir").arg(dir);
+        }
+        let child = cmd
             .args([
                 "--port",
                 &self.port.to_string(),

@@ -35,26 +35,38 @@ async fn redis_on_hand(store: &RedisStore, sku: &str, location: &str) -> Option<
         .map(|l| l.on_hand)
 }
 
-/// After `from`, reads must reach `want` from the cache within the bound, and then stay there.
-async fn assert_repaired_within_bound(app: &TestApp, sku: &str, want: i64, from: Instant) {
-    let deadline = from + MAX_STALENESS + SLACK;
+/// A change (from `old` to `new`) committed at `committed`: reads must serve `new` from the
+/// cache within the bound (plus slack for this machine), never `old` once the bound has passed,
+/// and never `old` again after that.
+async fn assert_repaired_within_bound(
+    app: &TestApp,
+    sku: &str,
+    (old, new): (i64, i64),
+    committed: Instant,
+) {
+    let deadline = committed + MAX_STALENESS + SLACK;
     loop {
+        let asked = Instant::now();
         let (got, source) = available(app, sku).await;
-        if got == want && source == "cache" {
+        assert!(
+            got != old || asked < committed + MAX_STALENESS,
+            "{old} served {:?} after the change (bound {MAX_STALENESS:?})",
+            asked - committed
+        );
+        if got == new && source == "cache" {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "still {got} from {source} {:?} after the change (bound {MAX_STALENESS:?})",
-            from.elapsed()
+            committed.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let repaired = from.elapsed();
-    // Never the old value again.
+    let repaired = committed.elapsed();
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
-        assert_eq!(available(app, sku).await.0, want, "an old value came back");
+        assert_eq!(available(app, sku).await.0, new, "an old value came back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("{sku}: repaired {repaired:?} after the change (bound {MAX_STALENESS:?})");
@@ -144,7 +156,7 @@ async fn a_crash_between_commit_and_cache_write_is_repaired_within_the_bound() {
     // A second daemon, without the fail point and without a rebuild at start (like any daemon
     // that was already running): it must neither serve 10 past the bound nor double the sale.
     let second = spawn_with(iso.clone(), |c| c.cache_rebuild_on_start = false).await;
-    assert_repaired_within_bound(&second, sku, 7, crashed_at).await;
+    assert_repaired_within_bound(&second, sku, (10, 7), crashed_at).await;
     assert_eq!(redis_on_hand(&store, sku, "TW001").await, Some(7));
     assert_eq!(
         second.ledger_count().await,
@@ -181,7 +193,7 @@ async fn a_write_one_daemon_failed_is_not_served_stale_by_another() {
         .await;
     let held_at = Instant::now();
     assert_eq!(status, 201, "{body}");
-    assert_repaired_within_bound(&reader, sku, 6, held_at).await;
+    assert_repaired_within_bound(&reader, sku, (10, 6), held_at).await;
 }
 
 fn receipt(event_id: &str, sku: &str, quantity: i64) -> Movement {
@@ -247,8 +259,11 @@ async fn after_the_dirty_set_overflows_reads_bypass_redis_until_rebuilt() {
         assert!(tries < 50, "Redis did not come back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let now = store.now_ms().await.expect("time");
-    store.raise_watermark(now).await.expect("watermark");
+    let (now, run_id) = store.clock().await.expect("clock");
+    store
+        .raise_watermark(now, &run_id)
+        .await
+        .expect("watermark");
     tokio::time::sleep(Duration::from_millis(1_100)).await; // past the read breaker
     let (levels, source) = cache.levels(&names).await.expect("read");
     assert_eq!(
@@ -262,11 +277,70 @@ async fn after_the_dirty_set_overflows_reads_bypass_redis_until_rebuilt() {
 
     cache.resync().await.expect("rebuild");
     assert!(!cache.rebuild_pending());
-    let now = store.now_ms().await.expect("time");
-    store.raise_watermark(now).await.expect("watermark");
+    let (now, run_id) = store.clock().await.expect("clock");
+    store
+        .raise_watermark(now, &run_id)
+        .await
+        .expect("watermark");
     let (levels, source) = cache.levels(&names).await.expect("read");
     assert_eq!(source, Source::Cache, "trusted again once rebuilt");
     for l in &levels {
         assert_eq!(l[0].on_hand, 11);
     }
+}
+
+#[tokio::test]
+async fn a_redis_restarted_from_an_older_snapshot_is_rebuilt_before_it_is_trusted() {
+    let mut redis = crate::cache::PrivateRedis::start_persistent();
+    let mut iso = Isolation::new().await;
+    iso.redis_url = redis.url();
+    let sku = "SNAP-SKU";
+    let app = spawn_with(iso.clone(), |_| {}).await;
+    app.store("TW001", 25.05306, 121.52639).await;
+    app.stock("TW001", sku, 10).await;
+    wait_until("10 served from the cache", || async {
+        available(&app, sku).await == (10, "cache".into())
+    })
+    .await;
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    redis::cmd("SAVE")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("snapshot");
+
+    // A sale after the snapshot, written to Redis and marked written by the sync.
+    app.publish("TW001", &movement("snap-sale", "TW001", sku, "sale", 3))
+        .await;
+    app.wait_for_ledger(2).await;
+    let committed = Instant::now();
+    wait_until("the sale cached and synced", || async {
+        let uncached: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE cached_at IS NULL")
+                .fetch_one(&app.pool)
+                .await
+                .expect("uncached");
+        uncached == 0 && available(&app, sku).await == (7, "cache".into())
+    })
+    .await;
+
+    // Past the bound, 10 may never be served again. Redis dies and comes back from the
+    // snapshot: 10, complete, with an old watermark.
+    tokio::time::sleep(MAX_STALENESS.saturating_sub(committed.elapsed())).await;
+    redis.stop();
+    redis.restart();
+    let store = RedisStore::new(&iso.redis_url, &iso.redis_prefix).expect("store");
+    let mut held = None;
+    for _ in 0..50 {
+        if let Ok(r) = store.read(&[sku]).await {
+            held = r[0].as_ref().map(|l| l[0].on_hand);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(held, Some(10), "the snapshot brought the old level back");
+    assert_repaired_within_bound(&app, sku, (10, 7), committed).await;
 }
