@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
+use crate::cache::StockCache;
 use crate::db;
 use crate::db::levels::LevelRow;
 use crate::db::movements::NewLedgerRow;
@@ -41,16 +42,20 @@ type Key = (String, String);
 /// How many times a batch is retried on deadlock, serialization failure or a raced event id.
 const ATTEMPTS: usize = 5;
 
-/// Applies movements of known locations in one transaction, retrying on transient conflicts.
-pub async fn apply_batch(pool: &PgPool, movements: &[Movement]) -> Result<Applied, sqlx::Error> {
+/// Applies movements of known locations in one transaction, retrying on transient conflicts,
+/// then makes the changed levels visible (the after-commit step every writer shares).
+pub async fn apply_batch(
+    pool: &PgPool,
+    cache: Option<&StockCache>,
+    movements: &[Movement],
+) -> Result<Applied, sqlx::Error> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         let mut tx = pool.begin().await?;
         match apply_in(&mut tx, movements).await {
             Ok(applied) => {
-                tx.commit().await?;
-                crate::outbox::wake();
+                crate::commit::commit(tx, cache, &applied.changed).await?;
                 return Ok(applied);
             }
             Err(e) if attempt < ATTEMPTS && db::is_retryable(&e) => {

@@ -3,13 +3,19 @@
 //! Every row is checked before anything is written; a bad row is reported with its line
 //! number and nothing is imported. Opening stock is recorded as `count` movements in the
 //! ledger, so the levels and the ledger agree from the first day.
+//!
+//! The stock import runs while the daemons ingest. Its one transaction applies every count in
+//! a single `apply::apply_in`, so it takes its locks in the order every other writer takes
+//! them (levels by location and SKU, then per-SKU alert states), and a deadlock or
+//! serialization failure it still meets is retried with backoff: it is idempotent (stable
+//! event ids), so a retry records exactly what the failed attempt would have.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -19,12 +25,31 @@ use crate::cache::StockCache;
 use crate::db;
 use crate::domain::ids::is_valid_sku;
 use crate::domain::location::{LocationInput, LocationKind};
-use crate::domain::movement::{Movement, MovementKind, MAX_QUANTITY};
+use crate::domain::movement::{max_clock_skew, Movement, MovementKind, MAX_QUANTITY};
 
 /// Most row errors listed before giving up.
 const MAX_ERRORS: usize = 20;
-/// Movements per statement group inside the import's single transaction.
-const CHUNK: usize = 2_000;
+/// Attempts of the import transaction when it meets a deadlock or serialization failure.
+const ATTEMPTS: u32 = 8;
+/// Years PostgreSQL's `timestamptz` can hold (4713 BC is year -4712).
+const PG_YEARS: std::ops::RangeInclusive<i32> = -4712..=294_275;
+
+/// Why a count time cannot be recorded: in the far future (the rule `occurred_at` follows, or
+/// the count would freeze the level against every later movement), or out of PostgreSQL's range.
+fn counted_at_problem(t: DateTime<Utc>, now: DateTime<Utc>) -> Option<String> {
+    if !PG_YEARS.contains(&t.year()) {
+        return Some(format!(
+            "counted_at {t} is outside the range PostgreSQL can store"
+        ));
+    }
+    if t > now + max_clock_skew() {
+        return Some(format!(
+            "counted_at {} lies more than 24 hours in the future",
+            t.to_rfc3339()
+        ));
+    }
+    None
+}
 
 struct Errors(Vec<String>);
 
@@ -158,6 +183,50 @@ pub struct StockImport {
     pub already_imported: usize,
 }
 
+/// Applies the counts in one transaction, retried on deadlock or serialization failure.
+async fn apply_with_retry(
+    pool: &PgPool,
+    cache: Option<&StockCache>,
+    movements: &[Movement],
+) -> anyhow::Result<apply::Applied> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut tx = pool.begin().await?;
+        let result = apply::apply_in(&mut tx, movements).await;
+        match result {
+            Ok(applied) => {
+                // All or nothing: a count whose effect overflows fails the import (rolled back).
+                if let Some((i, why)) = applied.rejected.first() {
+                    let m = &movements[*i];
+                    anyhow::bail!("{} / {:?}: {why}", m.location_id, m.sku);
+                }
+                crate::commit::commit(tx, cache, &applied.changed).await?;
+                return Ok(applied);
+            }
+            Err(e) if attempt < ATTEMPTS && db::is_retryable(&e) => {
+                drop(tx);
+                let pause = backoff(attempt);
+                tracing::warn!(error = %e, attempt, retry_in_ms = pause.as_millis() as u64, "import met a concurrent writer; retrying");
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// 100 ms doubling per attempt up to 3.2 s, with jitter so two retrying importers part ways.
+fn backoff(attempt: u32) -> Duration {
+    let base = 100u64 << attempt.clamp(1, 6).saturating_sub(1);
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0),
+    ) % base;
+    Duration::from_millis(base + jitter / 2)
+}
+
 /// A stable id for an opening count, so importing the same file again changes nothing, while a
 /// corrected quantity for the same instant is a new recount.
 fn opening_event_id(m: &Movement) -> String {
@@ -236,6 +305,10 @@ pub async fn stock(
                 }
             },
         };
+        if let Some(problem) = counted_at_problem(counted_at, Utc::now()) {
+            errors.push(line, problem);
+            continue;
+        }
         if let Some(first) = seen.insert((row.location_id.clone(), row.sku.clone()), line) {
             errors.push(
                 line,
@@ -283,33 +356,19 @@ pub async fn stock(
     }
     errors.into_result(file)?;
 
-    let bar = ProgressBar::new(movements.len() as u64).with_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    bar.set_message(format!("importing {}", file.display()));
-    let mut tx = pool.begin().await?;
-    let mut total = apply::Applied::default();
-    for chunk in movements.chunks(CHUNK) {
-        let a = apply::apply_in(&mut tx, chunk).await?;
-        // All or nothing: a count whose effect overflows fails the import (rolled back).
-        if let Some((i, why)) = a.rejected.first() {
-            anyhow::bail!("{} / {:?}: {why}", chunk[*i].location_id, chunk[*i].sku);
-        }
-        total.recorded += a.recorded;
-        total.duplicates += a.duplicates;
-        total.changed.extend(a.changed);
-        bar.inc(chunk.len() as u64);
-    }
-    tx.commit().await?;
+    bar.set_message(format!(
+        "importing {} rows of {}",
+        movements.len(),
+        file.display()
+    ));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let total = apply_with_retry(pool, cache, &movements).await;
     bar.finish_and_clear();
-    if let Some(cache) = cache {
-        total
-            .changed
-            .sort_by(|a, b| (&a.sku, &a.location_id).cmp(&(&b.sku, &b.location_id)));
-        cache.publish(&total.changed).await;
-    }
+    let total = total.with_context(|| format!("importing {}", file.display()))?;
     tracing::info!(
         rows = movements.len(),
         recorded = total.recorded,

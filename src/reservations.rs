@@ -16,13 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::change;
 use crate::cache::StockCache;
+use crate::commit;
 use crate::db;
 use crate::db::levels::LevelRow;
 use crate::domain::availability::available;
 use crate::domain::reservation::{self, Shortfall, Status};
 use crate::domain::routing::OrderLine;
 use crate::events::{self, LevelChange};
-use crate::outbox;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LineView {
@@ -177,9 +177,7 @@ pub async fn create(
     match hold_in(&mut tx, h).await? {
         Ok(held) => {
             events::record(&mut tx, &held.events).await?;
-            tx.commit().await?;
-            outbox::wake();
-            cache.publish(&held.changed).await;
+            commit::commit(tx, Some(cache), &held.changed).await?;
             let v = view(pool, h.reservation_id)
                 .await?
                 .ok_or(sqlx::Error::RowNotFound)?;
@@ -261,9 +259,7 @@ pub async fn release(pool: &PgPool, cache: &StockCache, id: &str) -> Result<Rele
     if Status::parse(&r.status).is_some_and(Status::is_live) {
         changed = release_in(&mut tx, &[id.to_owned()], Status::Released).await?;
     }
-    tx.commit().await?;
-    outbox::wake();
-    cache.publish(&changed).await;
+    commit::commit(tx, Some(cache), &changed).await?;
     Ok(match view(pool, id).await? {
         Some(v) => Released::Done(v),
         None => Released::NotFound,
@@ -301,9 +297,7 @@ pub async fn expire_due(
         return Ok(0);
     }
     let changed = release_in(&mut tx, &due, Status::Expired).await?;
-    tx.commit().await?;
-    outbox::wake();
-    cache.publish(&changed).await;
+    commit::commit(tx, Some(cache), &changed).await?;
     Ok(due.len())
 }
 

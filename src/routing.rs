@@ -268,9 +268,7 @@ async fn try_route(
     crate::events::record(&mut tx, &changes).await?;
     let body = response(order, &outcome, &holds, false);
     db::orders::insert(&mut tx, &order.order_id, &body).await?;
-    tx.commit().await?;
-    crate::outbox::wake();
-    cache.publish(&changed).await;
+    crate::commit::commit(tx, Some(cache), &changed).await?;
     Ok(Some(Routed::Done(body)))
 }
 

@@ -1,21 +1,27 @@
 //! The Redis hot cache of stock levels, and what keeps it honest.
 //!
 //! Writes go through after every commit; reads come from Redis and fall back to PostgreSQL on a
-//! miss or a Redis failure (filling Redis on a miss). A failed write leaves the SKU "dirty":
-//! the resync job rewrites dirty SKUs from PostgreSQL once Redis answers again. While Redis is
-//! failing, reads skip it for a moment instead of waiting on every call.
+//! miss or a Redis failure (filling Redis on a miss). While Redis is failing, reads skip it for
+//! a moment instead of waiting on every call.
+//!
+//! How stale Redis can be is bounded by the cache sync ([`sync`]): Redis is trusted only while
+//! its watermark shows every change committed more than [`sync::MAX_STALENESS`] ago written.
+//! Within that bound this daemon does better for its own failures: a write it failed leaves the
+//! SKU "dirty" (read from PostgreSQL until the resync job rewrote it), and when too many are
+//! dirty it stops trusting Redis at all until a full rebuild has finished.
 
 mod store;
+pub mod sync;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-pub use store::RedisStore;
+pub use store::{Read, RedisStore};
 
 use crate::db;
 use crate::db::levels::LevelRow;
@@ -31,7 +37,7 @@ pub enum Source {
 }
 
 /// More dirty SKUs than this and the resync job rebuilds everything instead.
-const MAX_DIRTY: usize = 100_000;
+pub const MAX_DIRTY: usize = 100_000;
 /// How long reads skip Redis after it failed.
 const BREAKER: Duration = Duration::from_secs(1);
 /// SKUs per page when rebuilding.
@@ -41,7 +47,11 @@ pub struct StockCache {
     store: RedisStore,
     pool: PgPool,
     dirty: Mutex<HashSet<String>>,
+    max_dirty: AtomicUsize,
+    /// Set when the dirty set overflowed: Redis is not trusted until a rebuild has finished.
     full_resync: AtomicBool,
+    /// Counts overflows, so a rebuild that raced a new one does not clear `full_resync`.
+    overflows: AtomicU64,
     skip_until: Mutex<Option<Instant>>,
 }
 
@@ -51,7 +61,9 @@ impl StockCache {
             store,
             pool,
             dirty: Mutex::new(HashSet::new()),
+            max_dirty: AtomicUsize::new(MAX_DIRTY),
             full_resync: AtomicBool::new(false),
+            overflows: AtomicU64::new(0),
             skip_until: Mutex::new(None),
         })
     }
@@ -63,6 +75,21 @@ impl StockCache {
     /// The Redis side, for maintenance that compares it with PostgreSQL (reconciliation).
     pub fn store(&self) -> &RedisStore {
         &self.store
+    }
+
+    /// Test hook: a smaller dirty limit than [`MAX_DIRTY`], so a test can overflow it.
+    pub fn set_max_dirty(&self, n: usize) {
+        self.max_dirty.store(n, Ordering::SeqCst);
+    }
+
+    /// Whether reads bypass Redis until a full rebuild has finished.
+    pub fn rebuild_pending(&self) -> bool {
+        self.full_resync.load(Ordering::SeqCst)
+    }
+
+    fn overflowed(&self) {
+        self.overflows.fetch_add(1, Ordering::SeqCst);
+        self.full_resync.store(true, Ordering::SeqCst);
     }
 
     /// SKUs waiting to be rewritten to Redis.
@@ -87,9 +114,9 @@ impl StockCache {
     fn mark_dirty<'a>(&self, skus: impl Iterator<Item = &'a str>) {
         if let Ok(mut d) = self.dirty.lock() {
             d.extend(skus.map(str::to_owned));
-            if d.len() > MAX_DIRTY {
+            if d.len() > self.max_dirty.load(Ordering::SeqCst) {
                 d.clear();
-                self.full_resync.store(true, Ordering::SeqCst);
+                self.overflowed();
             }
         }
     }
@@ -120,31 +147,41 @@ impl StockCache {
         &self,
         skus: &[&str],
     ) -> Result<(Vec<Vec<LevelQuantities>>, Source), sqlx::Error> {
-        let cached = if self.skipping() {
-            METRICS.cache_fallbacks.add(skus.len() as u64);
-            vec![None; skus.len()]
+        let n = skus.len();
+        // What Redis holds, and whether it may be served: the sync watermark must vouch for it,
+        // and this daemon must not be waiting for a rebuild after losing track of its writes.
+        let (cached, trusted) = if self.skipping() {
+            (vec![None; n], false)
         } else {
-            match self.store.read(skus).await {
-                Ok(c) => c,
+            match self.store.read_with_watermark(skus).await {
+                Ok(r) => {
+                    let fresh = r
+                        .watermark_age
+                        .is_some_and(|age| age <= sync::MAX_STALENESS);
+                    (r.levels, fresh && !self.rebuild_pending())
+                }
                 Err(e) => {
                     self.tripped(&e, "a read");
-                    METRICS.cache_fallbacks.add(skus.len() as u64);
-                    vec![None; skus.len()]
+                    (vec![None; n], false)
                 }
             }
         };
+        if !trusted {
+            METRICS.cache_fallbacks.add(n as u64);
+        }
         // A SKU whose last write did not reach Redis is stale there until resynced.
-        let cached: Vec<_> = match self.dirty.lock() {
+        let usable: Vec<_> = match self.dirty.lock() {
+            _ if !trusted => vec![None; n],
             Ok(d) if !d.is_empty() => skus
                 .iter()
-                .zip(cached)
-                .map(|(s, c)| if d.contains(*s) { None } else { c })
+                .zip(&cached)
+                .map(|(s, c)| if d.contains(*s) { None } else { c.clone() })
                 .collect(),
-            _ => cached,
+            _ => cached.clone(),
         };
         let missing: Vec<String> = skus
             .iter()
-            .zip(&cached)
+            .zip(&usable)
             .filter(|(_, c)| c.is_none())
             .map(|(s, _)| s.to_string())
             .collect::<BTreeSet<_>>()
@@ -152,9 +189,18 @@ impl StockCache {
             .collect();
         METRICS.cache_hits.add((skus.len() - missing.len()) as u64);
         if missing.is_empty() {
-            return Ok((cached.into_iter().flatten().collect(), Source::Cache));
+            return Ok((usable.into_iter().flatten().collect(), Source::Cache));
         }
-        let rows = db::levels::for_skus(&self.pool, &missing).await?;
+        let rows = match db::levels::for_skus(&self.pool, &missing).await {
+            Ok(rows) => rows,
+            // PostgreSQL does not answer: what Redis holds is the best answer this daemon has
+            // (the staleness bound is a promise while PostgreSQL answers).
+            Err(e) if cached.iter().all(Option::is_some) => {
+                tracing::warn!(error = %e, "PostgreSQL failed; serving levels from Redis");
+                return Ok((cached.into_iter().flatten().collect(), Source::Cache));
+            }
+            Err(e) => return Err(e),
+        };
         if !self.skipping() {
             METRICS.cache_misses.add(missing.len() as u64);
             // A PostgreSQL snapshot holds every level of these SKUs: fill them as complete.
@@ -171,7 +217,7 @@ impl StockCache {
         }
         let levels = skus
             .iter()
-            .zip(cached)
+            .zip(usable)
             .map(|(sku, c)| c.unwrap_or_else(|| from_db.get(sku).cloned().unwrap_or_default()))
             .collect();
         Ok((levels, Source::Database))
@@ -185,10 +231,14 @@ impl StockCache {
         }
         self.store.ping().await?;
         if full {
-            self.full_resync.store(false, Ordering::SeqCst);
-            return self.rebuild().await.inspect_err(|_| {
-                self.full_resync.store(true, Ordering::SeqCst);
-            });
+            // Redis stays untrusted until the rebuild is done, and longer if it overflowed again
+            // meanwhile (that overflow's SKUs may have been rebuilt before their commit).
+            let before = self.overflows.load(Ordering::SeqCst);
+            let n = self.rebuild().await?;
+            if self.overflows.load(Ordering::SeqCst) == before {
+                self.full_resync.store(false, Ordering::SeqCst);
+            }
+            return Ok(n);
         }
         let skus: Vec<String> = self
             .dirty
@@ -243,7 +293,8 @@ pub fn quantities(r: &LevelRow) -> LevelQuantities {
     }
 }
 
-/// Background job: rebuilds the cache at start (if asked), then resyncs dirty SKUs.
+/// Background job: rebuilds the cache at start (if asked), then keeps the sync watermark fresh
+/// and resyncs dirty SKUs.
 pub async fn run_resync_job(
     cache: Arc<StockCache>,
     rebuild_first: bool,
@@ -259,15 +310,19 @@ pub async fn run_resync_job(
             ),
             Err(e) => {
                 tracing::warn!(error = %e, "cache rebuild at start failed; reads fall back to PostgreSQL until Redis is back");
-                cache.full_resync.store(true, Ordering::SeqCst);
+                cache.overflowed();
             }
         }
     }
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(sync::INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
+        }
+        if let Err(e) = sync::catch_up(&cache).await {
+            tracing::debug!(error = %e, "cache sync postponed; reads use PostgreSQL meanwhile");
         }
         match cache.resync().await {
             Ok(0) => {}

@@ -6,6 +6,11 @@
 //! concurrent writers from several daemons cannot interleave badly). The field `~complete`
 //! marks a hash that holds *every* level of the SKU (it was filled from a PostgreSQL snapshot);
 //! a hash without it, e.g. recreated by a single write after Redis lost its data, is a miss.
+//!
+//! `<prefix>:synced_through` holds the watermark of the cache sync (`cache::sync`): a Redis
+//! clock time (ms) such that every level change committed before it is in Redis, and the
+//! `run_id` of the Redis process it was proved on. Reads fetch it, with Redis's clock, in the
+//! same round trip.
 
 use std::time::Duration;
 
@@ -45,11 +50,37 @@ return 1
 /// Keys per script call: bounds the time one call holds Redis.
 const KEYS_PER_CALL: usize = 200;
 
+/// Raises the watermark, never lowers it (a slow sync run finishing late must not take back what
+/// a later run proved), except that a watermark of another Redis instance is always replaced.
+/// Value: `"<ms> <run_id>"`.
+const RAISE_WATERMARK: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+local ms, id = nil, nil
+if cur then
+  ms, id = string.match(cur, '^(%d+) (%S+)$')
+end
+if (not ms) or id ~= ARGV[2] or tonumber(ms) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
+end
+return 1
+"#;
+
+/// Levels read from Redis, and how far behind PostgreSQL they may be.
+#[derive(Debug)]
+pub struct Read {
+    /// `None` where the cache does not hold the complete set of a SKU.
+    pub levels: Vec<Option<Vec<LevelQuantities>>>,
+    /// Age of the sync watermark by Redis's clock; `None` when there is none (Redis lost its
+    /// data, or no sync has run yet).
+    pub watermark_age: Option<Duration>,
+}
+
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     script: Script,
+    raise: Script,
 }
 
 impl RedisStore {
@@ -65,11 +96,62 @@ impl RedisStore {
             conn: ConnectionManager::new_lazy_with_config(client, config)?,
             prefix: prefix.to_owned(),
             script: Script::new(WRITE_LEVELS),
+            raise: Script::new(RAISE_WATERMARK),
         })
     }
 
     pub fn level_key(&self, sku: &str) -> String {
         format!("{}:level:{sku}", self.prefix)
+    }
+
+    fn watermark_key(&self) -> String {
+        format!("{}:synced_through", self.prefix)
+    }
+
+    /// Redis's clock (ms since the epoch: the one clock the watermark is set and read by) and the `run_id` of the Redis process: a restarted Redis (empty, or
+    /// loaded from a snapshot missing later writes) has a new one.
+    pub async fn clock(&self) -> Result<(i64, String), RedisError> {
+        let mut conn = self.conn.clone();
+        let ((secs, micros), info): ((i64, i64), String) = redis::pipe()
+            .cmd("TIME")
+            .cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await?;
+        let run_id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .ok_or_else(|| {
+                RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "INFO server without run_id",
+                ))
+            })?;
+        Ok((secs * 1000 + micros / 1000, run_id))
+    }
+
+    /// The watermark: (ms, run_id of the Redis it was proved on).
+    pub async fn watermark(&self) -> Result<Option<(i64, String)>, RedisError> {
+        let mut conn = self.conn.clone();
+        let v: Option<String> = redis::cmd("GET")
+            .arg(self.watermark_key())
+            .query_async(&mut conn)
+            .await?;
+        Ok(v.as_deref().and_then(parse_watermark))
+    }
+
+    /// Declares every change committed before `ms` (Redis clock) written to the Redis process
+    /// `run_id`.
+    pub async fn raise_watermark(&self, ms: i64, run_id: &str) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        self.raise
+            .key(self.watermark_key())
+            .arg(ms)
+            .arg(run_id)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
     }
 
     pub async fn ping(&self) -> Result<(), RedisError> {
@@ -112,13 +194,34 @@ impl RedisStore {
         &self,
         skus: &[&str],
     ) -> Result<Vec<Option<Vec<LevelQuantities>>>, RedisError> {
+        Ok(self.read_with_watermark(skus).await?.levels)
+    }
+
+    /// Reads the levels of each SKU with the age of the sync watermark, in one round trip.
+    pub async fn read_with_watermark(&self, skus: &[&str]) -> Result<Read, RedisError> {
+        // Watermark first, clock last: levels read after the watermark hold at least what it
+        // vouches for, so a sync run raising it in between cannot make older levels look fresh.
         let mut pipe = redis::pipe();
+        pipe.get(self.watermark_key());
         for sku in skus {
             pipe.hgetall(self.level_key(sku));
         }
+        pipe.cmd("TIME");
         let mut conn = self.conn.clone();
-        let hashes: Vec<Vec<(String, String)>> = pipe.query_async(&mut conn).await?;
-        Ok(hashes.into_iter().map(parse_hash).collect())
+        let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let time: (i64, i64) = parse_value(values.pop())?;
+        let now = time.0 * 1000 + time.1 / 1000;
+        let mut values = values.into_iter();
+        let mark: Option<String> = parse_value(values.next())?;
+        let mark = mark.as_deref().and_then(parse_watermark).map(|(ms, _)| ms);
+        let mut levels = Vec::with_capacity(skus.len());
+        for v in values {
+            levels.push(parse_hash(parse_value(Some(v))?));
+        }
+        Ok(Read {
+            levels,
+            watermark_age: mark.map(|m| Duration::from_millis(u64::try_from(now - m).unwrap_or(0))),
+        })
     }
 
     /// Every field of each SKU's hash exactly as stored, the completeness marker included
@@ -161,6 +264,21 @@ impl RedisStore {
         ];
         parse_hash(one)?.pop()
     }
+}
+
+fn parse_watermark(v: &str) -> Option<(i64, String)> {
+    let (ms, id) = v.split_once(' ')?;
+    Some((ms.parse().ok()?, id.to_owned()))
+}
+
+fn parse_value<T: redis::FromRedisValue>(v: Option<redis::Value>) -> Result<T, RedisError> {
+    redis::from_redis_value(v.unwrap_or(redis::Value::Nil)).map_err(|e| {
+        RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "unexpected reply",
+            e.to_string(),
+        ))
+    })
 }
 
 fn parse_hash(fields: Vec<(String, String)>) -> Option<Vec<LevelQuantities>> {

@@ -155,9 +155,12 @@ pub async fn try_relay_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error
 }
 
 pub async fn delete_sent_before(conn: &mut PgConnection, hours: i64) -> Result<u64, sqlx::Error> {
-    sqlx::query("DELETE FROM outbox WHERE sent_at < now() - make_interval(hours => $1::int)")
-        .bind(hours)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected())
+    sqlx::query(
+        "DELETE FROM outbox
+         WHERE sent_at < now() - make_interval(hours => $1::int) AND cached_at IS NOT NULL",
+    )
+    .bind(hours)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected())
 }

@@ -1,5 +1,6 @@
 //! Every SQL statement of omnistock, one small function per query. Nothing else talks SQL.
 
+pub mod cache_sync;
 pub mod events;
 pub mod invariants;
 pub mod levels;

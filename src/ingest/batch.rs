@@ -253,7 +253,12 @@ pub(super) async fn process(ingest: &Ingest, msgs: Vec<jetstream::Message>) {
     }
     if !all.is_empty() {
         let pool = &ingest.pool;
-        let outcome = isolate(&all, |part| apply::apply_batch(pool, part), is_poison).await;
+        let outcome = isolate(
+            &all,
+            |part| apply::apply_batch(pool, Some(&ingest.cache), part),
+            is_poison,
+        )
+        .await;
         let isolated = match outcome {
             Ok(i) => i,
             Err(e) => return retry_later(ingest, batch, &e).await,
@@ -277,7 +282,7 @@ pub(super) async fn process(ingest: &Ingest, msgs: Vec<jetstream::Message>) {
                     .or_default()
                     .push((pos, RejectReason::QuantityOverflow, why));
             }
-            record(ingest, applied).await;
+            record(applied);
         }
         for (fi, list) in refused {
             for reason in [
@@ -309,11 +314,10 @@ pub(super) async fn process(ingest: &Ingest, msgs: Vec<jetstream::Message>) {
     }
 }
 
-async fn record(ingest: &Ingest, applied: apply::Applied) {
+fn record(applied: apply::Applied) {
     METRICS.movements_recorded.add(applied.recorded as u64);
     METRICS.movements_duplicate.add(applied.duplicates as u64);
     METRICS.movements_late.add(applied.late as u64);
-    ingest.cache.publish(&applied.changed).await;
 }
 
 /// PostgreSQL is unreachable or overloaded: hand every message back for redelivery after a

@@ -8,31 +8,55 @@ use serde_json::json;
 use crate::helpers::{movement, spawn_app, spawn_with, wait_until, Isolation, READ_KEY};
 
 /// A private redis-server this test may stop and start (the shared one must stay up).
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     port: u16,
     child: Option<Child>,
+    /// Where it keeps its snapshot (`SAVE`), loaded again on restart; `None`: no persistence.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl PrivateRedis {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
+        let mut r = Self::start_with(None);
+        r.restart();
+        r
+    }
+
+    fn start_with(dir: Option<std::path::PathBuf>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("free port")
             .local_addr()
             .expect("addr")
             .port();
-        let mut r = PrivateRedis { port, child: None };
+        PrivateRedis {
+            port,
+            child: None,
+            dir,
+        }
+    }
+
+    /// One that loads the snapshot last taken with `SAVE` when it restarts.
+    pub(crate) fn start_persistent() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("omnistock-redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = Self::start_with(Some(dir));
         r.restart();
         r
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let bin =
             std::env::var("OMNISTOCK_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some(dir) = &self.dir {
+            cmd.arg("--dir").arg(dir);
+        }
+        let child = cmd
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -57,7 +81,7 @@ impl PrivateRedis {
         panic!("private redis-server did not start");
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

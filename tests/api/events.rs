@@ -173,7 +173,7 @@ async fn a_relay_crash_between_publish_and_mark_loses_nothing_and_repeats_only_t
             omnistock::domain::movement::validate("TW001", &v, chrono::Utc::now()).expect("valid")
         })
         .collect();
-    omnistock::apply::apply_batch(&pool, &movements)
+    omnistock::apply::apply_batch(&pool, None, &movements)
         .await
         .expect("apply");
 
@@ -387,7 +387,7 @@ async fn a_failed_publish_never_lets_a_later_event_of_its_sku_overtake_it() {
         })
         .collect();
     for m in &movements {
-        omnistock::apply::apply_batch(&pool, std::slice::from_ref(m))
+        omnistock::apply::apply_batch(&pool, None, std::slice::from_ref(m))
             .await
             .expect("apply");
     }

@@ -2,6 +2,7 @@
 //! One binary, many modules: one link step instead of one per file.
 
 mod cache;
+mod cache_staleness;
 mod events;
 mod helpers;
 mod http_api;

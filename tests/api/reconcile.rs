@@ -61,7 +61,8 @@ async fn make_bogus_version(app: &TestApp, sku: &str, location: &str) {
     set_field(app, sku, location, &format!("999999 {rest}")).await;
 }
 
-/// Reads every SKU until the daemon answers it from Redis (a miss fills a complete entry).
+/// Reads every SKU until the daemon answers it from Redis (a miss fills a complete entry), and
+/// waits for the cache sync to have written every change, so that it does not undo a tamper.
 async fn warm(app: &TestApp, skus: &[&str]) {
     for sku in skus {
         let path = format!("/v1/availability/{sku}");
@@ -70,6 +71,14 @@ async fn warm(app: &TestApp, skus: &[&str]) {
         })
         .await;
     }
+    wait_until("the cache sync to catch up", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE cached_at IS NULL")
+            .fetch_one(&app.pool)
+            .await
+            .expect("uncached")
+            == 0
+    })
+    .await;
 }
 
 async fn pg_on_hand(app: &TestApp, sku: &str) -> Vec<(String, i64)> {

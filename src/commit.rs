@@ -1,0 +1,27 @@
+//! Commit, then make visible: the one step every writer of levels takes after its transaction.
+//!
+//! The change events are already in the outbox (written in the transaction), so what follows
+//! the commit is only the fast path: waking this process's relay and writing the new levels to
+//! Redis. A crash in between loses nothing: the relay publishes the events later, and the cache
+//! sync (`cache::sync`) writes the levels, within the cache's staleness bound.
+
+use sqlx::{Postgres, Transaction};
+
+use crate::cache::StockCache;
+use crate::db::levels::LevelRow;
+use crate::failpoint;
+
+/// Commits `tx`, then makes `changed` (the levels it wrote) visible.
+pub async fn commit(
+    tx: Transaction<'_, Postgres>,
+    cache: Option<&StockCache>,
+    changed: &[LevelRow],
+) -> Result<(), sqlx::Error> {
+    tx.commit().await?;
+    failpoint::crash_if_armed(failpoint::AFTER_COMMIT_BEFORE_CACHE);
+    crate::outbox::wake();
+    if let Some(cache) = cache {
+        cache.publish(changed).await;
+    }
+    Ok(())
+}
