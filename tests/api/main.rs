@@ -7,6 +7,7 @@ mod helpers;
 mod http_api;
 mod import;
 mod ingest;
+mod races;
 mod reconcile;
 mod reservations;
 mod routing;
