@@ -7,6 +7,7 @@ mod helpers;
 mod http_api;
 mod import;
 mod ingest;
+mod model;
 mod races;
 mod reconcile;
 mod reservations;
