@@ -4,6 +4,7 @@
 mod cache;
 mod events;
 mod helpers;
+mod hostile;
 mod http_api;
 mod import;
 mod ingest;
