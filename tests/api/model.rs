@@ -583,6 +583,33 @@ async fn dead_letter_count(app: &TestApp) -> u64 {
     }
 }
 
+/// Found by the model: PostgreSQL keeps microseconds, so a count whose `occurred_at` has
+/// nanoseconds is stored a little earlier than it happened, and a delta at the very same
+/// instant then compared as later than the count: applied instead of late, and the level no
+/// longer agreed with its ledger.
+#[tokio::test]
+async fn a_delta_at_the_instant_of_a_count_is_late_whatever_the_precision() {
+    use chrono::{SecondsFormat, Timelike};
+    let app = spawn_app().await;
+    app.store("NANO", 25.0, 121.5).await;
+    let at = (Utc::now() - chrono::Duration::hours(1))
+        .with_nanosecond(123_456_789)
+        .expect("nanoseconds")
+        .to_rfc3339_opts(SecondsFormat::Nanos, true);
+    let count = crate::helpers::movement_at("nano-count", "NANO", "A", "count", 13, &at);
+    app.publish("NANO", &count).await;
+    app.wait_for_ledger(1).await;
+    let sale = crate::helpers::movement_at("nano-sale", "NANO", "A", "sale", 10, &at);
+    app.publish("NANO", &sale).await;
+    app.wait_for_ledger(2).await;
+    assert_eq!(
+        app.on_hand("NANO", "A").await,
+        Some(13),
+        "a sale at the count's instant is late: the count saw it"
+    );
+    app.assert_ledger_consistent().await;
+}
+
 #[test]
 fn random_operation_sequences_match_the_reference_model() {
     let rt = tokio::runtime::Builder::new_multi_thread()
