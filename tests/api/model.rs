@@ -108,8 +108,10 @@ fn movement_op() -> impl Strategy<Value = Op> {
         })
 }
 
+/// Hold lines: mostly small, so that holds are taken as often as refused.
 fn lines() -> impl Strategy<Value = Vec<(usize, i64)>> {
-    prop::collection::vec((0..SKUS.len(), quantity()), 1..=2)
+    let q = prop_oneof![8 => 1i64..=10, 1 => (MAX_Q - 10)..=MAX_Q];
+    prop::collection::vec((0..SKUS.len(), q), 1..=2)
 }
 
 fn op() -> impl Strategy<Value = Op> {
