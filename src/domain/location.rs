@@ -95,8 +95,9 @@ impl LocationInput {
             errors.push(field("location_id", "must match [A-Za-z0-9_-]{1,64}"));
         }
         let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            errors.push(field("name", "must be 1-200 characters"));
+        // Control characters too: PostgreSQL refuses a NUL in text, which would be a 500.
+        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+            errors.push(field("name", "must be 1-200 printable characters"));
         }
         if !(-90.0..=90.0).contains(&self.lat) || !self.lat.is_finite() {
             errors.push(field("lat", "must be between -90 and 90"));
@@ -207,6 +208,16 @@ mod tests {
                 "timezone"
             ]
         );
+    }
+
+    #[test]
+    fn a_name_with_a_control_character_is_refused() {
+        for name in ["Taipei\u{0}Store", "Taipei\nStore"] {
+            let mut i = input();
+            i.name = name.into();
+            let errors = i.validate("TW001").expect_err("invalid");
+            assert_eq!(errors[0].field, "name");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! timestamps) and lenient about what it does not (unknown fields are ignored so producers can
 //! add fields without breaking us). Every rejection carries a machine-readable reason.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -366,7 +366,10 @@ pub fn validate(
                 format!("`occurred_at` must be an RFC 3339 timestamp with offset: {e}"),
             )
         })?
-        .with_timezone(&Utc);
+        .with_timezone(&Utc)
+        // PostgreSQL keeps microseconds: compared with a stored count, a finer instant would
+        // land after the count it equals and turn a late delta into an applied one.
+        .trunc_subsecs(6);
     if occurred_at > now + max_clock_skew() {
         return Err(bad(
             RejectReason::InvalidOccurredAt,
@@ -652,6 +655,22 @@ mod tests {
         let mut out = with("kind", json!("transfer_out"));
         out["to_location_id"] = json!("TW001");
         assert_eq!(reason_of(out), RejectReason::InvalidTransfer, "to itself");
+    }
+
+    #[test]
+    fn occurred_at_keeps_the_microseconds_postgresql_keeps() {
+        let m = validate(
+            "TW001",
+            &with("occurred_at", json!("2026-11-23T10:00:00.123456789Z")),
+            now(),
+        )
+        .expect("valid");
+        assert_eq!(
+            m.occurred_at,
+            "2026-11-23T10:00:00.123456Z"
+                .parse::<DateTime<Utc>>()
+                .expect("t")
+        );
     }
 
     #[test]
