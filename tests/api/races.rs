@@ -375,10 +375,9 @@ async fn concurrent_transfers_between_stores_keep_the_network_total() {
                     if direct {
                         let mv = omnistock::domain::movement::validate(&loc, m, Utc::now())
                             .expect("valid movement");
-                        let applied = omnistock::apply::apply_batch(&app.pool, &[mv])
+                        omnistock::apply::apply_batch(&app.pool, Some(&cache), &[mv])
                             .await
                             .expect("apply");
-                        cache.publish(&applied.changed).await;
                     } else {
                         app.publish(&loc, m).await;
                     }
