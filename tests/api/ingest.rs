@@ -691,7 +691,8 @@ async fn an_import_count_whose_effect_overflows_fails_the_import_and_changes_not
     let e = omnistock::import::stock(&app.pool, None, &file, chrono::Utc::now())
         .await
         .expect_err("the count does not fit");
-    assert!(e.to_string().contains("64-bit"), "{e}");
+    // The reason sits under the "importing <file>" context.
+    assert!(format!("{e:#}").contains("64-bit"), "{e:#}");
     assert_eq!(app.on_hand("TW015", "SKU-I").await, Some(near));
     assert_eq!(app.ledger_count().await, 1);
     app.assert_ledger_consistent().await;
