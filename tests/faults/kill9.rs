@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::daemon::{Daemon, RESERVE_KEY};
 use crate::servers::Servers;
-use crate::support::{env_or, movement, tally, wait_for, Bus, Expected, Rng, Truth};
+use crate::support::{drained, env_or, movement, tally, wait_for, Bus, Expected, Rng, Truth};
 
 const STORES: [(&str, f64, f64); 4] = [
     ("NEWTPE", 25.06199, 121.45703),
@@ -152,14 +152,7 @@ async fn kill9_during_ingest_holds_and_routes_loses_and_doubles_nothing() {
     publisher.await.expect("publisher");
 
     // Let the last daemon finish: every event in the ledger and nothing waiting on the consumer.
-    let drained = wait_for(Duration::from_secs(240), || async {
-        truth.ledger_count().await as usize >= unique
-            && bus
-                .consumer_state()
-                .await
-                .is_some_and(|(_, ack_pending, pending)| ack_pending == 0 && pending == 0)
-    })
-    .await;
+    let drained = drained(&truth, &bus, unique, Duration::from_secs(240)).await;
     stop.store(true, Ordering::SeqCst);
     for c in clients {
         c.await.expect("checkout client");

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::daemon::Daemon;
 use crate::servers::Servers;
-use crate::support::{movement, tally, wait_for, Bus, Checks, Expected, Truth};
+use crate::support::{drained, movement, tally, wait_for, Bus, Checks, Expected, Truth};
 
 const BEFORE_MESSAGES: usize = 20;
 const AFTER_MESSAGES: usize = 10;
@@ -107,15 +107,9 @@ async fn nats_killed_and_restarted_consume_and_outbox_resume_nothing_lost_or_dou
     })
     .await
     .map(|_| back_at.elapsed().as_secs_f64());
-    let drained = wait_for(Duration::from_secs(120), || async {
-        truth.ledger_count().await >= want
-            && bus
-                .consumer_state()
-                .await
-                .is_some_and(|(_, ack, pending)| ack == 0 && pending == 0)
-    })
-    .await
-    .map(|_| back_at.elapsed().as_secs_f64());
+    let drained = drained(&truth, &bus, want as usize, Duration::from_secs(120))
+        .await
+        .map(|_| back_at.elapsed().as_secs_f64());
     let unsent = || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
             .fetch_one(&truth.pool)

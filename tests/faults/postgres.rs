@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::daemon::Daemon;
 use crate::servers::Servers;
-use crate::support::{age_field, movement, tally, wait_for, Bus, Checks, Expected, Truth};
+use crate::support::{age_field, drained, movement, tally, wait_for, Bus, Checks, Expected, Truth};
 
 /// The issue's bound for a call needing PostgreSQL while it is down.
 const FAIL_FAST: Duration = Duration::from_secs(1);
@@ -18,7 +18,8 @@ const PER_MESSAGE: usize = 5;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_and_started_acks_nothing_uncommitted_and_recovers_in_place() {
     let mut servers = Servers::start("pg").await;
-    let mut daemon = Daemon::new(&servers, 5);
+    // The default ack wait: an ack of uncommitted work must show before JetStream would redeliver.
+    let mut daemon = Daemon::new(&servers, 10);
     daemon.start().await;
     daemon.store("TW001", 25.05306, 121.52639).await;
     let bus = Bus::connect(&servers).await;
@@ -117,7 +118,8 @@ async fn postgres_stopped_and_started_acks_nothing_uncommitted_and_recovers_in_p
     for body in down_bodies.iter().take(2) {
         bus.publish("TW001", body).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Longer than one failed attempt to reach PostgreSQL (the pool waits up to 5 s today).
+    tokio::time::sleep(Duration::from_secs(7)).await;
     let (ack_floor, ack_pending, pending) = bus.consumer_state().await.expect("consumer info");
     eprintln!(
         "pg: while down: ack floor {ack_floor}, first sequence published while down {first_seq}, \
@@ -148,14 +150,7 @@ async fn postgres_stopped_and_started_acks_nothing_uncommitted_and_recovers_in_p
             .is_ok_and(|a| a.status == 201 || a.status == 200)
     })
     .await;
-    let ingest_back = wait_for(Duration::from_secs(120), || async {
-        truth.ledger_count().await >= want
-            && bus
-                .consumer_state()
-                .await
-                .is_some_and(|(_, ack, pending)| ack == 0 && pending == 0)
-    })
-    .await;
+    let ingest_back = drained(&truth, &bus, want as usize, Duration::from_secs(120)).await;
     let ingest_secs = ingest_back.map(|_| up_at.elapsed().as_secs_f64());
     let read_back = daemon.get("/v1/availability/A").await;
 

@@ -333,3 +333,32 @@ pub fn age_field(body: &Value) -> Option<(String, f64)> {
         .find(|(k, v)| k.contains("age") && v.is_number())
         .and_then(|(k, v)| Some((k.clone(), v.as_f64()?)))
 }
+
+/// Waits until the ledger holds `want` movements and the ingest consumer has nothing pending
+/// or unacked; how long that took. `None` after `timeout`, or sooner once the consumer has
+/// nothing left while the ledger stays short for 10 s (what is missing will never come).
+pub async fn drained(truth: &Truth, bus: &Bus, want: usize, timeout: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut idle_since: Option<Instant> = None;
+    while started.elapsed() < timeout {
+        let idle = bus
+            .consumer_state()
+            .await
+            .is_some_and(|(_, ack_pending, pending)| ack_pending == 0 && pending == 0);
+        let count = truth.ledger_count().await as usize;
+        if idle && count >= want {
+            return Some(started.elapsed());
+        }
+        if idle {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(10) {
+                eprintln!("drained: the consumer is idle with {count} of {want} movements applied");
+                return None;
+            }
+        } else {
+            idle_since = None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
