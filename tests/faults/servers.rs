@@ -327,18 +327,25 @@ pub fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// One fault test at a time per process: nextest runs each test in its own process (and the
+/// `faults` test group in .config/nextest.toml serializes those), but plain `cargo test` runs
+/// them as threads of one process, where six private server sets would starve a 2-core box.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The three servers of one test, sharing a temporary folder (dropped last).
 pub struct Servers {
     pub pg: Server,
     pub redis: Server,
     pub nats: Server,
     dir: TempDir,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Servers {
     /// Creates a fresh PostgreSQL cluster with the database `omnistock`, an empty Redis and a
     /// JetStream-enabled NATS, all running.
     pub async fn start(tag: &str) -> Self {
+        let turn = ONE_AT_A_TIME.lock().await;
         let bins = Binaries::find();
         let dir = TempDir::new(tag);
         let user = postgres_user();
@@ -438,6 +445,7 @@ impl Servers {
             redis,
             nats,
             dir,
+            _turn: turn,
         };
         tokio::join!(s.pg.start(), s.redis.start(), s.nats.start());
         let mut admin = PgConnection::connect(&s.admin_url())
