@@ -4,7 +4,7 @@
 //! than it has.
 //!
 //! CI form: 5 kills during 50,000 movements. Long form (`make chaos`):
-//! `OMNISTOCK_CHAOS_ROUNDS=20 OMNISTOCK_CHAOS_MOVEMENTS=200000 cargo nextest run --test faults
+//! `OMNISTOCK_CHAOS_ROUNDS=20 OMNISTOCK_CHAOS_MOVEMENTS=100000 cargo nextest run --test faults
 //! kill9 --no-capture`. `OMNISTOCK_CHAOS_SEED` replays a run.
 
 use std::collections::HashSet;

@@ -326,11 +326,13 @@ impl Checks {
     }
 }
 
-/// A top-level number whose name says it is an age (e.g. `age_seconds`), if the answer has one.
+/// A top-level number whose name says it is an age (`age`, `age_seconds`, `cache_age_ms`...),
+/// if the answer has one.
 pub fn age_field(body: &Value) -> Option<(String, f64)> {
+    let is_age = |k: &str| k == "age" || k.starts_with("age_") || k.contains("_age");
     body.as_object()?
         .iter()
-        .find(|(k, v)| k.contains("age") && v.is_number())
+        .find(|(k, v)| is_age(k) && v.is_number())
         .and_then(|(k, v)| Some((k.clone(), v.as_f64()?)))
 }
 
