@@ -67,11 +67,12 @@ pub struct Binaries {
 impl Binaries {
     pub fn find() -> Self {
         let pg_bin = std::env::var_os("OMNISTOCK_TEST_PG_BIN")
+            .or_else(|| std::env::var_os("OMNISTOCK_PG_BIN"))
             .map(PathBuf::from)
             // `scripts/services.sh env` puts the PostgreSQL it uses first on PATH
             .or_else(|| on_path("initdb").and_then(|p| Some(p.parent()?.to_path_buf())))
             .or_else(newest_postgres_bin)
-            .expect("no PostgreSQL binaries: set OMNISTOCK_TEST_PG_BIN or run `scripts/services.sh install`");
+            .expect("no PostgreSQL binaries: set OMNISTOCK_TEST_PG_BIN (or OMNISTOCK_PG_BIN) or run `scripts/services.sh install`");
         let redis_server = std::env::var_os("OMNISTOCK_TEST_REDIS_SERVER")
             .map(PathBuf::from)
             .or_else(|| on_path("redis-server"))
