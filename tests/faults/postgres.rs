@@ -12,6 +12,8 @@ use crate::support::{age_field, drained, movement, tally, wait_for, Bus, Checks,
 
 /// The bound for a call needing PostgreSQL while it is down.
 const FAIL_FAST: Duration = Duration::from_secs(1);
+/// A read answered from Redis needs no PostgreSQL: the read bound under faults.
+const READ_BOUND: Duration = Duration::from_millis(500);
 const DOWN_MESSAGES: usize = 20;
 const PER_MESSAGE: usize = 5;
 
@@ -208,6 +210,13 @@ async fn postgres_stopped_and_started_acks_nothing_uncommitted_and_recovers_in_p
     checks.check(
         read_failures == 0,
         format!("{read_failures} reads failed while PostgreSQL was down"),
+    );
+    checks.check(
+        read_worst <= READ_BOUND,
+        format!(
+            "a read took {:.3} s with PostgreSQL down (bound 0.5 s): the read path waits for PostgreSQL",
+            read_worst.as_secs_f64()
+        ),
     );
     checks.check(
         hold_worst <= FAIL_FAST,
