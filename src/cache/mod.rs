@@ -40,6 +40,9 @@ pub enum Source {
 pub const MAX_DIRTY: usize = 100_000;
 /// How long reads skip Redis after it failed.
 const BREAKER: Duration = Duration::from_secs(1);
+/// The longest a read waits for Redis before asking PostgreSQL: a hung Redis (SIGSTOP, a
+/// stalled network) must not hold reads past the half second they are promised in.
+const READ_BUDGET: Duration = Duration::from_millis(250);
 /// SKUs per page when rebuilding.
 const REBUILD_PAGE: i64 = 500;
 
@@ -53,6 +56,30 @@ pub struct StockCache {
     /// Counts overflows, so a rebuild that raced a new one does not clear `full_resync`.
     overflows: AtomicU64,
     skip_until: Mutex<Option<Instant>>,
+    /// Set when PostgreSQL failed a read: for a moment, reads Redis can answer completely are
+    /// served from it without waiting for the pool.
+    database_breaker: Mutex<Option<Instant>>,
+}
+
+/// A read's answer: levels per SKU asked, where they came from, and how old they may be.
+#[derive(Debug)]
+pub struct Answer {
+    pub levels: Vec<Vec<LevelQuantities>>,
+    pub source: Source,
+    /// Every change committed longer ago than this is in the answer: zero when PostgreSQL
+    /// answered; the age of the cache-sync watermark for Redis; `None` when Redis holds no
+    /// watermark (only served so while PostgreSQL is down).
+    pub age: Option<Duration>,
+}
+
+impl Answer {
+    fn from_redis(cached: Vec<Option<Vec<LevelQuantities>>>, age: Option<Duration>) -> Self {
+        Answer {
+            levels: cached.into_iter().flatten().collect(),
+            source: Source::Cache,
+            age,
+        }
+    }
 }
 
 impl StockCache {
@@ -65,6 +92,7 @@ impl StockCache {
             full_resync: AtomicBool::new(false),
             overflows: AtomicU64::new(0),
             skip_until: Mutex::new(None),
+            database_breaker: Mutex::new(None),
         })
     }
 
@@ -97,18 +125,30 @@ impl StockCache {
         self.dirty.lock().map(|d| d.len()).unwrap_or(0)
     }
 
-    fn skipping(&self) -> bool {
-        self.skip_until
+    fn open(breaker: &Mutex<Option<Instant>>) -> bool {
+        breaker
             .lock()
             .map(|s| s.is_some_and(|t| Instant::now() < t))
             .unwrap_or(false)
     }
 
-    fn tripped(&self, e: &redis::RedisError, what: &str) {
-        tracing::warn!(error = %e, "Redis failed during {what}; using PostgreSQL");
-        if let Ok(mut s) = self.skip_until.lock() {
+    fn trip(&self, breaker: &Mutex<Option<Instant>>) {
+        if let Ok(mut s) = breaker.lock() {
             *s = Some(Instant::now() + BREAKER);
         }
+    }
+
+    fn skipping(&self) -> bool {
+        Self::open(&self.skip_until)
+    }
+
+    fn database_down(&self) -> bool {
+        Self::open(&self.database_breaker)
+    }
+
+    fn tripped(&self, e: &dyn std::fmt::Display, what: &str) {
+        tracing::warn!(error = %e, "Redis failed during {what}; using PostgreSQL");
+        self.trip(&self.skip_until);
     }
 
     fn mark_dirty<'a>(&self, skus: impl Iterator<Item = &'a str>) {
@@ -141,33 +181,39 @@ impl StockCache {
         }
     }
 
-    /// The levels of each SKU, in the order asked, and where they came from (`Database` if any
-    /// SKU had to be read from PostgreSQL).
-    pub async fn levels(
-        &self,
-        skus: &[&str],
-    ) -> Result<(Vec<Vec<LevelQuantities>>, Source), sqlx::Error> {
+    /// The levels of each SKU, in the order asked, where they came from (`Database` if any SKU
+    /// had to be read from PostgreSQL), and how old the answer may be.
+    pub async fn levels(&self, skus: &[&str]) -> Result<Answer, sqlx::Error> {
         let n = skus.len();
         // What Redis holds, and whether it may be served: the sync watermark must vouch for it,
         // and this daemon must not be waiting for a rebuild after losing track of its writes.
-        let (cached, trusted) = if self.skipping() {
-            (vec![None; n], false)
+        // A hung Redis must not hold a read up: past the budget PostgreSQL answers instead.
+        let (cached, watermark_age) = if self.skipping() {
+            (vec![None; n], None)
         } else {
-            match self.store.read_with_watermark(skus).await {
-                Ok(r) => {
-                    let fresh = r
-                        .watermark_age
-                        .is_some_and(|age| age <= sync::MAX_STALENESS);
-                    (r.levels, fresh && !self.rebuild_pending())
-                }
-                Err(e) => {
+            match tokio::time::timeout(READ_BUDGET, self.store.read_with_watermark(skus)).await {
+                Ok(Ok(r)) => (r.levels, r.watermark_age),
+                Ok(Err(e)) => {
                     self.tripped(&e, "a read");
-                    (vec![None; n], false)
+                    (vec![None; n], None)
+                }
+                Err(_) => {
+                    self.tripped(&"no answer within the read budget", "a read");
+                    (vec![None; n], None)
                 }
             }
         };
+        let trusted =
+            watermark_age.is_some_and(|age| age <= sync::MAX_STALENESS) && !self.rebuild_pending();
         if !trusted {
             METRICS.cache_fallbacks.add(n as u64);
+        }
+        // PostgreSQL failed a moment ago: what Redis holds is the best answer this daemon has
+        // (the staleness bound is a promise while PostgreSQL answers), served with its age
+        // instead of waiting for the pool again on every read.
+        let complete = cached.iter().all(Option::is_some);
+        if !trusted && complete && self.database_down() {
+            return Ok(Answer::from_redis(cached, watermark_age));
         }
         // A SKU whose last write did not reach Redis is stale there until resynced.
         let usable: Vec<_> = match self.dirty.lock() {
@@ -189,15 +235,18 @@ impl StockCache {
             .collect();
         METRICS.cache_hits.add((skus.len() - missing.len()) as u64);
         if missing.is_empty() {
-            return Ok((usable.into_iter().flatten().collect(), Source::Cache));
+            return Ok(Answer {
+                levels: usable.into_iter().flatten().collect(),
+                source: Source::Cache,
+                age: watermark_age,
+            });
         }
         let rows = match db::levels::for_skus(&self.pool, &missing).await {
             Ok(rows) => rows,
-            // PostgreSQL does not answer: what Redis holds is the best answer this daemon has
-            // (the staleness bound is a promise while PostgreSQL answers).
-            Err(e) if cached.iter().all(Option::is_some) => {
+            Err(e) if complete => {
                 tracing::warn!(error = %e, "PostgreSQL failed; serving levels from Redis");
-                return Ok((cached.into_iter().flatten().collect(), Source::Cache));
+                self.trip(&self.database_breaker);
+                return Ok(Answer::from_redis(cached, watermark_age));
             }
             Err(e) => return Err(e),
         };
@@ -215,12 +264,21 @@ impl StockCache {
                 .or_default()
                 .push(quantities(r));
         }
+        let some_cached = missing.len() < n;
         let levels = skus
             .iter()
             .zip(usable)
             .map(|(sku, c)| c.unwrap_or_else(|| from_db.get(sku).cloned().unwrap_or_default()))
             .collect();
-        Ok((levels, Source::Database))
+        Ok(Answer {
+            levels,
+            source: Source::Database,
+            age: if some_cached {
+                watermark_age
+            } else {
+                Some(Duration::ZERO)
+            },
+        })
     }
 
     /// Rewrites dirty SKUs (or everything, after an overflow) once Redis answers.

@@ -11,6 +11,7 @@ use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{validate, AppState};
+use crate::cache::Answer;
 use crate::db;
 use crate::directory::Directory;
 use crate::domain::availability::{available, summarize, Channel};
@@ -49,7 +50,8 @@ async fn one(
     caller.require(Scope::Read)?;
     validate::sku("sku", &sku)?;
     let channel = channel(q.channel.as_deref())?;
-    let (levels, source) = state.cache.levels(&[sku.as_str()]).await?;
+    let answer = state.cache.levels(&[sku.as_str()]).await?;
+    let levels = &answer.levels;
     let locations = state
         .directory
         .covering(
@@ -65,8 +67,16 @@ async fn one(
         "locations": a.locations,
         "in_transit": a.in_transit,
         "as_of": Utc::now(),
-        "source": source,
+        "source": answer.source,
+        "age_ms": age_ms(&answer),
     })))
+}
+
+/// How old the answer may be, in milliseconds (null when Redis had no watermark to tell).
+fn age_ms(answer: &Answer) -> Option<u64> {
+    answer
+        .age
+        .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[derive(Deserialize)]
@@ -94,7 +104,8 @@ async fn batch(
     }
     let channel = channel(req.channel.as_deref())?;
     let skus: Vec<&str> = req.skus.iter().map(String::as_str).collect();
-    let (levels, source) = state.cache.levels(&skus).await?;
+    let answer = state.cache.levels(&skus).await?;
+    let levels = &answer.levels;
     let locations = state
         .directory
         .covering(
@@ -104,7 +115,7 @@ async fn batch(
         .await?;
     let items: Vec<Value> = skus
         .iter()
-        .zip(&levels)
+        .zip(levels)
         .map(|(sku, l)| {
             let a = summarize(l, |id| Directory::terms(&locations, id), channel);
             json!({ "sku": sku, "available": a.available })
@@ -114,7 +125,8 @@ async fn batch(
         "channel": channel,
         "items": items,
         "as_of": Utc::now(),
-        "source": source,
+        "source": answer.source,
+        "age_ms": age_ms(&answer),
     })))
 }
 

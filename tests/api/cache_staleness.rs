@@ -264,13 +264,14 @@ async fn after_the_dirty_set_overflows_reads_bypass_redis_until_rebuilt() {
         .await
         .expect("watermark");
     tokio::time::sleep(Duration::from_millis(1_100)).await; // past the read breaker
-    let (levels, source) = cache.levels(&names).await.expect("read");
+    let read = cache.levels(&names).await.expect("read");
     assert_eq!(
-        source,
+        read.source,
         Source::Database,
         "Redis is not trusted before the rebuild"
     );
-    for l in &levels {
+    assert_eq!(read.age, Some(Duration::ZERO), "PostgreSQL is the present");
+    for l in &read.levels {
         assert_eq!(l[0].on_hand, 11, "never the stale 10");
     }
 
@@ -281,9 +282,15 @@ async fn after_the_dirty_set_overflows_reads_bypass_redis_until_rebuilt() {
         .raise_watermark(now, &run_id)
         .await
         .expect("watermark");
-    let (levels, source) = cache.levels(&names).await.expect("read");
-    assert_eq!(source, Source::Cache, "trusted again once rebuilt");
-    for l in &levels {
+    let read = cache.levels(&names).await.expect("read");
+    assert_eq!(read.source, Source::Cache, "trusted again once rebuilt");
+    assert!(
+        read.age
+            .is_some_and(|a| a <= omnistock::cache::sync::MAX_STALENESS),
+        "served within the bound: {:?}",
+        read.age
+    );
+    for l in &read.levels {
         assert_eq!(l[0].on_hand, 11);
     }
 }
