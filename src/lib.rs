@@ -22,6 +22,7 @@ pub mod export;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod jobs;
 pub mod loadgen;
 pub mod metrics;
 pub mod outbox;

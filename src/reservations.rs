@@ -98,9 +98,12 @@ pub async fn hold_in(
     conn: &mut PgConnection,
     h: &NewHold<'_>,
 ) -> Result<Result<Held, NotHeld>, sqlx::Error> {
-    let Some(safety) = db::locations::safety_stock(&mut *conn, h.location_id).await? else {
+    if db::locations::safety_stock(&mut *conn, h.location_id)
+        .await?
+        .is_none()
+    {
         return Ok(Err(NotHeld::UnknownLocation));
-    };
+    }
     if !db::reservations::insert(
         conn,
         h.reservation_id,
@@ -115,6 +118,11 @@ pub async fn hold_in(
     let mut skus: Vec<&str> = h.lines.iter().map(|l| l.sku.as_str()).collect();
     skus.sort_unstable();
     let levels = db::levels::lock_at(conn, h.location_id, &skus).await?;
+    // Read again under the level locks (a new snapshot in READ COMMITTED): a safety stock
+    // raised while this hold waited for them counts.
+    let safety = db::locations::safety_stock(&mut *conn, h.location_id)
+        .await?
+        .unwrap_or(0);
     let avail = |sku: &str| {
         levels
             .iter()
@@ -309,13 +317,7 @@ pub async fn expire_due(
 
 /// Background job: releases expired holds within a second of their expiry.
 pub async fn run_expiry_job(pool: PgPool, cache: Arc<StockCache>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
+    crate::jobs::periodic(&shutdown, Duration::from_millis(500), || async {
         loop {
             match expire_due(&pool, &cache, 500).await {
                 Ok(0) => break,
@@ -326,5 +328,6 @@ pub async fn run_expiry_job(pool: PgPool, cache: Arc<StockCache>, shutdown: Canc
                 }
             }
         }
-    }
+    })
+    .await
 }

@@ -263,16 +263,12 @@ pub async fn run_resync_job(
             }
         }
     }
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
+    crate::jobs::periodic(&shutdown, Duration::from_millis(500), || async {
         match cache.resync().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(skus = n, "cache caught up with PostgreSQL"),
             Err(e) => tracing::debug!(error = %e, "cache resync postponed"),
         }
-    }
+    })
+    .await
 }

@@ -13,10 +13,11 @@ mod stream;
 mod validate;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use sqlx::PgPool;
 
@@ -24,9 +25,12 @@ use crate::cache::StockCache;
 use crate::config::Subjects;
 use crate::directory::Directory;
 use crate::events_hub::ChangeHub;
+use crate::jobs::JobStatus;
 use crate::metrics::METRICS;
 use auth::Auth;
 use error::ApiError;
+pub use health::Readiness;
+pub use stream::StreamSlots;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -37,6 +41,14 @@ pub struct AppState {
     pub subjects: Subjects,
     /// Level change events fanned out to live-stream clients (`GET /v1/stream`).
     pub changes: ChangeHub,
+    /// The background jobs, alive or dead (`/readyz`, `/metrics`).
+    pub jobs: JobStatus,
+    /// The last dependency probe of `/readyz`, reused for a second.
+    pub readiness: Readiness,
+    /// Room for live streams: one slot per open `GET /v1/stream`.
+    pub streams: StreamSlots,
+    /// Longest time a request may take (the body of a live stream is not counted).
+    pub request_timeout: Duration,
 }
 
 impl AppState {
@@ -70,8 +82,25 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.request_timeout,
+            time_limit,
+        ))
         .layer(middleware::from_fn(count_requests))
         .with_state(state)
+}
+
+/// Gives up on a request that takes longer than `limit`: the client gets a 503 it may retry
+/// (a hold or route is idempotent by its id) instead of waiting on a stuck dependency. Only
+/// the making of the response is timed, so a live stream's body may last.
+async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(limit_ms = limit.as_millis() as u64, "request timed out");
+            ApiError::TimedOut(limit).into_response()
+        }
+    }
 }
 
 async fn count_requests(req: Request, next: Next) -> Response {

@@ -9,5 +9,6 @@ mod import;
 mod ingest;
 mod reconcile;
 mod reservations;
+mod resilience;
 mod routing;
 mod sse;
