@@ -14,10 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::{self, RedisStore, StockCache};
 use crate::config::{redact_url, Connections, Limits, ServeConfig, Subjects};
+use crate::db::health::DbHealth;
 use crate::db::PoolSettings;
 use crate::directory::{self, Directory};
 use crate::events_hub::{self, ChangeHub};
-use crate::http::{self, auth::Auth, AppState, Readiness, StreamSlots};
+use crate::http::{self, auth::Auth, AppState, Deadlines, Readiness, StreamSlots};
 use crate::jobs::{JobStatus, Supervisor};
 use crate::{db, ingest};
 
@@ -127,7 +128,11 @@ impl Application {
             jobs: jobs.status().clone(),
             readiness: Readiness::default(),
             streams: StreamSlots::new(config.limits.sse_max_connections),
-            request_timeout: config.limits.http_request_timeout(),
+            deadlines: Deadlines {
+                request: config.limits.http_request_timeout(),
+                db_down: config.limits.db_down_request_timeout(),
+                db: DbHealth::default(),
+            },
         };
         Ok(Application {
             listener,
@@ -174,6 +179,13 @@ impl Application {
             });
         }
         jobs.spawn("ingest", move |t| ingest::run(ingest.clone(), t));
+        {
+            let options = (*st.pool.connect_options()).clone();
+            let health = st.deadlines.db.clone();
+            jobs.spawn("postgres-watch", move |t| {
+                db::health::watch(options.clone(), health.clone(), t)
+            });
+        }
         {
             let cache = Arc::clone(&st.cache);
             // Rebuilt once at start; a restarted job only resyncs.

@@ -50,8 +50,9 @@ pub struct Connections {
     #[arg(long, env = "OMNISTOCK_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
-    /// Milliseconds a request waits for a PostgreSQL connection (from the pool, or a new one)
-    /// before it fails with 503: how fast a call needing a database that is down gives up.
+    /// Milliseconds a call waits for a PostgreSQL connection (a free one from the pool, or a
+    /// new one) before it fails (503 over HTTP). It covers queueing under load; a database
+    /// known to be down is failed faster (`OMNISTOCK_DB_DOWN_REQUEST_TIMEOUT_MS`).
     #[arg(
         long,
         env = "OMNISTOCK_DB_ACQUIRE_TIMEOUT_MS",
@@ -60,7 +61,7 @@ pub struct Connections {
     pub db_acquire_timeout_ms: u64,
 }
 
-pub const DEFAULT_DB_ACQUIRE_TIMEOUT_MS: u64 = 500;
+pub const DEFAULT_DB_ACQUIRE_TIMEOUT_MS: u64 = 5_000;
 
 impl std::fmt::Debug for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,6 +198,16 @@ pub struct Limits {
     )]
     pub http_request_timeout_seconds: u64,
 
+    /// Milliseconds an HTTP request may take while PostgreSQL is known to be unreachable (its
+    /// own watch connection was closed or stopped answering): enough for what Redis answers,
+    /// while a call needing PostgreSQL answers 503 at once instead of waiting for a connection.
+    #[arg(
+        long,
+        env = "OMNISTOCK_DB_DOWN_REQUEST_TIMEOUT_MS",
+        default_value_t = Limits::DEFAULT.db_down_request_timeout_ms
+    )]
+    pub db_down_request_timeout_ms: u64,
+
     /// Most live streams (`GET /v1/stream`) open at once; over it the API answers 503 with
     /// `Retry-After`.
     #[arg(
@@ -211,12 +222,17 @@ impl Limits {
     pub const DEFAULT: Limits = Limits {
         db_statement_timeout_ms: 30_000,
         db_lock_timeout_ms: 5_000,
-        http_request_timeout_seconds: 10,
+        http_request_timeout_seconds: 30,
+        db_down_request_timeout_ms: 500,
         sse_max_connections: 1_000,
     };
 
     pub fn http_request_timeout(&self) -> Duration {
         Duration::from_secs(self.http_request_timeout_seconds.max(1))
+    }
+
+    pub fn db_down_request_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_down_request_timeout_ms.max(1))
     }
 }
 

@@ -18,6 +18,7 @@ use crate::apply::change;
 use crate::cache::StockCache;
 use crate::db;
 use crate::db::levels::LevelRow;
+use crate::db::reservations::Inserted;
 use crate::domain::availability::available;
 use crate::domain::reservation::{self, Shortfall, Status};
 use crate::domain::routing::OrderLine;
@@ -98,13 +99,7 @@ pub async fn hold_in(
     conn: &mut PgConnection,
     h: &NewHold<'_>,
 ) -> Result<Result<Held, NotHeld>, sqlx::Error> {
-    if db::locations::safety_stock(&mut *conn, h.location_id)
-        .await?
-        .is_none()
-    {
-        return Ok(Err(NotHeld::UnknownLocation));
-    }
-    if !db::reservations::insert(
+    match db::reservations::insert(
         conn,
         h.reservation_id,
         h.location_id,
@@ -113,12 +108,14 @@ pub async fn hold_in(
     )
     .await?
     {
-        return Ok(Err(NotHeld::Exists));
+        Inserted::New => {}
+        Inserted::Exists => return Ok(Err(NotHeld::Exists)),
+        Inserted::UnknownLocation => return Ok(Err(NotHeld::UnknownLocation)),
     }
     let mut skus: Vec<&str> = h.lines.iter().map(|l| l.sku.as_str()).collect();
     skus.sort_unstable();
     let levels = db::levels::lock_at(conn, h.location_id, &skus).await?;
-    // Read again under the level locks (a new snapshot in READ COMMITTED): a safety stock
+    // Read under the level locks (a new snapshot in READ COMMITTED): a safety stock
     // raised while this hold waited for them counts.
     let safety = db::locations::safety_stock(&mut *conn, h.location_id)
         .await?

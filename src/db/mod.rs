@@ -1,6 +1,7 @@
 //! Every SQL statement of omnistock, one small function per query. Nothing else talks SQL.
 
 pub mod events;
+pub mod health;
 pub mod invariants;
 pub mod levels;
 pub mod locations;
@@ -52,14 +53,19 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
     connect_with(&PoolSettings::new(url, max_connections)).await
 }
 
-pub async fn connect_with(s: &PoolSettings<'_>) -> Result<PgPool, sqlx::Error> {
+/// The options every connection of the pool is opened with.
+pub fn connect_options(s: &PoolSettings<'_>) -> Result<PgConnectOptions, sqlx::Error> {
     let options: PgConnectOptions = s.url.parse()?;
     // Sent in the startup packet: no extra round trip per connection, and no session can
     // run without them.
-    let options = options.options([
+    Ok(options.options([
         ("statement_timeout", s.statement_timeout.as_millis()),
         ("lock_timeout", s.lock_timeout.as_millis()),
-    ]);
+    ]))
+}
+
+pub async fn connect_with(s: &PoolSettings<'_>) -> Result<PgPool, sqlx::Error> {
+    let options = connect_options(s)?;
     let pool = PgPoolOptions::new()
         .max_connections(s.max_connections)
         .acquire_timeout(s.acquire_timeout)

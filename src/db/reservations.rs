@@ -23,27 +23,44 @@ pub struct LineRow {
 
 const COLUMNS: &str = "reservation_id, location_id, status, expires_at, order_id, created_at";
 
-/// Inserts a new hold; `false` when the id is taken (the caller returns the existing one).
+/// What inserting a hold did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    /// The id is taken (the caller returns the existing one).
+    Exists,
+    UnknownLocation,
+}
+
+/// Inserts a new hold, telling an unknown location apart in the same round trip.
 pub async fn insert(
     conn: &mut PgConnection,
     id: &str,
     location_id: &str,
     expires_at: DateTime<Utc>,
     order_id: Option<&str>,
-) -> Result<bool, sqlx::Error> {
-    let inserted: Option<String> = sqlx::query_scalar(
-        "INSERT INTO reservations (reservation_id, location_id, status, expires_at, order_id)
-         VALUES ($1, $2, 'held', $3, $4)
-         ON CONFLICT (reservation_id) DO NOTHING
-         RETURNING reservation_id",
+) -> Result<Inserted, sqlx::Error> {
+    let (known, inserted): (bool, bool) = sqlx::query_as(
+        "WITH loc AS (SELECT location_id FROM locations WHERE location_id = $2),
+         ins AS (
+             INSERT INTO reservations (reservation_id, location_id, status, expires_at, order_id)
+             SELECT $1, location_id, 'held', $3, $4 FROM loc
+             ON CONFLICT (reservation_id) DO NOTHING
+             RETURNING reservation_id
+         )
+         SELECT EXISTS (SELECT 1 FROM loc), EXISTS (SELECT 1 FROM ins)",
     )
     .bind(id)
     .bind(location_id)
     .bind(expires_at)
     .bind(order_id)
-    .fetch_optional(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(inserted.is_some())
+    Ok(match (known, inserted) {
+        (_, true) => Inserted::New,
+        (true, false) => Inserted::Exists,
+        (false, false) => Inserted::UnknownLocation,
+    })
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: &str) -> Result<Option<ReservationRow>, sqlx::Error> {

@@ -86,7 +86,9 @@ struct ReadinessBody {
 /// instance out of the load balancer because the cache is down would turn a slowdown into an
 /// outage.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let probe = state.readiness.probe(&state).await;
+    let mut probe = state.readiness.probe(&state).await;
+    // The watch knows of a lost server at once; the cached probe may be a second old.
+    probe.postgres &= state.deadlines.db.is_up();
     let nats = matches!(
         state.nats.connection_state(),
         async_nats::connection::State::Connected

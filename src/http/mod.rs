@@ -23,6 +23,7 @@ use sqlx::PgPool;
 
 use crate::cache::StockCache;
 use crate::config::Subjects;
+use crate::db::health::DbHealth;
 use crate::directory::Directory;
 use crate::events_hub::ChangeHub;
 use crate::jobs::JobStatus;
@@ -47,8 +48,17 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Room for live streams: one slot per open `GET /v1/stream`.
     pub streams: StreamSlots,
-    /// Longest time a request may take (the body of a live stream is not counted).
-    pub request_timeout: Duration,
+    /// How long a request may take.
+    pub deadlines: Deadlines,
+}
+
+/// How long a request may take (making the response: the body of a live stream is not
+/// counted), normally and while PostgreSQL is known to be down.
+#[derive(Clone)]
+pub struct Deadlines {
+    pub request: Duration,
+    pub db_down: Duration,
+    pub db: DbHealth,
 }
 
 impl AppState {
@@ -83,22 +93,29 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
-            state.request_timeout,
+            state.deadlines.clone(),
             time_limit,
         ))
         .layer(middleware::from_fn(count_requests))
         .with_state(state)
 }
 
-/// Gives up on a request that takes longer than `limit`: the client gets a 503 it may retry
-/// (a hold or route is idempotent by its id) instead of waiting on a stuck dependency. Only
-/// the making of the response is timed, so a live stream's body may last.
-async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(limit_ms = limit.as_millis() as u64, "request timed out");
-            ApiError::TimedOut(limit).into_response()
+/// Gives up on a request that takes too long: the client gets a 503 it may retry (a hold or
+/// route is idempotent by its id) instead of waiting on a stuck dependency. While PostgreSQL
+/// is down the bound is short: what Redis answers still gets through, and a call needing
+/// PostgreSQL fails fast instead of queueing for a connection that cannot come.
+async fn time_limit(State(d): State<Deadlines>, req: Request, next: Next) -> Response {
+    // A request already running when PostgreSQL goes down gets the short bound from then on.
+    let db_down_for_a_while = async {
+        d.db.down().await;
+        tokio::time::sleep(d.db_down).await;
+    };
+    tokio::select! {
+        response = next.run(req) => response,
+        () = db_down_for_a_while => ApiError::Unavailable("PostgreSQL").into_response(),
+        () = tokio::time::sleep(d.request) => {
+            tracing::warn!(limit_ms = d.request.as_millis() as u64, "request timed out");
+            ApiError::TimedOut(d.request).into_response()
         }
     }
 }
