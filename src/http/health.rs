@@ -30,6 +30,9 @@ async fn healthz() -> Json<serde_json::Value> {
 /// How long one probe of PostgreSQL and Redis answers `/readyz`: a load balancer polling
 /// every instance often must not cost a pool connection per call.
 pub const PROBE_TTL: Duration = Duration::from_secs(1);
+/// A dependency slower than this to answer a probe counts as down; short enough for the
+/// answer to come before any request deadline, so `/readyz` always answers with its own body.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 
 #[derive(Debug, Clone, Copy)]
 struct Probe {
@@ -53,11 +56,25 @@ impl Readiness {
                 return p;
             }
         }
-        let (pg, redis) = tokio::join!(db::ping(&state.pool), state.cache.ping());
+        // Known down: no need to wait for a connection that cannot come.
+        let db_up = state.deadlines.db.is_up();
+        let pg = async {
+            db_up
+                && matches!(
+                    tokio::time::timeout(PROBE_TIMEOUT, db::ping(&state.pool)).await,
+                    Ok(Ok(()))
+                )
+        };
+        let redis = async {
+            tokio::time::timeout(PROBE_TIMEOUT, state.cache.ping())
+                .await
+                .unwrap_or(false)
+        };
+        let (postgres, redis) = tokio::join!(pg, redis);
         metrics::METRICS.readiness_probes.inc();
         let p = Probe {
             at: Instant::now(),
-            postgres: pg.is_ok(),
+            postgres,
             redis,
         };
         *last = Some(p);

@@ -282,6 +282,11 @@ async fn a_hold_answers_503_within_a_second_when_postgres_is_unreachable() {
             "attempt {attempt}: a hold with PostgreSQL unreachable took {elapsed:?}"
         );
     }
+    // Readiness says so with its own body (for load balancers), not an error body.
+    let (status, body) = app.get("/readyz", "").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(body["checks"]["postgres"], "down", "{body}");
 }
 
 #[tokio::test]
