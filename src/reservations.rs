@@ -115,11 +115,14 @@ pub async fn hold_in(
     let mut skus: Vec<&str> = h.lines.iter().map(|l| l.sku.as_str()).collect();
     skus.sort_unstable();
     let levels = db::levels::lock_at(conn, h.location_id, &skus).await?;
-    // Read under the level locks (a new snapshot in READ COMMITTED): a safety stock
-    // raised while this hold waited for them counts.
-    let safety = db::locations::safety_stock(&mut *conn, h.location_id)
-        .await?
-        .unwrap_or(0);
+    let quantities: Vec<i64> = h.lines.iter().map(|l| l.quantity).collect();
+    let line_skus: Vec<&str> = h.lines.iter().map(|l| l.sku.as_str()).collect();
+    // Reserved first, checked after (a short hold is rolled back by the caller): the update
+    // reads the safety stock in its own snapshot, taken with the level locks held, so a
+    // safety stock raised while this hold waited for them counts, at no extra round trip
+    // inside the locks.
+    let (changed, safety) =
+        db::reservations::add_held_at(conn, h.location_id, &line_skus, &quantities).await?;
     let avail = |sku: &str| {
         levels
             .iter()
@@ -129,10 +132,6 @@ pub async fn hold_in(
     if let Err(short) = reservation::check(h.lines, avail) {
         return Ok(Err(NotHeld::Short(short)));
     }
-    let quantities: Vec<i64> = h.lines.iter().map(|l| l.quantity).collect();
-    let line_skus: Vec<&str> = h.lines.iter().map(|l| l.sku.as_str()).collect();
-    let locations = vec![h.location_id; line_skus.len()];
-    let changed = db::reservations::add_reserved(conn, &locations, &line_skus, &quantities).await?;
     db::reservations::insert_lines(conn, h.reservation_id, &line_skus, &quantities).await?;
     let held: HashMap<&str, i64> = h
         .lines

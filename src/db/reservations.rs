@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection, PgExecutor};
 
-use super::levels::LevelRow;
+use super::levels::{LevelRow, LevelWithSafety};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ReservationRow {
@@ -213,6 +213,34 @@ pub async fn add_reserved(
     .bind(deltas)
     .fetch_all(conn)
     .await
+}
+
+/// Adds new holds to `reserved` of locked levels at one location, bumping their versions;
+/// returns the levels after, and the location's safety stock as this statement sees it (its
+/// snapshot is taken after the caller locked the levels).
+pub async fn add_held_at(
+    conn: &mut PgConnection,
+    location_id: &str,
+    skus: &[&str],
+    quantities: &[i64],
+) -> Result<(Vec<LevelRow>, i64), sqlx::Error> {
+    let rows: Vec<LevelWithSafety> = sqlx::query_as(
+        "UPDATE stock_levels AS s SET reserved = s.reserved + n.q, version = s.version + 1,
+                updated_at = now()
+         FROM UNNEST($2::text[], $3::int8[]) AS n(sku, q)
+         WHERE s.location_id = $1 AND s.sku = n.sku
+         RETURNING s.location_id, s.sku, s.on_hand, s.reserved, s.in_transit, s.version,
+                   s.last_count_at, s.last_movement_at,
+                   (SELECT safety_stock FROM locations l WHERE l.location_id = s.location_id)
+                   AS safety_stock",
+    )
+    .bind(location_id)
+    .bind(skus)
+    .bind(quantities)
+    .fetch_all(conn)
+    .await?;
+    let safety = rows.first().map_or(0, |r| r.safety_stock);
+    Ok((rows.into_iter().map(|r| r.level).collect(), safety))
 }
 
 pub async fn clear_held(conn: &mut PgConnection, ids: &[String]) -> Result<(), sqlx::Error> {
