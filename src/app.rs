@@ -1,7 +1,7 @@
 //! The daemon: build every part (so tests can build one on a random port), then run until told
 //! to stop, and drain.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,28 +10,31 @@ use anyhow::Context;
 use async_nats::jetstream;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{self, RedisStore, StockCache};
-use crate::config::{Connections, ServeConfig, Subjects};
+use crate::config::{redact_url, Connections, Limits, ServeConfig, Subjects};
+use crate::db::health::DbHealth;
+use crate::db::PoolSettings;
 use crate::directory::{self, Directory};
 use crate::events_hub::{self, ChangeHub};
-use crate::http::{self, auth::Auth, AppState};
+use crate::http::{self, auth::Auth, AppState, Deadlines, Readiness, StreamSlots};
+use crate::jobs::{JobStatus, Supervisor};
 use crate::{db, ingest};
 
-/// Connects to NATS (user and password, if any, ride in the URL).
+/// Connects to NATS (user and password, if any, ride in the URL, and never reach a log).
 pub async fn connect_nats(c: &Connections) -> anyhow::Result<async_nats::Client> {
     let options = async_nats::ConnectOptions::new()
         .name("omnistock")
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5));
+    let shown = redact_url(&c.nats_url);
     // retry_on_initial_connect makes connect() return at once; wait briefly for the first
     // connection so a wrong URL is reported at start rather than as a silent stall.
     let client = options
         .connect(&c.nats_url)
         .await
-        .with_context(|| format!("connecting to NATS at {}", c.nats_url))?;
+        .with_context(|| format!("connecting to NATS at {shown}"))?;
     for _ in 0..50 {
         if matches!(
             client.connection_state(),
@@ -41,13 +44,30 @@ pub async fn connect_nats(c: &Connections) -> anyhow::Result<async_nats::Client>
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    anyhow::bail!("NATS at {} did not answer within 5 seconds", c.nats_url)
+    anyhow::bail!("NATS at {shown} did not answer within 5 seconds")
 }
 
+/// The pool of one-off commands: no statement or lock bound (an import or export may rightly
+/// run one long statement).
 pub async fn connect_db(c: &Connections) -> anyhow::Result<PgPool> {
-    db::connect(&c.database_url, c.db_max_connections)
+    let mut settings = PoolSettings::new(&c.database_url, c.db_max_connections);
+    settings.acquire_timeout = c.db_acquire_timeout();
+    db::connect_with(&settings)
         .await
         .context("connecting to PostgreSQL (DATABASE_URL)")
+}
+
+/// The daemon's pool: every session runs under the configured statement and lock timeouts.
+async fn connect_daemon_db(c: &Connections, limits: &Limits) -> anyhow::Result<PgPool> {
+    db::connect_with(&PoolSettings {
+        url: &c.database_url,
+        max_connections: c.db_max_connections,
+        acquire_timeout: c.db_acquire_timeout(),
+        statement_timeout: Duration::from_millis(limits.db_statement_timeout_ms),
+        lock_timeout: Duration::from_millis(limits.db_lock_timeout_ms),
+    })
+    .await
+    .context("connecting to PostgreSQL (DATABASE_URL)")
 }
 
 pub struct Application {
@@ -56,12 +76,14 @@ pub struct Application {
     auth: Auth,
     ingest: ingest::Ingest,
     config: ServeConfig,
+    shutdown: CancellationToken,
+    jobs: Supervisor,
 }
 
 impl Application {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         let c = &config.connections;
-        let pool = connect_db(c).await?;
+        let pool = connect_daemon_db(c, &config.limits).await?;
         if config.migrate_on_start {
             db::migrate(&pool).await.context("applying migrations")?;
         }
@@ -81,7 +103,8 @@ impl Application {
         crate::outbox::ensure_streams(&js, &subjects).await?;
         crate::events::set_default_low_stock_threshold(config.low_stock_threshold);
         let store = RedisStore::new(&c.redis_url, &c.redis_prefix).context("REDIS_URL")?;
-        let cache = StockCache::new(store, pool.clone());
+        let db_health = DbHealth::default();
+        let cache = StockCache::with_db_health(store, pool.clone(), db_health.clone());
         let directory = Directory::load(&pool).await?;
         let listener = TcpListener::bind(config.http_addr)
             .await
@@ -101,6 +124,8 @@ impl Application {
             ack_wait: config.ack_wait(),
             max_deliver: config.ingest_max_deliver,
         };
+        let shutdown = CancellationToken::new();
+        let jobs = Supervisor::new(shutdown.clone(), JobStatus::default());
         let state = AppState {
             pool,
             cache,
@@ -108,6 +133,14 @@ impl Application {
             nats,
             subjects,
             changes: ChangeHub::default(),
+            jobs: jobs.status().clone(),
+            readiness: Readiness::default(),
+            streams: StreamSlots::new(config.limits.sse_max_connections),
+            deadlines: Deadlines {
+                request: config.limits.http_request_timeout(),
+                db_down: config.limits.db_down_request_timeout(),
+                db: db_health,
+            },
         };
         Ok(Application {
             listener,
@@ -115,6 +148,8 @@ impl Application {
             auth,
             ingest,
             config,
+            shutdown,
+            jobs,
         })
     }
 
@@ -122,70 +157,84 @@ impl Application {
         self.listener.local_addr().unwrap_or(self.config.http_addr)
     }
 
+    /// The supervisor of the background jobs, to add one before running (a plugin, a test).
+    pub fn jobs(&mut self) -> &mut Supervisor {
+        &mut self.jobs
+    }
+
     /// Serves and consumes until `shutdown` completes, then stops taking requests and
-    /// messages, lets the batch in hand commit and ack, and returns.
+    /// messages, lets the batch in hand commit and ack, and returns. Open requests and streams,
+    /// then background jobs, each get at most `shutdown_grace_seconds`.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let token = CancellationToken::new();
-        let mut jobs = JoinSet::new();
-        let addr = self.local_addr();
-        let st = &self.state;
-        jobs.spawn(named(
-            "outbox-relay",
-            crate::outbox::run_relay(
-                st.pool.clone(),
-                self.ingest.js.clone(),
-                st.subjects.clone(),
-                token.clone(),
-            ),
-        ));
-        jobs.spawn(named("ingest", ingest::run(self.ingest, token.clone())));
-        jobs.spawn(named(
-            "cache-resync",
-            cache::run_resync_job(
-                Arc::clone(&st.cache),
-                self.config.cache_rebuild_on_start,
-                token.clone(),
-            ),
-        ));
-        jobs.spawn(named(
-            "reservation-expiry",
-            crate::reservations::run_expiry_job(
-                st.pool.clone(),
-                Arc::clone(&st.cache),
-                token.clone(),
-            ),
-        ));
-        jobs.spawn(named(
-            "location-refresh",
-            directory::run_refresh_job(
-                st.directory.clone(),
-                st.pool.clone(),
-                st.nats.clone(),
-                st.subjects.locations_changed(),
-                token.clone(),
-            ),
-        ));
-        jobs.spawn(named(
-            "change-fanout",
-            events_hub::run_fanout_job(
-                st.changes.clone(),
-                st.nats.clone(),
-                st.subjects.clone(),
-                token.clone(),
-            ),
-        ));
-        jobs.spawn(named(
-            "reconcile",
-            crate::reconcile::run_job(
-                st.pool.clone(),
-                Arc::clone(&st.cache),
-                Duration::from_secs(self.config.reconcile_interval_seconds),
-                token.clone(),
-            ),
-        ));
+        let Application {
+            listener,
+            state,
+            auth,
+            ingest,
+            config,
+            shutdown: token,
+            mut jobs,
+        } = self;
+        let addr = listener.local_addr().unwrap_or(config.http_addr);
+        let st = &state;
+        {
+            let (pool, js, subjects) = (st.pool.clone(), ingest.js.clone(), st.subjects.clone());
+            jobs.spawn("outbox-relay", move |t| {
+                crate::outbox::run_relay(pool.clone(), js.clone(), subjects.clone(), t)
+            });
+        }
+        jobs.spawn("ingest", move |t| ingest::run(ingest.clone(), t));
+        {
+            let options = (*st.pool.connect_options()).clone();
+            let health = st.deadlines.db.clone();
+            jobs.spawn("postgres-watch", move |t| {
+                db::health::watch(options.clone(), health.clone(), t)
+            });
+        }
+        {
+            let cache = Arc::clone(&st.cache);
+            // Rebuilt once at start; a restarted job only resyncs.
+            let mut rebuild = config.cache_rebuild_on_start;
+            jobs.spawn("cache-resync", move |t| {
+                let first = std::mem::take(&mut rebuild);
+                cache::run_resync_job(Arc::clone(&cache), first, t)
+            });
+        }
+        {
+            let (pool, cache) = (st.pool.clone(), Arc::clone(&st.cache));
+            jobs.spawn("reservation-expiry", move |t| {
+                crate::reservations::run_expiry_job(pool.clone(), Arc::clone(&cache), t)
+            });
+        }
+        {
+            let (directory, pool, nats) = (st.directory.clone(), st.pool.clone(), st.nats.clone());
+            let subject = st.subjects.locations_changed();
+            jobs.spawn("location-refresh", move |t| {
+                directory::run_refresh_job(
+                    directory.clone(),
+                    pool.clone(),
+                    nats.clone(),
+                    subject.clone(),
+                    t,
+                )
+            });
+        }
+        {
+            let (hub, nats, subjects) = (st.changes.clone(), st.nats.clone(), st.subjects.clone());
+            jobs.spawn("change-fanout", move |t| {
+                events_hub::run_fanout_job(hub.clone(), nats.clone(), subjects.clone(), t)
+            });
+        }
+        {
+            let (pool, cache) = (st.pool.clone(), Arc::clone(&st.cache));
+            let interval = Duration::from_secs(config.reconcile_interval_seconds);
+            jobs.spawn("reconcile", move |t| {
+                crate::reconcile::run_job(pool.clone(), Arc::clone(&cache), interval, t)
+            });
+        }
         let trigger = token.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -193,33 +242,34 @@ impl Application {
         });
 
         tracing::info!(%addr, "omnistock serving");
-        let app = http::router(self.state.clone(), self.auth);
-        let served = axum::serve(self.listener, app)
+        let grace = Duration::from_secs(config.shutdown_grace_seconds);
+        let app = http::router(state.clone(), auth);
+        let server = axum::serve(listener, app)
             .with_graceful_shutdown(token.clone().cancelled_owned())
-            .await;
+            .into_future();
+        // Graceful shutdown waits for every open connection; a client that never finishes
+        // its request must not keep the daemon alive past the grace.
+        let served = tokio::select! {
+            served = server => served,
+            () = async { token.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("open HTTP connections did not finish within {grace:?}; closing them");
+                Ok(())
+            }
+        };
         token.cancel();
 
-        let grace = Duration::from_secs(self.config.shutdown_grace_seconds);
-        let drained =
-            tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
-            tracing::warn!("background jobs did not stop within {grace:?}; aborting them");
-            jobs.abort_all();
+        if !jobs.join(grace).await {
+            tracing::warn!("background jobs did not stop within {grace:?}; aborted them");
         }
         // Draining closes the connection, so the server drops this daemon's pending pull
         // requests at once instead of delivering to them until they time out.
-        if let Err(e) = self.state.nats.drain().await {
-            tracing::warn!(error = %e, "NATS drain at shutdown failed");
+        match tokio::time::timeout(grace, state.nats.drain()).await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "NATS drain at shutdown failed"),
+            Err(_) => tracing::warn!("NATS drain did not finish within {grace:?}"),
+            Ok(Ok(())) => {}
         }
-        self.state.pool.close().await;
+        state.pool.close().await;
         tracing::info!("omnistock stopped");
         served.context("HTTP server failed")
     }
-}
-
-/// Runs a background job inside a span carrying its name, and logs when it ends.
-async fn named(name: &'static str, job: impl Future<Output = ()>) {
-    use tracing::Instrument;
-    job.instrument(tracing::info_span!("job", name)).await;
-    tracing::debug!(job = name, "background job finished");
 }

@@ -8,20 +8,32 @@ use clap::Args;
 
 use crate::http::auth::ApiKeys;
 
-/// Where the three servers are. Needed by every command that touches the truth.
-#[derive(Debug, Clone, Args)]
+/// Where the three servers are. Needed by every command that touches the truth. The URLs may
+/// carry passwords: `--help` does not print their values from the environment, and `Debug`
+/// prints them redacted.
+#[derive(Clone, Args)]
 pub struct Connections {
     /// PostgreSQL URL, e.g. `postgres://omnistock@127.0.0.1:5432/omnistock`.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
 
     /// Redis URL of the hot cache, e.g. `redis://127.0.0.1:6379/`.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/",
+        hide_env_values = true
+    )]
     pub redis_url: String,
 
     /// NATS URL, e.g. `nats://127.0.0.1:4222`; a user and password may ride in it
     /// (`nats://user:pass@host:4222`).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     pub nats_url: String,
 
     /// First token of every NATS subject omnistock uses: `<prefix>.movements.<location_id>`,
@@ -37,6 +49,55 @@ pub struct Connections {
     /// Most PostgreSQL connections this process opens.
     #[arg(long, env = "OMNISTOCK_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+
+    /// Milliseconds a call waits for a PostgreSQL connection (a free one from the pool, or a
+    /// new one) before it fails (503 over HTTP). It covers queueing under load; a database
+    /// known to be down is failed faster (`OMNISTOCK_DB_DOWN_REQUEST_TIMEOUT_MS`).
+    #[arg(
+        long,
+        env = "OMNISTOCK_DB_ACQUIRE_TIMEOUT_MS",
+        default_value_t = DEFAULT_DB_ACQUIRE_TIMEOUT_MS
+    )]
+    pub db_acquire_timeout_ms: u64,
+}
+
+pub const DEFAULT_DB_ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("nats_url", &redact_url(&self.nats_url))
+            .field("subject_prefix", &self.subject_prefix)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("db_acquire_timeout_ms", &self.db_acquire_timeout_ms)
+            .finish()
+    }
+}
+
+/// A server URL (or a comma-separated list of them) fit for a log: any `user:password@` or
+/// `token@` is replaced by `***@`.
+pub fn redact_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let authority_at = url.find("://").map_or(0, |i| i + 3);
+            let rest = &url[authority_at..];
+            let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..authority_len].rfind('@') {
+                Some(at) => format!("{}***{}", &url[..authority_at], &rest[at..]),
+                None => url.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Connections {
+    pub fn db_acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_acquire_timeout_ms.max(1))
+    }
 }
 
 /// Settings of the daemon (`omnistock serve`).
@@ -107,9 +168,87 @@ pub struct ServeConfig {
     #[arg(long, env = "OMNISTOCK_LOW_STOCK_THRESHOLD", default_value_t = 2)]
     pub low_stock_threshold: i64,
 
-    /// Seconds the daemon waits for in-flight work to finish after SIGTERM / Ctrl-C.
+    /// Seconds the daemon waits for in-flight work to finish after SIGTERM / Ctrl-C: open
+    /// requests and streams, then background jobs, each get at most this long.
     #[arg(long, env = "OMNISTOCK_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
+
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Bounds on waiting and on open connections, so that nothing waits forever.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Milliseconds one SQL statement of the daemon may run before PostgreSQL cancels it
+    /// (`statement_timeout`; 0 turns it off). The request answers 503 with `Retry-After`.
+    #[arg(
+        long,
+        env = "OMNISTOCK_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = Limits::DEFAULT.db_statement_timeout_ms
+    )]
+    pub db_statement_timeout_ms: u64,
+
+    /// Milliseconds a statement of the daemon waits for a row lock (`lock_timeout`; 0 turns
+    /// it off). The request answers 503 with `Retry-After`; a movement batch is retried.
+    #[arg(
+        long,
+        env = "OMNISTOCK_DB_LOCK_TIMEOUT_MS",
+        default_value_t = Limits::DEFAULT.db_lock_timeout_ms
+    )]
+    pub db_lock_timeout_ms: u64,
+
+    /// Seconds an HTTP request may take before the daemon gives up on it and answers 503
+    /// (the live stream `/v1/stream` is exempt: it is open by design).
+    #[arg(
+        long,
+        env = "OMNISTOCK_HTTP_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = Limits::DEFAULT.http_request_timeout_seconds
+    )]
+    pub http_request_timeout_seconds: u64,
+
+    /// Milliseconds an HTTP request may take while PostgreSQL is known to be unreachable (its
+    /// own watch connection was closed or stopped answering): enough for what Redis answers,
+    /// while a call needing PostgreSQL answers 503 at once instead of waiting for a connection.
+    #[arg(
+        long,
+        env = "OMNISTOCK_DB_DOWN_REQUEST_TIMEOUT_MS",
+        default_value_t = Limits::DEFAULT.db_down_request_timeout_ms
+    )]
+    pub db_down_request_timeout_ms: u64,
+
+    /// Most live streams (`GET /v1/stream`) open at once; over it the API answers 503 with
+    /// `Retry-After`.
+    #[arg(
+        long,
+        env = "OMNISTOCK_SSE_MAX_CONNECTIONS",
+        default_value_t = Limits::DEFAULT.sse_max_connections
+    )]
+    pub sse_max_connections: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        db_statement_timeout_ms: 30_000,
+        db_lock_timeout_ms: 5_000,
+        http_request_timeout_seconds: 30,
+        db_down_request_timeout_ms: 500,
+        sse_max_connections: 1_000,
+    };
+
+    pub fn http_request_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_request_timeout_seconds.max(1))
+    }
+
+    pub fn db_down_request_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_down_request_timeout_ms.max(1))
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
 }
 
 impl ServeConfig {
@@ -214,6 +353,42 @@ impl Subjects {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_reach_a_log() {
+        assert_eq!(
+            redact_url("nats://omni:s3cret@nats.internal:4222"),
+            "nats://***@nats.internal:4222"
+        );
+        assert_eq!(
+            redact_url("tls://tok3n@10.0.0.1:4222/x?y=z"),
+            "tls://***@10.0.0.1:4222/x?y=z"
+        );
+        assert_eq!(
+            redact_url("nats://a:b@h1:4222,nats://h2:4222,c:p@w@h3"),
+            "nats://***@h1:4222,nats://h2:4222,***@h3"
+        );
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        // An `@` after the authority is not a credential.
+        assert_eq!(redact_url("nats://h:1/a@b"), "nats://h:1/a@b");
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let c = Connections {
+            database_url: "postgres://omni:pgs3cret@db/omnistock".into(),
+            redis_url: "redis://:rs3cret@cache:6379/".into(),
+            nats_url: "nats://tok3n@nats:4222".into(),
+            subject_prefix: "inventory".into(),
+            redis_prefix: "omnistock".into(),
+            db_max_connections: 1,
+            db_acquire_timeout_ms: 1,
+        };
+        let shown = format!("{c:?}");
+        for secret in ["pgs3cret", "rs3cret", "tok3n"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 
     #[test]
     fn subjects_follow_the_prefix() {

@@ -24,6 +24,7 @@ pub mod failpoint;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod jobs;
 pub mod loadgen;
 pub mod metrics;
 pub mod outbox;

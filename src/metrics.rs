@@ -95,6 +95,8 @@ pub struct Metrics {
     pub change_events_received: Counter,
     pub sse_lagged_events: Counter,
     pub sse_clients: Gauge,
+    pub sse_refused: Counter,
+    pub readiness_probes: Counter,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -118,6 +120,8 @@ pub static METRICS: Metrics = Metrics {
     change_events_received: Counter::new(),
     sse_lagged_events: Counter::new(),
     sse_clients: Gauge::new(),
+    sse_refused: Counter::new(),
+    readiness_probes: Counter::new(),
 };
 
 /// What the last reconciliation run found (see `reconcile`): counts of levels and SKUs.
@@ -386,6 +390,18 @@ pub fn render(gauges: &[(&str, &str, i64)]) -> String {
         out,
         "# HELP omnistock_sse_clients Live-stream clients (GET /v1/stream) connected.\n# TYPE omnistock_sse_clients gauge\nomnistock_sse_clients {}",
         m.sse_clients.get()
+    );
+    counter(
+        &mut out,
+        "omnistock_sse_refused_total",
+        "Live-stream connections refused because the most allowed were open.",
+        m.sse_refused.get(),
+    );
+    counter(
+        &mut out,
+        "omnistock_readiness_probes_total",
+        "Probes of PostgreSQL and Redis made for /readyz (one answers it for a second).",
+        m.readiness_probes.get(),
     );
     reconciliation(&mut out, &RECONCILIATION);
     for (name, help, value) in gauges {

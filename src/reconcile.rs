@@ -430,17 +430,14 @@ pub async fn run_job(
 ) {
     if interval.is_zero() {
         tracing::debug!("periodic reconciliation is off");
-        return;
+        // Not an end: the supervisor would take a returning job for a dead one.
+        return shutdown.cancelled().await;
     }
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(interval) => {}
-        }
+    crate::jobs::periodic(&shutdown, interval, || async {
         // Stopping mid-run at shutdown is safe: at worst an entry was deleted and not yet
         // rewritten, which readers treat as a miss and fill from PostgreSQL.
         let outcome = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => return,
             r = run(&pool, cache.store(), true) => r,
         };
         match outcome {
@@ -450,7 +447,8 @@ pub async fn run_job(
                 tracing::warn!(error = %format!("{e:#}"), "reconciliation failed; retrying at the next interval");
             }
         }
-    }
+    })
+    .await
 }
 
 fn record(report: &Report) {

@@ -19,6 +19,7 @@ use crate::cache::StockCache;
 use crate::commit;
 use crate::db;
 use crate::db::levels::LevelRow;
+use crate::db::reservations::Inserted;
 use crate::domain::availability::available;
 use crate::domain::reservation::{self, Shortfall, Status};
 use crate::domain::routing::OrderLine;
@@ -98,10 +99,7 @@ pub async fn hold_in(
     conn: &mut PgConnection,
     h: &NewHold<'_>,
 ) -> Result<Result<Held, NotHeld>, sqlx::Error> {
-    let Some(safety) = db::locations::safety_stock(&mut *conn, h.location_id).await? else {
-        return Ok(Err(NotHeld::UnknownLocation));
-    };
-    if !db::reservations::insert(
+    match db::reservations::insert(
         conn,
         h.reservation_id,
         h.location_id,
@@ -110,11 +108,21 @@ pub async fn hold_in(
     )
     .await?
     {
-        return Ok(Err(NotHeld::Exists));
+        Inserted::New => {}
+        Inserted::Exists => return Ok(Err(NotHeld::Exists)),
+        Inserted::UnknownLocation => return Ok(Err(NotHeld::UnknownLocation)),
     }
     let mut skus: Vec<&str> = h.lines.iter().map(|l| l.sku.as_str()).collect();
     skus.sort_unstable();
     let levels = db::levels::lock_at(conn, h.location_id, &skus).await?;
+    let quantities: Vec<i64> = h.lines.iter().map(|l| l.quantity).collect();
+    let line_skus: Vec<&str> = h.lines.iter().map(|l| l.sku.as_str()).collect();
+    // Reserved first, checked after (a short hold is rolled back by the caller): the update
+    // reads the safety stock in its own snapshot, taken with the level locks held, so a
+    // safety stock raised while this hold waited for them counts, at no extra round trip
+    // inside the locks.
+    let (changed, safety) =
+        db::reservations::add_held_at(conn, h.location_id, &line_skus, &quantities).await?;
     let avail = |sku: &str| {
         levels
             .iter()
@@ -124,10 +132,6 @@ pub async fn hold_in(
     if let Err(short) = reservation::check(h.lines, avail) {
         return Ok(Err(NotHeld::Short(short)));
     }
-    let quantities: Vec<i64> = h.lines.iter().map(|l| l.quantity).collect();
-    let line_skus: Vec<&str> = h.lines.iter().map(|l| l.sku.as_str()).collect();
-    let locations = vec![h.location_id; line_skus.len()];
-    let changed = db::reservations::add_reserved(conn, &locations, &line_skus, &quantities).await?;
     db::reservations::insert_lines(conn, h.reservation_id, &line_skus, &quantities).await?;
     let held: HashMap<&str, i64> = h
         .lines
@@ -303,13 +307,7 @@ pub async fn expire_due(
 
 /// Background job: releases expired holds within a second of their expiry.
 pub async fn run_expiry_job(pool: PgPool, cache: Arc<StockCache>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
+    crate::jobs::periodic(&shutdown, Duration::from_millis(500), || async {
         loop {
             match expire_due(&pool, &cache, 500).await {
                 Ok(0) => break,
@@ -320,5 +318,6 @@ pub async fn run_expiry_job(pool: PgPool, cache: Arc<StockCache>, shutdown: Canc
                 }
             }
         }
-    }
+    })
+    .await
 }

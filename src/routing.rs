@@ -81,13 +81,13 @@ async fn candidates(
 ) -> Result<Vec<Candidate>, sqlx::Error> {
     let skus: Vec<String> = lines.iter().map(|l| l.sku.clone()).collect();
     let levels: Vec<LevelRow> = db::levels::for_skus(&mut *conn, &skus).await?;
-    let routed = db::orders::routed_today(&mut *conn).await?;
+    // From PostgreSQL, not the directory: another daemon may have changed a capacity since
+    // this one last refreshed its locations.
+    let capacity = db::orders::capacity_left(&mut *conn).await?;
     let mut out: HashMap<&str, Candidate> = locations
         .values()
         .map(|l| {
-            let capacity_left = l
-                .daily_order_capacity
-                .map(|c| c - routed.get(&l.location_id).copied().unwrap_or(0));
+            let capacity_left = capacity.get(&l.location_id).copied();
             (
                 l.location_id.as_str(),
                 Candidate {
@@ -217,7 +217,8 @@ async fn try_route(
         return Ok(Some(Routed::Replay(previous)));
     }
     let locations = directory.snapshot();
-    let outcome = decide(order, &candidates(&mut tx, &locations, &order.lines).await?);
+    let candidates = candidates(&mut tx, &locations, &order.lines).await?;
+    let outcome = decide(order, &candidates);
     if outcome.assignments.is_empty() {
         return Ok(Some(Routed::NoOption(outcome)));
     }
@@ -233,13 +234,16 @@ async fn try_route(
     let mut changes = Vec::new();
     for &i in &order_of {
         let a = &outcome.assignments[i];
-        let capacity = locations
-            .get(&a.location_id)
-            .and_then(|l| l.daily_order_capacity);
-        if let Some(cap) = capacity {
+        let limited = candidates
+            .iter()
+            .any(|c| c.location_id == a.location_id && c.capacity_left.is_some());
+        if limited {
             // Serialises routing to this location, so two orders cannot take its last slot.
             db::locations::lock_for_routing(&mut tx, &a.location_id).await?;
-            if db::orders::routed_today_at(&mut tx, &a.location_id).await? >= cap {
+            if db::orders::capacity_left_at(&mut tx, &a.location_id)
+                .await?
+                .is_some_and(|left| left <= 0)
+            {
                 return Ok(None);
             }
         }

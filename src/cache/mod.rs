@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub use store::{Read, RedisStore};
 
 use crate::db;
+use crate::db::health::DbHealth;
 use crate::db::levels::LevelRow;
 use crate::domain::availability::LevelQuantities;
 use crate::metrics::METRICS;
@@ -59,6 +60,7 @@ pub struct StockCache {
     /// Set when PostgreSQL failed a read: for a moment, reads Redis can answer completely are
     /// served from it without waiting for the pool.
     database_breaker: Mutex<Option<Instant>>,
+    db: DbHealth,
 }
 
 /// A read's answer: levels per SKU asked, where they came from, and how old they may be.
@@ -84,7 +86,14 @@ impl Answer {
 
 impl StockCache {
     pub fn new(store: RedisStore, pool: PgPool) -> Arc<Self> {
+        Self::with_db_health(store, pool, DbHealth::default())
+    }
+
+    /// A cache that knows, from the daemon's PostgreSQL watch, when PostgreSQL is down: reads
+    /// are then served from Redis at once instead of waiting for the pool.
+    pub fn with_db_health(store: RedisStore, pool: PgPool, db: DbHealth) -> Arc<Self> {
         Arc::new(StockCache {
+            db,
             store,
             pool,
             dirty: Mutex::new(HashSet::new()),
@@ -143,7 +152,7 @@ impl StockCache {
     }
 
     fn database_down(&self) -> bool {
-        Self::open(&self.database_breaker)
+        !self.db.is_up() || Self::open(&self.database_breaker)
     }
 
     fn tripped(&self, e: &dyn std::fmt::Display, what: &str) {
@@ -372,13 +381,7 @@ pub async fn run_resync_job(
             }
         }
     }
-    let mut tick = tokio::time::interval(sync::INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
+    crate::jobs::periodic(&shutdown, sync::INTERVAL, || async {
         if let Err(e) = sync::catch_up(&cache).await {
             tracing::debug!(error = %e, "cache sync postponed; reads use PostgreSQL meanwhile");
         }
@@ -387,5 +390,6 @@ pub async fn run_resync_job(
             Ok(n) => tracing::info!(skus = n, "cache caught up with PostgreSQL"),
             Err(e) => tracing::debug!(error = %e, "cache resync postponed"),
         }
-    }
+    })
+    .await
 }

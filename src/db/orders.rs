@@ -62,29 +62,36 @@ pub async fn insert_assignment(
     .map(|_| ())
 }
 
-/// Orders routed today (each location's today) per location.
-pub async fn routed_today(db: impl PgExecutor<'_>) -> Result<HashMap<String, i64>, sqlx::Error> {
+/// What is left of today's order capacity (each location's today) at every location that has
+/// a capacity; a location absent from the map has none.
+pub async fn capacity_left(db: impl PgExecutor<'_>) -> Result<HashMap<String, i64>, sqlx::Error> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT c.location_id, c.orders FROM daily_order_counts c
-         JOIN locations l USING (location_id)
-         WHERE c.local_date = (now() AT TIME ZONE l.timezone)::date",
+        "SELECT l.location_id, l.daily_order_capacity - coalesce(c.orders, 0)
+         FROM locations l
+         LEFT JOIN daily_order_counts c ON c.location_id = l.location_id
+              AND c.local_date = (now() AT TIME ZONE l.timezone)::date
+         WHERE l.daily_order_capacity IS NOT NULL",
     )
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().collect())
 }
 
-/// Orders routed today at one location (read under the location's lock).
-pub async fn routed_today_at(
+/// What is left of today's capacity at one location, `None` when it has no capacity (read
+/// under the location's routing lock, so the capacity itself is current too).
+pub async fn capacity_left_at(
     conn: &mut PgConnection,
     location_id: &str,
-) -> Result<i64, sqlx::Error> {
-    let n: Option<i64> = sqlx::query_scalar(
-        "SELECT c.orders FROM daily_order_counts c JOIN locations l USING (location_id)
-         WHERE c.location_id = $1 AND c.local_date = (now() AT TIME ZONE l.timezone)::date",
+) -> Result<Option<i64>, sqlx::Error> {
+    let left: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT l.daily_order_capacity - coalesce(c.orders, 0)
+         FROM locations l
+         LEFT JOIN daily_order_counts c ON c.location_id = l.location_id
+              AND c.local_date = (now() AT TIME ZONE l.timezone)::date
+         WHERE l.location_id = $1",
     )
     .bind(location_id)
     .fetch_optional(conn)
     .await?;
-    Ok(n.unwrap_or(0))
+    Ok(left.flatten())
 }

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection, PgExecutor};
 
-use super::levels::LevelRow;
+use super::levels::{LevelRow, LevelWithSafety};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ReservationRow {
@@ -23,27 +23,44 @@ pub struct LineRow {
 
 const COLUMNS: &str = "reservation_id, location_id, status, expires_at, order_id, created_at";
 
-/// Inserts a new hold; `false` when the id is taken (the caller returns the existing one).
+/// What inserting a hold did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    /// The id is taken (the caller returns the existing one).
+    Exists,
+    UnknownLocation,
+}
+
+/// Inserts a new hold, telling an unknown location apart in the same round trip.
 pub async fn insert(
     conn: &mut PgConnection,
     id: &str,
     location_id: &str,
     expires_at: DateTime<Utc>,
     order_id: Option<&str>,
-) -> Result<bool, sqlx::Error> {
-    let inserted: Option<String> = sqlx::query_scalar(
-        "INSERT INTO reservations (reservation_id, location_id, status, expires_at, order_id)
-         VALUES ($1, $2, 'held', $3, $4)
-         ON CONFLICT (reservation_id) DO NOTHING
-         RETURNING reservation_id",
+) -> Result<Inserted, sqlx::Error> {
+    let (known, inserted): (bool, bool) = sqlx::query_as(
+        "WITH loc AS (SELECT location_id FROM locations WHERE location_id = $2),
+         ins AS (
+             INSERT INTO reservations (reservation_id, location_id, status, expires_at, order_id)
+             SELECT $1, location_id, 'held', $3, $4 FROM loc
+             ON CONFLICT (reservation_id) DO NOTHING
+             RETURNING reservation_id
+         )
+         SELECT EXISTS (SELECT 1 FROM loc), EXISTS (SELECT 1 FROM ins)",
     )
     .bind(id)
     .bind(location_id)
     .bind(expires_at)
     .bind(order_id)
-    .fetch_optional(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(inserted.is_some())
+    Ok(match (known, inserted) {
+        (_, true) => Inserted::New,
+        (true, false) => Inserted::Exists,
+        (false, false) => Inserted::UnknownLocation,
+    })
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: &str) -> Result<Option<ReservationRow>, sqlx::Error> {
@@ -196,6 +213,34 @@ pub async fn add_reserved(
     .bind(deltas)
     .fetch_all(conn)
     .await
+}
+
+/// Adds new holds to `reserved` of locked levels at one location, bumping their versions;
+/// returns the levels after, and the location's safety stock as this statement sees it (its
+/// snapshot is taken after the caller locked the levels).
+pub async fn add_held_at(
+    conn: &mut PgConnection,
+    location_id: &str,
+    skus: &[&str],
+    quantities: &[i64],
+) -> Result<(Vec<LevelRow>, i64), sqlx::Error> {
+    let rows: Vec<LevelWithSafety> = sqlx::query_as(
+        "UPDATE stock_levels AS s SET reserved = s.reserved + n.q, version = s.version + 1,
+                updated_at = now()
+         FROM UNNEST($2::text[], $3::int8[]) AS n(sku, q)
+         WHERE s.location_id = $1 AND s.sku = n.sku
+         RETURNING s.location_id, s.sku, s.on_hand, s.reserved, s.in_transit, s.version,
+                   s.last_count_at, s.last_movement_at,
+                   (SELECT safety_stock FROM locations l WHERE l.location_id = s.location_id)
+                   AS safety_stock",
+    )
+    .bind(location_id)
+    .bind(skus)
+    .bind(quantities)
+    .fetch_all(conn)
+    .await?;
+    let safety = rows.first().map_or(0, |r| r.safety_stock);
+    Ok((rows.into_iter().map(|r| r.level).collect(), safety))
 }
 
 pub async fn clear_held(conn: &mut PgConnection, ids: &[String]) -> Result<(), sqlx::Error> {

@@ -34,10 +34,18 @@ impl Scope {
     }
 }
 
-/// Keys and the scopes each holds. Parsed from `key=scope|scope,key2=*`.
+/// What one key may do: its scopes and, for a key bound to a location (`@TW001`), the one
+/// location whose holds it sees and changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub scopes: Vec<Scope>,
+    pub location_id: Option<String>,
+}
+
+/// Keys and what each may do. Parsed from `key=scope|scope,key2=*,key3=reserve@TW001`.
 #[derive(Clone, Default)]
 pub struct ApiKeys {
-    keys: HashMap<String, Vec<Scope>>,
+    keys: HashMap<String, Grant>,
 }
 
 impl fmt::Debug for ApiKeys {
@@ -57,6 +65,19 @@ impl FromStr for ApiKeys {
                 .split_once('=')
                 .ok_or_else(|| format!("API key entry without `=scopes`: {:?}", redact(entry)))?;
             let key = key.trim();
+            let (scopes, location_id) = match scopes.split_once('@') {
+                Some((scopes, location)) => {
+                    let location = location.trim();
+                    if !crate::domain::ids::is_valid_location_id(location) {
+                        return Err(format!(
+                            "API key {:?} is bound to an invalid location id {location:?}",
+                            redact(key)
+                        ));
+                    }
+                    (scopes, Some(location.to_owned()))
+                }
+                None => (scopes, None),
+            };
             if key.len() < 8 {
                 return Err(format!(
                     "API key {:?} is shorter than 8 characters",
@@ -79,7 +100,11 @@ impl FromStr for ApiKeys {
             }
             granted.sort();
             granted.dedup();
-            if keys.insert(key.to_owned(), granted).is_some() {
+            let grant = Grant {
+                scopes: granted,
+                location_id,
+            };
+            if keys.insert(key.to_owned(), grant).is_some() {
                 return Err(format!("API key {:?} is listed twice", redact(key)));
             }
         }
@@ -97,22 +122,45 @@ impl ApiKeys {
     }
 
     pub fn scopes(&self, key: &str) -> Option<&[Scope]> {
-        self.keys.get(key).map(Vec::as_slice)
+        self.keys.get(key).map(|g| g.scopes.as_slice())
+    }
+
+    pub fn grant(&self, key: &str) -> Option<&Grant> {
+        self.keys.get(key)
     }
 }
 
-/// The caller, once its key is known: handlers ask it for the scope they need.
+/// The caller, once its key is known: handlers ask it for the scope they need, and whether
+/// it may touch a location's holds.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    scopes: Vec<Scope>,
+    grant: Grant,
 }
 
 impl Caller {
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        if self.scopes.contains(&scope) {
+        if self.grant.scopes.contains(&scope) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(scope))
+        }
+    }
+
+    /// The location this key is bound to, if any.
+    pub fn location_id(&self) -> Option<&str> {
+        self.grant.location_id.as_deref()
+    }
+
+    /// Whether this key sees and changes holds at `location_id`: any, unless it is bound.
+    pub fn covers(&self, location_id: &str) -> bool {
+        self.location_id().is_none_or(|own| own == location_id)
+    }
+
+    /// For an action at `location_id` (a new hold): 403 outside a bound key's location.
+    pub fn require_location(&self, location_id: &str) -> Result<(), ApiError> {
+        match self.location_id() {
+            Some(own) if own != location_id => Err(ApiError::OtherLocation(own.to_owned())),
+            _ => Ok(()),
         }
     }
 }
@@ -158,16 +206,16 @@ pub async fn authenticate(
         .ok_or(ApiError::Unauthorized(
             "no API key: send `Authorization: Bearer <key>`",
         ))?;
-    let scopes = auth
+    let grant = auth
         .keys
-        .scopes(key)
+        .grant(key)
         .ok_or(ApiError::Unauthorized("unknown API key"))?
-        .to_vec();
+        .clone();
     if let Err(not_until) = auth.limiter.check_key(&key.to_owned()) {
         let wait = not_until.wait_time_from(auth.clock.now());
         return Err(ApiError::RateLimited(wait.max(Duration::from_secs(1))));
     }
-    req.extensions_mut().insert(Caller { scopes });
+    req.extensions_mut().insert(Caller { grant });
     Ok(next.run(req).await)
 }
 
@@ -190,6 +238,22 @@ mod tests {
         );
         assert_eq!(k.scopes("nope"), None);
         assert!("".parse::<ApiKeys>().expect("empty is valid").is_empty());
+    }
+
+    #[test]
+    fn binds_a_key_to_a_location() {
+        let k: ApiKeys = "store-7-tablet=read|reserve@TW001, ops-key-456=*"
+            .parse()
+            .expect("valid");
+        let g = k.grant("store-7-tablet").expect("known");
+        assert_eq!(g.scopes, [Scope::Read, Scope::Reserve]);
+        assert_eq!(g.location_id.as_deref(), Some("TW001"));
+        assert_eq!(k.grant("ops-key-456").expect("known").location_id, None);
+        let bound = Caller { grant: g.clone() };
+        assert!(bound.covers("TW001") && !bound.covers("TW002"));
+        assert!(bound.require_location("TW002").is_err());
+        assert!("store-7-tablet=read@".parse::<ApiKeys>().is_err());
+        assert!("store-7-tablet=read@TW.1".parse::<ApiKeys>().is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::auth::Scope;
+use crate::db::{self, Unavailable};
 use crate::domain::location::FieldError;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,9 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("this API key lacks the `{}` scope", .0.as_str())]
     Forbidden(Scope),
+    /// A key bound to one location asked to act at another.
+    #[error("this API key may only act at location {0:?}")]
+    OtherLocation(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("this method is not allowed on this path")]
@@ -39,6 +43,11 @@ pub enum ApiError {
     RateLimited(Duration),
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
+    /// A passing failure of PostgreSQL: the same call may succeed when retried.
+    #[error("{0}")]
+    Retry(&'static str),
+    #[error("the request took longer than {} s", .0.as_secs())]
+    TimedOut(Duration),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -70,29 +79,47 @@ impl ApiError {
         match self {
             ApiError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_request"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Forbidden(_) | ApiError::OtherLocation(_) => {
+                (StatusCode::FORBIDDEN, "forbidden")
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unavailable(_) | ApiError::Retry(_) | ApiError::TimedOut(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 }
 
-/// PostgreSQL failures: an unreachable database is a 503 the client may retry; anything else is
-/// a bug or a broken invariant, logged and answered as 500.
+/// Seconds a client is told to wait before retrying a 503.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// PostgreSQL failures: an unreachable database, a transaction it aborted (deadlock,
+/// serialization failure) and a statement or lock timeout are a 503 the client may retry;
+/// anything else is a bug or a broken invariant, logged and answered as 500.
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+        match db::unavailable(&e) {
+            Some(Unavailable::Unreachable) => {
                 tracing::warn!(error = %e, "PostgreSQL unavailable");
                 ApiError::Unavailable("PostgreSQL")
             }
-            other => ApiError::Internal(other.into()),
+            Some(Unavailable::Aborted) => {
+                tracing::info!(error = %e, "PostgreSQL aborted a transaction; the client may retry");
+                ApiError::Retry(
+                    "the database aborted this transaction to resolve a conflict with another one; retry",
+                )
+            }
+            Some(Unavailable::TimedOut) => {
+                tracing::warn!(error = %e, "PostgreSQL statement timed out");
+                ApiError::Retry("the database did not answer in time; retry")
+            }
+            None => ApiError::Internal(e.into()),
         }
     }
 }
@@ -105,7 +132,11 @@ impl IntoResponse for ApiError {
                 details.clone()
             }
             ApiError::Forbidden(scope) => json!({ "required_scope": scope.as_str() }),
+            ApiError::OtherLocation(own) => json!({ "location_id": own }),
             ApiError::RateLimited(wait) => json!({ "retry_after_seconds": wait.as_secs().max(1) }),
+            ApiError::Unavailable(_) | ApiError::Retry(_) | ApiError::TimedOut(_) => {
+                json!({ "retry_after_seconds": RETRY_AFTER.as_secs() })
+            }
             _ => Value::Null,
         };
         let message = match &self {
@@ -123,7 +154,14 @@ impl IntoResponse for ApiError {
             Json(json!({ "error": code, "message": message, "details": details })),
         )
             .into_response();
-        if let ApiError::RateLimited(wait) = self {
+        let retry_after = match self {
+            ApiError::RateLimited(wait) => Some(wait),
+            ApiError::Unavailable(_) | ApiError::Retry(_) | ApiError::TimedOut(_) => {
+                Some(RETRY_AFTER)
+            }
+            _ => None,
+        };
+        if let Some(wait) = retry_after {
             if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }

@@ -1,11 +1,16 @@
 //! Liveness, readiness and metrics: unauthenticated, for orchestrators and scrapers.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::json;
+use tokio::sync::Mutex;
 
 use super::AppState;
 use crate::db;
@@ -22,18 +27,93 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when PostgreSQL and NATS answer. Redis down is reported as `degraded` but stays
-/// ready: reads fall back to PostgreSQL, and pulling every instance out of the load balancer
-/// because the cache is down would turn a slowdown into an outage.
+/// How long one probe of PostgreSQL and Redis answers `/readyz`: a load balancer polling
+/// every instance often must not cost a pool connection per call.
+pub const PROBE_TTL: Duration = Duration::from_secs(1);
+/// A dependency slower than this to answer a probe counts as down; short enough for the
+/// answer to come before any request deadline, so `/readyz` always answers with its own body.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
+
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    at: Instant,
+    postgres: bool,
+    redis: bool,
+}
+
+/// The last probe of the dependencies, shared by concurrent `/readyz` calls (one probes, the
+/// others wait for its answer).
+#[derive(Clone, Default)]
+pub struct Readiness {
+    last: Arc<Mutex<Option<Probe>>>,
+}
+
+impl Readiness {
+    async fn probe(&self, state: &AppState) -> Probe {
+        let mut last = self.last.lock().await;
+        if let Some(p) = *last {
+            if p.at.elapsed() < PROBE_TTL {
+                return p;
+            }
+        }
+        // Known down: no need to wait for a connection that cannot come.
+        let db_up = state.deadlines.db.is_up();
+        let pg = async {
+            db_up
+                && matches!(
+                    tokio::time::timeout(PROBE_TIMEOUT, db::ping(&state.pool)).await,
+                    Ok(Ok(()))
+                )
+        };
+        let redis = async {
+            tokio::time::timeout(PROBE_TIMEOUT, state.cache.ping())
+                .await
+                .unwrap_or(false)
+        };
+        let (postgres, redis) = tokio::join!(pg, redis);
+        metrics::METRICS.readiness_probes.inc();
+        let p = Probe {
+            at: Instant::now(),
+            postgres,
+            redis,
+        };
+        *last = Some(p);
+        p
+    }
+}
+
+#[derive(Serialize)]
+struct Checks {
+    postgres: &'static str,
+    redis: &'static str,
+    nats: &'static str,
+    jobs: &'static str,
+}
+
+#[derive(Serialize)]
+struct ReadinessBody {
+    status: &'static str,
+    checks: Checks,
+    /// Background jobs that died and wait to be restarted.
+    down_jobs: Vec<&'static str>,
+}
+
+/// Ready when PostgreSQL and NATS answer and every background job runs. Redis down is
+/// reported as `degraded` but stays ready: reads fall back to PostgreSQL, and pulling every
+/// instance out of the load balancer because the cache is down would turn a slowdown into an
+/// outage.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let (pg, redis) = tokio::join!(db::ping(&state.pool), state.cache.ping());
+    let mut probe = state.readiness.probe(&state).await;
+    // The watch knows of a lost server at once; the cached probe may be a second old.
+    probe.postgres &= state.deadlines.db.is_up();
     let nats = matches!(
         state.nats.connection_state(),
         async_nats::connection::State::Connected
     );
+    let down_jobs = state.jobs.down();
     let up = |ok: bool| if ok { "up" } else { "down" };
-    let ready = pg.is_ok() && nats;
-    let status = match (ready, redis) {
+    let ready = probe.postgres && nats && down_jobs.is_empty();
+    let status = match (ready, probe.redis) {
         (true, true) => "ready",
         (true, false) => "degraded",
         _ => "unavailable",
@@ -43,34 +123,40 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        code,
-        Json(json!({
-            "status": status,
-            "checks": { "postgres": up(pg.is_ok()), "redis": up(redis), "nats": up(nats) }
-        })),
-    )
+    let body = ReadinessBody {
+        status,
+        checks: Checks {
+            postgres: up(probe.postgres),
+            redis: up(probe.redis),
+            nats: up(nats),
+            jobs: up(down_jobs.is_empty()),
+        },
+        down_jobs,
+    };
+    (code, Json(body))
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     let dirty = state.cache.dirty_count() as i64;
     let locations = state.directory.snapshot().len() as i64;
+    let mut text = metrics::render(&[
+        (
+            "omnistock_cache_dirty_skus",
+            "SKUs whose latest level has not reached Redis yet.",
+            dirty,
+        ),
+        (
+            "omnistock_locations",
+            "Locations known to this daemon.",
+            locations,
+        ),
+    ]);
+    state.jobs.render(&mut text);
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        metrics::render(&[
-            (
-                "omnistock_cache_dirty_skus",
-                "SKUs whose latest level has not reached Redis yet.",
-                dirty,
-            ),
-            (
-                "omnistock_locations",
-                "Locations known to this daemon.",
-                locations,
-            ),
-        ]),
+        text,
     )
 }

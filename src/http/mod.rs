@@ -13,20 +13,25 @@ mod stream;
 mod validate;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use sqlx::PgPool;
 
 use crate::cache::StockCache;
 use crate::config::Subjects;
+use crate::db::health::DbHealth;
 use crate::directory::Directory;
 use crate::events_hub::ChangeHub;
+use crate::jobs::JobStatus;
 use crate::metrics::METRICS;
 use auth::Auth;
 use error::ApiError;
+pub use health::Readiness;
+pub use stream::StreamSlots;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -37,6 +42,23 @@ pub struct AppState {
     pub subjects: Subjects,
     /// Level change events fanned out to live-stream clients (`GET /v1/stream`).
     pub changes: ChangeHub,
+    /// The background jobs, alive or dead (`/readyz`, `/metrics`).
+    pub jobs: JobStatus,
+    /// The last dependency probe of `/readyz`, reused for a second.
+    pub readiness: Readiness,
+    /// Room for live streams: one slot per open `GET /v1/stream`.
+    pub streams: StreamSlots,
+    /// How long a request may take.
+    pub deadlines: Deadlines,
+}
+
+/// How long a request may take (making the response: the body of a live stream is not
+/// counted), normally and while PostgreSQL is known to be down.
+#[derive(Clone)]
+pub struct Deadlines {
+    pub request: Duration,
+    pub db_down: Duration,
+    pub db: DbHealth,
 }
 
 impl AppState {
@@ -70,8 +92,32 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.deadlines.clone(),
+            time_limit,
+        ))
         .layer(middleware::from_fn(count_requests))
         .with_state(state)
+}
+
+/// Gives up on a request that takes too long: the client gets a 503 it may retry (a hold or
+/// route is idempotent by its id) instead of waiting on a stuck dependency. While PostgreSQL
+/// is down the bound is short: what Redis answers still gets through, and a call needing
+/// PostgreSQL fails fast instead of queueing for a connection that cannot come.
+async fn time_limit(State(d): State<Deadlines>, req: Request, next: Next) -> Response {
+    // A request already running when PostgreSQL goes down gets the short bound from then on.
+    let db_down_for_a_while = async {
+        d.db.down().await;
+        tokio::time::sleep(d.db_down).await;
+    };
+    tokio::select! {
+        response = next.run(req) => response,
+        () = db_down_for_a_while => ApiError::Unavailable("PostgreSQL").into_response(),
+        () = tokio::time::sleep(d.request) => {
+            tracing::warn!(limit_ms = d.request.as_millis() as u64, "request timed out");
+            ApiError::TimedOut(d.request).into_response()
+        }
+    }
 }
 
 async fn count_requests(req: Request, next: Next) -> Response {

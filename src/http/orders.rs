@@ -85,6 +85,12 @@ async fn route(
     if let Some(p) = &body.placed_at_location_id {
         validate::location_id("placed_at_location_id", p)?;
     }
+    // A key bound to a store routes only the orders its store places (endless aisle).
+    if let Some(own) = caller.location_id() {
+        if body.placed_at_location_id.as_deref() != Some(own) {
+            return Err(ApiError::OtherLocation(own.to_owned()));
+        }
+    }
     let order = Order {
         lines: valid_lines(&body.lines)?,
         order_id: body.order_id,

@@ -71,6 +71,7 @@ async fn create(
         .unwrap_or_else(|| format!("res-{}", uuid::Uuid::new_v4().simple()));
     validate::client_id("reservation_id", &id)?;
     validate::location_id("location_id", &req.location_id)?;
+    caller.require_location(&req.location_id)?;
     let lines = valid_lines(&req.lines)?;
     let expires_at =
         reservation::expires_at(Utc::now(), req.ttl_seconds).map_err(|m| ApiError::Invalid {
@@ -103,8 +104,25 @@ async fn show(
     caller.require(Scope::Reserve)?;
     holds::view(&state.pool, &id)
         .await?
+        .filter(|v| caller.covers(&v.location_id))
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("reservation {id:?}")))
+        .ok_or_else(|| not_found(&id))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("reservation {id:?}"))
+}
+
+/// A key bound to a location gets a 404 for a hold elsewhere, as for one that does not exist:
+/// whether it exists is none of its business.
+async fn require_visible(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    if caller.location_id().is_none() {
+        return Ok(());
+    }
+    match crate::db::reservations::get(&state.pool, id).await? {
+        Some(r) if caller.covers(&r.location_id) => Ok(()),
+        _ => Err(not_found(id)),
+    }
 }
 
 async fn confirm(
@@ -113,9 +131,10 @@ async fn confirm(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ReservationView>, ApiError> {
     caller.require(Scope::Reserve)?;
+    require_visible(&state, &caller, &id).await?;
     match holds::confirm(&state.pool, &id).await? {
         Confirmed::Done(v) => Ok(Json(v)),
-        Confirmed::NotFound => Err(ApiError::NotFound(format!("reservation {id:?}"))),
+        Confirmed::NotFound => Err(not_found(&id)),
         Confirmed::NotLive(v) => Err(ApiError::Conflict {
             code: "reservation_not_held",
             message: format!("reservation is {}, nothing to confirm", v.status.as_str()),
@@ -130,8 +149,9 @@ async fn release(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ReservationView>, ApiError> {
     caller.require(Scope::Reserve)?;
+    require_visible(&state, &caller, &id).await?;
     match holds::release(&state.pool, &state.cache, &id).await? {
         Released::Done(v) => Ok(Json(v)),
-        Released::NotFound => Err(ApiError::NotFound(format!("reservation {id:?}"))),
+        Released::NotFound => Err(not_found(&id)),
     }
 }

@@ -7,6 +7,7 @@
 //! Nothing is replayed: a reconnecting client re-reads state the same way.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -18,6 +19,7 @@ use axum::{Extension, Router};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
@@ -30,6 +32,16 @@ use crate::events_hub::{Delivery, Filter};
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Reconnection delay suggested to `EventSource` clients.
 const RETRY: Duration = Duration::from_secs(3);
+
+/// The cap on open streams: each holds a task, a broadcast receiver and a socket.
+#[derive(Clone)]
+pub struct StreamSlots(Arc<Semaphore>);
+
+impl StreamSlots {
+    pub fn new(max: usize) -> Self {
+        StreamSlots(Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))))
+    }
+}
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/stream", get(stream))
@@ -77,6 +89,13 @@ async fn stream(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Read)?;
     let filter = filter(q)?;
+    // Held by the stream until the client goes away.
+    let slot = Arc::clone(&state.streams.0)
+        .try_acquire_owned()
+        .map_err(|_| {
+            crate::metrics::METRICS.sse_refused.inc();
+            ApiError::Unavailable("a live stream slot (the most allowed are open)")
+        })?;
     let changes = state
         .changes
         .subscribe_live(filter)
@@ -89,7 +108,10 @@ async fn stream(
     let hello = Event::default().retry(RETRY).comment("connected");
     let events = futures::stream::once(async move { hello })
         .chain(changes.map(event))
-        .map(Ok::<_, Infallible>);
+        .map(move |e| {
+            let _held = &slot;
+            Ok::<_, Infallible>(e)
+        });
     Ok((
         // Tells nginx-style proxies not to buffer the stream.
         [(HeaderName::from_static("x-accel-buffering"), "no")],

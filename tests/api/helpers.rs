@@ -64,6 +64,7 @@ impl Isolation {
             subject_prefix: self.subject_prefix.clone(),
             redis_prefix: self.redis_prefix.clone(),
             db_max_connections: 10,
+            db_acquire_timeout_ms: omnistock::config::DEFAULT_DB_ACQUIRE_TIMEOUT_MS,
         }
     }
 
@@ -83,6 +84,7 @@ impl Isolation {
             shutdown_grace_seconds: 10,
             reconcile_interval_seconds: 0,
             low_stock_threshold: 2,
+            limits: Default::default(),
         }
     }
 }
@@ -104,10 +106,20 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns a daemon with the given isolation (several daemons may share one) and config tweaks.
 pub async fn spawn_with(iso: Isolation, tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    spawn_prepared(iso, tweak, |_| {}).await
+}
+
+/// [`spawn_with`], with a last touch to the built daemon before it runs (e.g. an extra job).
+pub async fn spawn_prepared(
+    iso: Isolation,
+    tweak: impl FnOnce(&mut ServeConfig),
+    prepare: impl FnOnce(&mut Application),
+) -> TestApp {
     omnistock::telemetry::init();
     let mut config = iso.config();
     tweak(&mut config);
-    let app = Application::build(config).await.expect("build app");
+    let mut app = Application::build(config).await.expect("build app");
+    prepare(&mut app);
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async {

@@ -268,8 +268,9 @@ async fn health_readiness_metrics_and_unknown_routes() {
     assert_eq!(status, 200);
     assert_eq!(
         body["checks"],
-        json!({"postgres": "up", "redis": "up", "nats": "up"})
+        json!({"postgres": "up", "redis": "up", "nats": "up", "jobs": "up"})
     );
+    assert_eq!(body["down_jobs"], json!([]));
     let text = app
         .http
         .get(app.url("/metrics"))

@@ -13,5 +13,6 @@ mod model;
 mod races;
 mod reconcile;
 mod reservations;
+mod resilience;
 mod routing;
 mod sse;
