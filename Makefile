@@ -2,7 +2,7 @@
 # managed by scripts/services.sh; their state lives in .omnistock/.
 SHELL := /bin/bash
 
-.PHONY: run test services-up services-down services-status clean
+.PHONY: run test chaos fuzz services-up services-down services-status clean
 
 ## run: start services (instance run), build, migrate, import demo data, serve on 127.0.0.1:8080
 run:
@@ -11,6 +11,15 @@ run:
 ## test: cargo fmt --check, clippy -D warnings and the tests against instance test
 test:
 	bash scripts/test.sh
+
+## chaos: the long fault-injection form: 20 kill -9 rounds during 100,000 movements, plus the
+## PostgreSQL, Redis and NATS outages, each test on private servers of its own
+chaos:
+	bash scripts/chaos.sh
+
+## fuzz: one hour of libFuzzer on the movement decoder (FUZZ_SECONDS, FUZZ_JOBS override)
+fuzz:
+	bash scripts/fuzz.sh long
 
 services-up:
 	bash scripts/services.sh start run

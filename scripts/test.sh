@@ -67,6 +67,11 @@ else
     cargo test --no-fail-fast || failed+=(tests)
 fi
 
+# The short fuzz run: 20 s of libFuzzer on the movement decoder where nightly and cargo-fuzz
+# are installed, otherwise the replay of its corpus on stable (`make fuzz` is the long form).
+say "fuzz: movement decoder (short)"
+bash "$ROOT/scripts/fuzz.sh" short || failed+=(fuzz)
+
 if ((${#failed[@]})); then
     echo "test.sh: failed steps: ${failed[*]}" >&2
     exit 1
