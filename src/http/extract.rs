@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::error::ApiError;
+use super::validate;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 512 * 1024;
@@ -105,6 +106,53 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
             .await
             .map(|axum::extract::Path(t)| ApiPath(t))
             .map_err(|e| ApiError::Malformed(e.body_text()))
+    }
+}
+
+/// Ids in the path, each checked by its contract rule before the handler runs, so none reaches
+/// SQL unchecked (PostgreSQL refuses a NUL in text, a 500) and a bad one gets a 422 naming the
+/// path parameter.
+pub struct SkuPath(pub String);
+pub struct LocationIdPath(pub String);
+/// A reservation id (client-given or generated): the path parameter `id`.
+pub struct ReservationIdPath(pub String);
+
+async fn checked<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    param: &str,
+    check: fn(&str, &str) -> Result<(), ApiError>,
+) -> Result<String, ApiError> {
+    let ApiPath(value) = ApiPath::<String>::from_request_parts(parts, state).await?;
+    check(param, &value)?;
+    Ok(value)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SkuPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        checked(parts, state, "sku", validate::sku).await.map(Self)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for LocationIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        checked(parts, state, "location_id", validate::location_id)
+            .await
+            .map(Self)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ReservationIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        checked(parts, state, "id", validate::client_id)
+            .await
+            .map(Self)
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ReservationIdPath};
 use super::{validate, AppState};
 use crate::domain::reservation::{self, Shortfall};
 use crate::domain::routing::{merge_lines, OrderLine};
@@ -98,7 +98,7 @@ async fn create(
 async fn show(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiPath(id): ApiPath<String>,
+    ReservationIdPath(id): ReservationIdPath,
 ) -> Result<Json<ReservationView>, ApiError> {
     caller.require(Scope::Reserve)?;
     holds::view(&state.pool, &id)
@@ -110,7 +110,7 @@ async fn show(
 async fn confirm(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiPath(id): ApiPath<String>,
+    ReservationIdPath(id): ReservationIdPath,
 ) -> Result<Json<ReservationView>, ApiError> {
     caller.require(Scope::Reserve)?;
     match holds::confirm(&state.pool, &id).await? {
@@ -127,7 +127,7 @@ async fn confirm(
 async fn release(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiPath(id): ApiPath<String>,
+    ReservationIdPath(id): ReservationIdPath,
 ) -> Result<Json<ReservationView>, ApiError> {
     caller.require(Scope::Reserve)?;
     match holds::release(&state.pool, &state.cache, &id).await? {
