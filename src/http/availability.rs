@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{ApiJson, ApiQuery, SkuPath};
 use super::{validate, AppState};
 use crate::cache::Answer;
 use crate::db;
@@ -44,11 +44,10 @@ fn channel(c: Option<&str>) -> Result<Channel, ApiError> {
 async fn one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiPath(sku): ApiPath<String>,
+    SkuPath(sku): SkuPath,
     ApiQuery(q): ApiQuery<ChannelQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
-    validate::sku("sku", &sku)?;
     let channel = channel(q.channel.as_deref())?;
     let answer = state.cache.levels(&[sku.as_str()]).await?;
     let levels = &answer.levels;
@@ -148,11 +147,10 @@ struct NearbyQuery {
 async fn nearby(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiPath(sku): ApiPath<String>,
+    SkuPath(sku): SkuPath,
     ApiQuery(q): ApiQuery<NearbyQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
-    validate::sku("sku", &sku)?;
     let field = ApiError::field;
     let lat = q
         .lat

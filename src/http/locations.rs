@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, LocationIdPath};
 use super::AppState;
 use crate::db;
 use crate::domain::location::{FieldError, Location, LocationInput};
@@ -31,7 +31,7 @@ async fn list(
 async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiPath(id): ApiPath<String>,
+    LocationIdPath(id): LocationIdPath,
 ) -> Result<Json<Location>, ApiError> {
     caller.require(Scope::Read)?;
     db::locations::get(&state.pool, &id)
@@ -41,6 +41,8 @@ async fn get_one(
 }
 
 /// Creates (201) or replaces (200) a location, then tells every daemon to reload locations.
+/// The path id is checked with the body (`LocationInput::validate`), so that every bad field is
+/// reported at once.
 async fn put(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ReservationIdPath};
 use super::{validate, AppState};
 use crate::domain::reservation::{self, Shortfall};
 use crate::domain::routing::{merge_lines, OrderLine};
@@ -99,7 +99,7 @@ async fn create(
 async fn show(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiPath(id): ApiPath<String>,
+    ReservationIdPath(id): ReservationIdPath,
 ) -> Result<Json<ReservationView>, ApiError> {
     caller.require(Scope::Reserve)?;
     holds::view(&state.pool, &id)
@@ -128,7 +128,7 @@ async fn require_visible(state: &AppState, caller: &Caller, id: &str) -> Result<
 async fn confirm(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiPath(id): ApiPath<String>,
+    ReservationIdPath(id): ReservationIdPath,
 ) -> Result<Json<ReservationView>, ApiError> {
     caller.require(Scope::Reserve)?;
     require_visible(&state, &caller, &id).await?;
@@ -146,7 +146,7 @@ async fn confirm(
 async fn release(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiPath(id): ApiPath<String>,
+    ReservationIdPath(id): ReservationIdPath,
 ) -> Result<Json<ReservationView>, ApiError> {
     caller.require(Scope::Reserve)?;
     require_visible(&state, &caller, &id).await?;

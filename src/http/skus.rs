@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
-use super::{validate, AppState};
+use super::extract::{ApiJson, SkuPath};
+use super::AppState;
 use crate::db;
 
 pub fn router() -> Router<AppState> {
@@ -27,11 +27,10 @@ struct SkuSettings {
 async fn set(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiPath(sku): ApiPath<String>,
+    SkuPath(sku): SkuPath,
     ApiJson(body): ApiJson<SkuSettings>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
-    validate::sku("sku", &sku)?;
     if body
         .low_stock_threshold
         .is_some_and(|t| !(0..=1_000_000_000).contains(&t))

@@ -300,25 +300,26 @@ async fn nul_bytes_in_every_field_path_and_query_get_a_4xx_naming_the_field() {
         )
         .await;
     }
-    // A NUL in a path segment: not found or invalid, never a database error.
+    // A NUL in a path segment: invalid, naming the path parameter, never a database error.
     let location =
         serde_json::to_vec(&json!({"name": "N", "kind": "store", "lat": 25.0, "lon": 121.5}))
             .expect("json");
-    for (method, path, body) in [
-        (Method::GET, "/v1/reservations/x%00y", vec![]),
-        (Method::DELETE, "/v1/reservations/x%00y", vec![]),
-        (Method::POST, "/v1/reservations/x%00y/confirm", vec![]),
-        (Method::GET, "/v1/locations/x%00y", vec![]),
-        (Method::PUT, "/v1/locations/x%00y", location),
-        (Method::GET, "/v1/availability/x%00y", vec![]),
+    for (method, path, body, field) in [
+        (Method::GET, "/v1/reservations/x%00y", vec![], "id"),
+        (Method::DELETE, "/v1/reservations/x%00y", vec![], "id"),
+        (Method::POST, "/v1/reservations/x%00y/confirm", vec![], "id"),
+        (Method::GET, "/v1/locations/x%00y", vec![], "location_id"),
+        (Method::PUT, "/v1/locations/x%00y", location, "location_id"),
+        (Method::GET, "/v1/availability/x%00y", vec![], "sku"),
         (
             Method::GET,
             "/v1/availability/x%00y/nearby?lat=25&lon=121",
             vec![],
+            "sku",
         ),
-        (Method::PUT, "/v1/skus/x%00y", b"{}".to_vec()),
+        (Method::PUT, "/v1/skus/x%00y", b"{}".to_vec(), "sku"),
     ] {
-        b.expect(method, path, body, None).await;
+        b.expect(method, path, body, Some(field)).await;
     }
     // A NUL in a query parameter: the parameter is named.
     let order = serde_json::to_vec(
