@@ -141,9 +141,13 @@ async fn each_cause_of_change_produces_exactly_one_event_in_version_order() {
     assert_eq!(ids.len(), 9, "each event has its own id");
 }
 
-#[tokio::test]
-async fn a_relay_crash_between_publish_and_mark_loses_nothing_and_repeats_only_the_same_ids() {
-    // No daemon: the test drives the relay itself.
+/// A migrated database with store TW001, and the outbox streams, for tests that drive the
+/// relay themselves.
+async fn relay_without_daemon() -> (
+    sqlx::PgPool,
+    async_nats::jetstream::Context,
+    omnistock::config::Subjects,
+) {
     let iso = Isolation::new().await;
     let pool = omnistock::db::connect(&iso.database_url, 4)
         .await
@@ -161,6 +165,13 @@ async fn a_relay_crash_between_publish_and_mark_loses_nothing_and_repeats_only_t
         .execute(&pool)
         .await
         .expect("location");
+    (pool, js, subjects)
+}
+
+#[tokio::test]
+async fn a_relay_crash_between_publish_and_mark_loses_nothing_and_repeats_only_the_same_ids() {
+    // No daemon: the test drives the relay itself.
+    let (pool, js, subjects) = relay_without_daemon().await;
     let movements: Vec<_> = (0..30)
         .map(|i| {
             let v = movement(
@@ -359,23 +370,7 @@ async fn a_transfer_is_in_transit_until_it_arrives_in_either_order() {
 #[tokio::test]
 async fn a_failed_publish_never_lets_a_later_event_of_its_sku_overtake_it() {
     // No daemon: the test drives the relay itself.
-    let iso = Isolation::new().await;
-    let pool = omnistock::db::connect(&iso.database_url, 4)
-        .await
-        .expect("pool");
-    omnistock::db::migrate(&pool).await.expect("migrate");
-    let nats = async_nats::connect(std::env::var("NATS_URL").expect("NATS_URL"))
-        .await
-        .expect("nats");
-    let js = async_nats::jetstream::new(nats);
-    let subjects = omnistock::config::Subjects::new(&iso.subject_prefix);
-    outbox::ensure_streams(&js, &subjects)
-        .await
-        .expect("streams");
-    sqlx::query("INSERT INTO locations (location_id, name, kind, lat, lon) VALUES ('TW001', 'S', 'store', 25, 121)")
-        .execute(&pool)
-        .await
-        .expect("location");
+    let (pool, js, subjects) = relay_without_daemon().await;
     // The change event names its movement: a long event id makes event 2 the biggest.
     let long_id = format!("e2-{}", "x".repeat(120));
     let ids = ["e1".to_owned(), long_id, "e3".to_owned()];
