@@ -41,6 +41,8 @@ pub struct Applied {
 }
 
 type Key = (String, String);
+/// A movement with its position in the slice given.
+type Indexed<'a> = (usize, &'a Movement);
 
 /// How many times a batch is retried on deadlock, serialization failure or a raced event id.
 const ATTEMPTS: usize = 5;
@@ -120,7 +122,7 @@ pub async fn apply_in(
 
     let ids: Vec<&str> = fresh.iter().map(|m| m.event_id.as_str()).collect();
     let existing = db::movements::existing_event_ids(conn, &ids).await?;
-    let (todo, known): (Vec<(usize, &Movement)>, Vec<(usize, &Movement)>) = fresh_at
+    let (todo, known): (Vec<Indexed>, Vec<Indexed>) = fresh_at
         .into_iter()
         .partition(|(_, m)| !existing.contains(&m.event_id));
     out.duplicates += known.len();
