@@ -28,6 +28,9 @@ pub struct Applied {
     pub recorded: usize,
     /// Movements whose `event_id` was already recorded (or repeated within the batch).
     pub duplicates: usize,
+    /// Positions (in the slice given) of those duplicates, for callers that answer per
+    /// movement (`POST /v1/movements`); ascending.
+    pub duplicate_at: Vec<usize>,
     /// Of the recorded, how many changed nothing because a count had already seen them.
     pub late: usize,
     /// Levels after the batch, for every level whose quantities changed.
@@ -38,6 +41,8 @@ pub struct Applied {
 }
 
 type Key = (String, String);
+/// A movement with its position in the slice given.
+type Indexed<'a> = (usize, &'a Movement);
 
 /// How many times a batch is retried on deadlock, serialization failure or a raced event id.
 const ATTEMPTS: usize = 5;
@@ -83,6 +88,12 @@ pub async fn apply_in(
         .collect();
     let fresh: Vec<&Movement> = fresh_at.iter().map(|&(_, m)| m).collect();
     out.duplicates = movements.len() - fresh.len();
+    {
+        let firsts: HashSet<usize> = fresh_at.iter().map(|&(i, _)| i).collect();
+        out.duplicate_at = (0..movements.len())
+            .filter(|i| !firsts.contains(i))
+            .collect();
+    }
     if fresh.is_empty() {
         return Ok(out);
     }
@@ -111,11 +122,12 @@ pub async fn apply_in(
 
     let ids: Vec<&str> = fresh.iter().map(|m| m.event_id.as_str()).collect();
     let existing = db::movements::existing_event_ids(conn, &ids).await?;
-    let todo: Vec<(usize, &Movement)> = fresh_at
+    let (todo, known): (Vec<Indexed>, Vec<Indexed>) = fresh_at
         .into_iter()
-        .filter(|(_, m)| !existing.contains(&m.event_id))
-        .collect();
-    out.duplicates += existing.len();
+        .partition(|(_, m)| !existing.contains(&m.event_id));
+    out.duplicates += known.len();
+    out.duplicate_at.extend(known.iter().map(|&(i, _)| i));
+    out.duplicate_at.sort_unstable();
     if todo.is_empty() {
         return Ok(out);
     }

@@ -108,3 +108,60 @@ pub async fn count(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
         .fetch_one(db)
         .await
 }
+
+/// One ledger row as the history shows it.
+#[derive(Debug, FromRow)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub event_id: String,
+    pub location_id: String,
+    pub sku: String,
+    pub kind: String,
+    pub quantity: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub source: Option<String>,
+    pub reference: Option<String>,
+    pub reservation_id: Option<String>,
+    pub transfer_id: Option<String>,
+    pub to_location_id: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+    pub outcome: String,
+    pub on_hand_after: i64,
+}
+
+/// Filters of the history; `None` is no filter.
+#[derive(Debug, Default)]
+pub struct HistoryFilter<'a> {
+    pub sku: Option<&'a str>,
+    pub location_id: Option<&'a str>,
+    /// Lower bound (inclusive) on `occurred_at`.
+    pub since: Option<DateTime<Utc>>,
+    /// Only rows with a ledger id below this (the keyset cursor).
+    pub before_id: Option<i64>,
+}
+
+/// Ledger rows newest first (by ledger id, which grows in insertion order), at most `limit`.
+pub async fn history(
+    db: impl PgExecutor<'_>,
+    f: &HistoryFilter<'_>,
+    limit: i64,
+) -> Result<Vec<HistoryRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, event_id, location_id, sku, kind, quantity, occurred_at, source, reference,
+                reservation_id, transfer_id, to_location_id, recorded_at, outcome, on_hand_after
+         FROM movements
+         WHERE ($1::text IS NULL OR sku = $1)
+           AND ($2::text IS NULL OR location_id = $2)
+           AND ($3::timestamptz IS NULL OR occurred_at >= $3)
+           AND ($4::int8 IS NULL OR id < $4)
+         ORDER BY id DESC
+         LIMIT $5",
+    )
+    .bind(f.sku)
+    .bind(f.location_id)
+    .bind(f.since)
+    .bind(f.before_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

@@ -21,6 +21,8 @@ use super::error::ApiError;
 pub enum Scope {
     Read,
     Reserve,
+    /// Movements over HTTP (`POST /v1/movements`).
+    Write,
     Admin,
 }
 
@@ -29,6 +31,7 @@ impl Scope {
         match self {
             Scope::Read => "read",
             Scope::Reserve => "reserve",
+            Scope::Write => "write",
             Scope::Admin => "admin",
         }
     }
@@ -87,13 +90,16 @@ impl FromStr for ApiKeys {
             let mut granted = Vec::new();
             for scope in scopes.split('|').map(str::trim) {
                 match scope {
-                    "*" => granted.extend([Scope::Read, Scope::Reserve, Scope::Admin]),
+                    "*" => {
+                        granted.extend([Scope::Read, Scope::Reserve, Scope::Write, Scope::Admin])
+                    }
                     "read" => granted.push(Scope::Read),
                     "reserve" => granted.push(Scope::Reserve),
+                    "write" => granted.push(Scope::Write),
                     "admin" => granted.push(Scope::Admin),
                     other => {
                         return Err(format!(
-                            "unknown scope {other:?} (use read, reserve, admin or *)"
+                            "unknown scope {other:?} (use read, reserve, write, admin or *)"
                         ))
                     }
                 }
@@ -234,7 +240,7 @@ mod tests {
         );
         assert_eq!(
             k.scopes("ops-key-456"),
-            Some(&[Scope::Read, Scope::Reserve, Scope::Admin][..])
+            Some(&[Scope::Read, Scope::Reserve, Scope::Write, Scope::Admin][..])
         );
         assert_eq!(k.scopes("nope"), None);
         assert!("".parse::<ApiKeys>().expect("empty is valid").is_empty());
@@ -260,7 +266,14 @@ mod tests {
     fn rejects_bad_entries() {
         assert!("short=read".parse::<ApiKeys>().is_err());
         assert!("longenough".parse::<ApiKeys>().is_err());
-        assert!("longenough=write".parse::<ApiKeys>().is_err());
+        assert!("longenough=writer".parse::<ApiKeys>().is_err());
+        assert_eq!(
+            "longenough=write"
+                .parse::<ApiKeys>()
+                .expect("write is a scope")
+                .scopes("longenough"),
+            Some(&[Scope::Write][..])
+        );
         assert!("longenough=read,longenough=admin"
             .parse::<ApiKeys>()
             .is_err());

@@ -6,6 +6,7 @@ pub mod error;
 mod extract;
 mod health;
 mod locations;
+mod movements;
 mod orders;
 mod reservations;
 mod skus;
@@ -84,6 +85,7 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .merge(reservations::router())
         .merge(orders::router())
         .merge(skus::router())
+        .merge(movements::router())
         .merge(stream::router())
         .route_layer(middleware::from_fn_with_state(auth, auth::authenticate));
     Router::new()

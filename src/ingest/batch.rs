@@ -12,7 +12,7 @@ use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
 
 use super::deadletter::{self, Origin};
-use super::isolate::isolate;
+use super::isolate::{is_poison, isolate};
 use super::Ingest;
 use crate::apply;
 use crate::db;
@@ -192,18 +192,6 @@ fn body_value(payload: &[u8]) -> serde_json::Value {
     serde_json::from_slice(payload).unwrap_or_else(|_| {
         serde_json::Value::String(String::from_utf8_lossy(payload).into_owned())
     })
-}
-
-/// Errors of data (class 22) or integrity (23) will fail again however often they are tried:
-/// they mark a poison movement, not an outage.
-fn is_poison(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("22") || (c.starts_with("23") && c != "23505")),
-        sqlx::Error::Encode(_) => true,
-        _ => false,
-    }
 }
 
 pub(super) async fn process(ingest: &Ingest, msgs: Vec<jetstream::Message>) {

@@ -5,6 +5,18 @@
 
 use std::future::Future;
 
+/// Errors of data (class 22) or integrity (23) will fail again however often they are tried:
+/// they mark a poison movement, not an outage.
+pub fn is_poison(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || (c.starts_with("23") && c != "23505")),
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
+}
+
 /// The outcome of applying a set with poison isolated.
 #[derive(Debug)]
 pub struct Isolated<R, E> {

@@ -10,6 +10,7 @@ mod http_api;
 mod import;
 mod ingest;
 mod model;
+mod movements;
 mod races;
 mod reconcile;
 mod reservations;
