@@ -19,9 +19,10 @@ use crate::cache::StockCache;
 use crate::commit;
 use crate::db;
 use crate::db::levels::LevelRow;
-use crate::db::reservations::Inserted;
+use crate::db::reservations::{Inserted, ReservationRow};
 use crate::domain::availability::available;
 use crate::domain::reservation::{self, Shortfall, Status};
+use crate::domain::reservation_page::Cursor;
 use crate::domain::routing::OrderLine;
 use crate::events::{self, LevelChange};
 
@@ -50,22 +51,76 @@ pub async fn view(db: &PgPool, id: &str) -> Result<Option<ReservationView>, sqlx
         return Ok(None);
     };
     let lines = db::reservations::lines(db, &[id.to_owned()]).await?;
-    Ok(Some(ReservationView {
+    Ok(Some(assemble(r, lines)))
+}
+
+/// A reservation with its lines (those of other reservations are ignored).
+fn assemble(r: ReservationRow, lines: Vec<db::reservations::LineRow>) -> ReservationView {
+    ReservationView {
         status: Status::parse(&r.status).unwrap_or(Status::Released),
-        reservation_id: r.reservation_id,
-        location_id: r.location_id,
-        expires_at: r.expires_at,
-        order_id: r.order_id,
-        created_at: r.created_at,
         lines: lines
             .into_iter()
+            .filter(|l| l.reservation_id == r.reservation_id)
             .map(|l| LineView {
                 sku: l.sku,
                 quantity: l.quantity,
                 held: l.held,
             })
             .collect(),
-    }))
+        reservation_id: r.reservation_id,
+        location_id: r.location_id,
+        expires_at: r.expires_at,
+        order_id: r.order_id,
+        created_at: r.created_at,
+    }
+}
+
+/// Which reservations to list, and from where.
+pub struct ListFilter<'a> {
+    pub status: Option<Status>,
+    pub location_id: Option<&'a str>,
+    pub after: Option<&'a Cursor>,
+    pub limit: i64,
+}
+
+/// One page of reservations, newest first, each as `view` shows it, and the cursor of the next
+/// page when there may be one.
+pub async fn list(
+    db: &PgPool,
+    f: &ListFilter<'_>,
+) -> Result<(Vec<ReservationView>, Option<Cursor>), sqlx::Error> {
+    // One more than asked tells whether another page follows.
+    let mut rows = db::reservations::page(
+        db,
+        f.status.map(Status::as_str),
+        f.location_id,
+        f.after.map(|c| (c.created_at, c.reservation_id.as_str())),
+        f.limit + 1,
+    )
+    .await?;
+    let more = rows.len() as i64 > f.limit;
+    rows.truncate(usize::try_from(f.limit).unwrap_or(0));
+    let next = if more {
+        rows.last().map(|r| Cursor {
+            created_at: r.created_at,
+            reservation_id: r.reservation_id.clone(),
+        })
+    } else {
+        None
+    };
+    let ids: Vec<String> = rows.iter().map(|r| r.reservation_id.clone()).collect();
+    let mut lines: HashMap<String, Vec<db::reservations::LineRow>> = HashMap::new();
+    for l in db::reservations::lines(db, &ids).await? {
+        lines.entry(l.reservation_id.clone()).or_default().push(l);
+    }
+    let views = rows
+        .into_iter()
+        .map(|r| {
+            let own = lines.remove(&r.reservation_id).unwrap_or_default();
+            assemble(r, own)
+        })
+        .collect();
+    Ok((views, next))
 }
 
 /// A hold to take.
@@ -285,6 +340,26 @@ pub async fn confirm(pool: &PgPool, id: &str) -> Result<Confirmed, sqlx::Error> 
         (_, None) => Confirmed::NotFound,
         (true, Some(v)) => Confirmed::Done(v),
         (false, Some(v)) => Confirmed::NotLive(v),
+    })
+}
+
+pub enum Extended {
+    Done(ReservationView),
+    NotFound,
+    /// Not held (confirmed, released, fulfilled, expired) or past its expiry: never extended.
+    NotHeld(ReservationView),
+}
+
+/// Extends a held hold to expire `ttl_seconds` (already within bounds) from now. Quantities do
+/// not change, so no change event is recorded.
+pub async fn extend(pool: &PgPool, id: &str, ttl_seconds: i64) -> Result<Extended, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let done = db::reservations::extend(&mut conn, id, ttl_seconds).await?;
+    drop(conn);
+    Ok(match (done, view(pool, id).await?) {
+        (_, None) => Extended::NotFound,
+        (true, Some(v)) => Extended::Done(v),
+        (false, Some(v)) => Extended::NotHeld(v),
     })
 }
 

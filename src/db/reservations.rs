@@ -157,6 +157,53 @@ pub async fn confirm(conn: &mut PgConnection, id: &str) -> Result<bool, sqlx::Er
     Ok(r.rows_affected() == 1)
 }
 
+/// Moves a hold's expiry to `ttl_seconds` from now; returns whether it did. Only a hold that is
+/// still held and has not run out is extended, judged by the clock when the row is locked: the
+/// sweep expires a hold only once its deadline is past, and a lapsed hold it has not reached
+/// yet is as good as expired. The UPDATE's row lock orders it with the sweep and with confirm.
+pub async fn extend(
+    conn: &mut PgConnection,
+    id: &str,
+    ttl_seconds: i64,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE reservations
+         SET expires_at = clock_timestamp() + make_interval(secs => $2), updated_at = now()
+         WHERE reservation_id = $1 AND status = 'held' AND expires_at > clock_timestamp()",
+    )
+    .bind(id)
+    .bind(ttl_seconds as f64)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// One page of reservations, newest first, strictly after `after` (a keyset cursor).
+pub async fn page(
+    db: impl PgExecutor<'_>,
+    status: Option<&str>,
+    location_id: Option<&str>,
+    after: Option<(DateTime<Utc>, &str)>,
+    limit: i64,
+) -> Result<Vec<ReservationRow>, sqlx::Error> {
+    let (after_at, after_id) = after.unzip();
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM reservations
+         WHERE ($1::text IS NULL OR status = $1)
+           AND ($2::text IS NULL OR location_id = $2)
+           AND ($3::timestamptz IS NULL OR (created_at, reservation_id) < ($3, $4::text))
+         ORDER BY created_at DESC, reservation_id DESC
+         LIMIT $5"
+    ))
+    .bind(status)
+    .bind(location_id)
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
 pub async fn set_held(
     conn: &mut PgConnection,
     ids: &[&str],

@@ -9,5 +9,6 @@ pub mod level;
 pub mod location;
 pub mod movement;
 pub mod reservation;
+pub mod reservation_page;
 pub mod routing;
 pub mod transfer;

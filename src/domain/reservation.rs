@@ -51,13 +51,19 @@ impl Status {
 
 /// When a hold taken `now` expires; `None` ttl means the default.
 pub fn expires_at(now: DateTime<Utc>, ttl_seconds: Option<i64>) -> Result<DateTime<Utc>, String> {
-    let ttl = ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
-    if !(1..=MAX_TTL_SECONDS).contains(&ttl) {
-        return Err(format!(
-            "ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"
-        ));
-    }
+    let ttl = valid_ttl(ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS))?;
     Ok(now + Duration::seconds(ttl))
+}
+
+/// A hold's lifetime in seconds, within the bounds that both taking and extending a hold obey.
+pub fn valid_ttl(ttl_seconds: i64) -> Result<i64, String> {
+    if (1..=MAX_TTL_SECONDS).contains(&ttl_seconds) {
+        Ok(ttl_seconds)
+    } else {
+        Err(format!(
+            "ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"
+        ))
+    }
 }
 
 /// A line that cannot be held.

@@ -5,21 +5,27 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
-use super::extract::{ApiJson, ReservationIdPath};
+use super::extract::{ApiJson, ApiQuery, ReservationIdPath};
 use super::{validate, AppState};
-use crate::domain::reservation::{self, Shortfall};
+use crate::domain::reservation::{self, Shortfall, Status};
+use crate::domain::reservation_page::{self as page, Cursor};
 use crate::domain::routing::{merge_lines, OrderLine};
-use crate::reservations::{self as holds, Confirmed, Created, NewHold, Released, ReservationView};
+use crate::reservations::{
+    self as holds, Confirmed, Created, Extended, ListFilter, NewHold, Released, ReservationView,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/reservations", post(create))
-        .route("/v1/reservations/{id}", get(show).delete(release))
+        .route("/v1/reservations", post(create).get(list))
+        .route(
+            "/v1/reservations/{id}",
+            get(show).patch(extend).delete(release),
+        )
         .route("/v1/reservations/{id}/confirm", post(confirm))
 }
 
@@ -154,4 +160,112 @@ async fn release(
         Released::Done(v) => Ok(Json(v)),
         Released::NotFound => Err(not_found(&id)),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendRequest {
+    ttl_seconds: Option<i64>,
+}
+
+/// A checkout that needs longer: the hold now expires `ttl_seconds` from now. Only a hold that
+/// is still held and has not run out is extended; anything else is a 409 with its status.
+async fn extend(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ReservationIdPath(id): ReservationIdPath,
+    ApiJson(req): ApiJson<ExtendRequest>,
+) -> Result<Json<ReservationView>, ApiError> {
+    caller.require(Scope::Reserve)?;
+    let ttl = req
+        .ttl_seconds
+        .ok_or_else(|| "ttl_seconds is required".to_owned())
+        .and_then(reservation::valid_ttl)
+        .map_err(|m| ApiError::field("ttl_seconds", m))?;
+    require_visible(&state, &caller, &id).await?;
+    match holds::extend(&state.pool, &id, ttl).await? {
+        Extended::Done(v) => Ok(Json(v)),
+        Extended::NotFound => Err(not_found(&id)),
+        Extended::NotHeld(v) => {
+            // A lapsed hold the sweep has not reached yet is expired in all but name.
+            let status = match v.status {
+                Status::Held => Status::Expired,
+                other => other,
+            };
+            Err(ApiError::Conflict {
+                code: "reservation_not_held",
+                message: format!("reservation is {}, nothing to extend", status.as_str()),
+                details: json!({ "status": status }),
+            })
+        }
+    }
+}
+
+/// Query of the listing. Everything arrives as text so that a bad value is a 422 naming its
+/// field rather than a generic 400 from the decoder.
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    location_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ListResponse {
+    reservations: Vec<ReservationView>,
+    next_cursor: Option<String>,
+}
+
+/// Reservations for operations, newest first, one keyset page at a time. A key bound to a
+/// location lists only that location's.
+async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<ListResponse>, ApiError> {
+    caller.require(Scope::Reserve)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            Status::parse(s).ok_or_else(|| {
+                ApiError::field(
+                    "status",
+                    "`status` must be held, confirmed, fulfilled, released or expired",
+                )
+            })
+        })
+        .transpose()?;
+    if let Some(loc) = q.location_id.as_deref() {
+        validate::location_id("location_id", loc)?;
+        caller.require_location(loc)?;
+    }
+    let location_id = q.location_id.as_deref().or(caller.location_id());
+    let limit = page::limit(q.limit.as_deref()).ok_or_else(|| {
+        ApiError::field(
+            "limit",
+            format!("`limit` must be between 1 and {}", page::MAX_LIMIT),
+        )
+    })?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            Cursor::decode(c).ok_or_else(|| {
+                ApiError::field("cursor", "`cursor` must be a next_cursor from a listing")
+            })
+        })
+        .transpose()?;
+    let filter = ListFilter {
+        status,
+        location_id,
+        after: after.as_ref(),
+        limit,
+    };
+    let (reservations, next) = holds::list(&state.pool, &filter).await?;
+    Ok(Json(ListResponse {
+        reservations,
+        next_cursor: next.map(|c| c.encode()),
+    }))
 }

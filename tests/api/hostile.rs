@@ -308,6 +308,12 @@ async fn nul_bytes_in_every_field_path_and_query_get_a_4xx_naming_the_field() {
         (Method::GET, "/v1/reservations/x%00y", vec![], "id"),
         (Method::DELETE, "/v1/reservations/x%00y", vec![], "id"),
         (Method::POST, "/v1/reservations/x%00y/confirm", vec![], "id"),
+        (
+            Method::PATCH,
+            "/v1/reservations/x%00y",
+            br#"{"ttl_seconds": 60}"#.to_vec(),
+            "id",
+        ),
         (Method::GET, "/v1/locations/x%00y", vec![], "location_id"),
         (Method::PUT, "/v1/locations/x%00y", location, "location_id"),
         (Method::GET, "/v1/availability/x%00y", vec![], "sku"),
@@ -358,6 +364,24 @@ async fn nul_bytes_in_every_field_path_and_query_get_a_4xx_naming_the_field() {
             "/v1/stream?location_id=x%00y",
             vec![],
             "location_id",
+        ),
+        (
+            Method::GET,
+            "/v1/reservations?location_id=x%00y",
+            vec![],
+            "location_id",
+        ),
+        (
+            Method::GET,
+            "/v1/reservations?status=x%00y",
+            vec![],
+            "status",
+        ),
+        (
+            Method::GET,
+            "/v1/reservations?cursor=x%00y",
+            vec![],
+            "cursor",
         ),
     ] {
         b.expect(method, path, body, Some(field)).await;
@@ -475,6 +499,7 @@ async fn oversized_and_deeply_nested_bodies_get_a_4xx() {
     let reader = keep_reading(&app, stop.clone());
     let endpoints = [
         (Method::POST, "/v1/reservations"),
+        (Method::PATCH, "/v1/reservations/x"),
         (Method::POST, "/v1/orders/route"),
         (Method::PUT, "/v1/locations/HBIG"),
         (Method::PUT, "/v1/skus/A"),

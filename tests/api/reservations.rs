@@ -298,3 +298,428 @@ async fn a_sale_carrying_a_reservation_id_consumes_exactly_its_hold() {
     );
     app.assert_ledger_consistent().await;
 }
+
+async fn patch(app: &TestApp, id: &str, key: &str, body: Value) -> (u16, Value) {
+    app.send(Method::PATCH, &format!("/v1/reservations/{id}"), key, &body)
+        .await
+}
+
+fn time(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    v.as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|| panic!("not a time: {v}"))
+}
+
+#[tokio::test]
+async fn an_extended_hold_outlives_its_old_expiry_while_the_expiry_job_runs() {
+    let app = spawn_app().await;
+    app.store("TW1", 25.0, 121.5).await;
+    app.stock("TW1", "A", 5).await;
+    let (status, hold) = reserve(
+        &app,
+        json!({"reservation_id": "x1", "location_id": "TW1",
+        "lines": [{"sku": "A", "quantity": 2}], "ttl_seconds": 2}),
+    )
+    .await;
+    assert_eq!(status, 201, "{hold}");
+    let old = time(&hold["expires_at"]);
+
+    let (status, body) = patch(&app, "x1", RESERVE_KEY, json!({"ttl_seconds": 60})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], json!("held"));
+    assert!(time(&body["expires_at"]) > old + chrono::Duration::seconds(50));
+    let (_, shown) = app.get("/v1/reservations/x1", RESERVE_KEY).await;
+    assert_eq!(body, shown, "PATCH answers the reservation as GET shows it");
+
+    // Past the old expiry, with the sweep running every half second.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, shown) = app.get("/v1/reservations/x1", RESERVE_KEY).await;
+    assert_eq!(shown["status"], json!("held"), "{shown}");
+    assert_eq!(app.reserved("TW1", "A").await, 2);
+
+    // The same request again: held, expiring ttl_seconds from now; nothing else changes.
+    let (status, again) = patch(&app, "x1", RESERVE_KEY, json!({"ttl_seconds": 60})).await;
+    assert_eq!((status, again["status"].clone()), (200, json!("held")));
+    assert_eq!(app.reserved("TW1", "A").await, 2);
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn only_a_held_hold_can_be_extended() {
+    let app = spawn_app().await;
+    app.store("TW1", 25.0, 121.5).await;
+    app.stock("TW1", "A", 5).await;
+    for (id, ttl) in [("conf", 60), ("rel", 60), ("exp", 1)] {
+        let (status, body) = reserve(
+            &app,
+            json!({"reservation_id": id, "location_id": "TW1",
+            "lines": [{"sku": "A", "quantity": 1}], "ttl_seconds": ttl}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let confirm = app
+        .send(
+            Method::POST,
+            "/v1/reservations/conf/confirm",
+            RESERVE_KEY,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(confirm.0, 200);
+    let release = app
+        .send(
+            Method::DELETE,
+            "/v1/reservations/rel",
+            RESERVE_KEY,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(release.0, 200);
+    wait_until("the short hold expired", || async {
+        app.get("/v1/reservations/exp", RESERVE_KEY).await.1["status"] == json!("expired")
+    })
+    .await;
+    for (id, was) in [
+        ("conf", "confirmed"),
+        ("rel", "released"),
+        ("exp", "expired"),
+    ] {
+        let (status, body) = patch(&app, id, RESERVE_KEY, json!({"ttl_seconds": 60})).await;
+        assert_eq!(status, 409, "{id}: {body}");
+        assert_eq!(body["error"], json!("reservation_not_held"));
+        assert_eq!(body["details"]["status"], json!(was));
+    }
+    assert_eq!(
+        app.reserved("TW1", "A").await,
+        1,
+        "only the confirmed hold holds"
+    );
+    let (_, conf) = app.get("/v1/reservations/conf", RESERVE_KEY).await;
+    assert_eq!(
+        conf["expires_at"],
+        Value::Null,
+        "a confirmed hold got no deadline"
+    );
+
+    let (status, body) = patch(&app, "nope", RESERVE_KEY, json!({"ttl_seconds": 60})).await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test]
+async fn a_lapsed_hold_the_sweep_has_not_reached_is_not_extended() {
+    let app = spawn_app().await;
+    app.store("TW1", 25.0, 121.5).await;
+    app.stock("TW1", "A", 5).await;
+    reserve(
+        &app,
+        json!({"reservation_id": "lapsed", "location_id": "TW1",
+        "lines": [{"sku": "A", "quantity": 1}], "ttl_seconds": 600}),
+    )
+    .await;
+    // Lapsed inside an open transaction: the sweep cannot see it, so only the rule can refuse.
+    let mut tx = app.pool.begin().await.expect("begin");
+    sqlx::query(
+        "UPDATE reservations SET expires_at = clock_timestamp() - interval '1 second'
+         WHERE reservation_id = 'lapsed'",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("lapse");
+    let extended = omnistock::db::reservations::extend(&mut tx, "lapsed", 60)
+        .await
+        .expect("extend");
+    assert!(!extended, "a hold past its expiry must not be extended");
+    tx.rollback().await.expect("rollback");
+    let extended = {
+        let mut conn = app.pool.acquire().await.expect("conn");
+        omnistock::db::reservations::extend(&mut conn, "lapsed", 60)
+            .await
+            .expect("extend")
+    };
+    assert!(extended, "the same hold before its expiry is extended");
+}
+
+#[tokio::test]
+async fn a_ttl_out_of_bounds_is_a_422_naming_it() {
+    let app = spawn_app().await;
+    app.store("TW1", 25.0, 121.5).await;
+    app.stock("TW1", "A", 5).await;
+    reserve(
+        &app,
+        json!({"reservation_id": "h", "location_id": "TW1",
+        "lines": [{"sku": "A", "quantity": 1}]}),
+    )
+    .await;
+    for body in [
+        json!({"ttl_seconds": 0}),
+        json!({"ttl_seconds": -5}),
+        json!({"ttl_seconds": 86_401}),
+        json!({}),
+    ] {
+        let (status, answer) = patch(&app, "h", RESERVE_KEY, body.clone()).await;
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert_eq!(answer["details"]["field"], json!("ttl_seconds"), "{answer}");
+    }
+}
+
+/// Each hold is extended close to its expiry (some just before, some just after) while the
+/// sweep runs: every 200 must leave a hold that is still held, every 409 one that expired.
+#[tokio::test]
+async fn extension_racing_expiry_never_answers_extended_for_an_expired_hold() {
+    const N: usize = 60;
+    let app = spawn_app().await;
+    app.store("TW1", 25.0, 121.5).await;
+    app.stock("TW1", "A", N as i64).await;
+    let mut deadlines = Vec::new();
+    for i in 0..N {
+        let (status, body) = reserve(
+            &app,
+            json!({"reservation_id": format!("r{i}"),
+            "location_id": "TW1", "lines": [{"sku": "A", "quantity": 1}], "ttl_seconds": 2}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        deadlines.push(time(&body["expires_at"]));
+    }
+    let mut tasks = Vec::new();
+    for (i, deadline) in deadlines.into_iter().enumerate() {
+        let (http, url) = (app.http.clone(), app.url(&format!("/v1/reservations/r{i}")));
+        // From 600 ms before to 600 ms after the deadline, the sweep's half-second period.
+        let offset = chrono::Duration::milliseconds((i as i64 % 13) * 100 - 600);
+        tasks.push(tokio::spawn(async move {
+            let wait = (deadline + offset - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            tokio::time::sleep(wait).await;
+            let r = http
+                .patch(url)
+                .bearer_auth(RESERVE_KEY)
+                .json(&json!({"ttl_seconds": 120}))
+                .send()
+                .await
+                .expect("request");
+            (i, r.status().as_u16())
+        }));
+    }
+    let mut extended = Vec::new();
+    for t in tasks {
+        let (i, status) = t.await.expect("join");
+        match status {
+            200 => extended.push(i),
+            409 => {}
+            other => panic!("r{i}: unexpected status {other}"),
+        }
+    }
+    // Long enough for the sweep to have taken every hold it may take.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..N {
+        let (_, r) = app
+            .get(&format!("/v1/reservations/r{i}"), RESERVE_KEY)
+            .await;
+        let want = if extended.contains(&i) {
+            "held"
+        } else {
+            "expired"
+        };
+        assert_eq!(r["status"], json!(want), "r{i}: {r}");
+    }
+    assert_eq!(app.reserved("TW1", "A").await, extended.len() as i64);
+    assert!(
+        !extended.is_empty() && extended.len() < N,
+        "the race should land on both sides ({} of {N} extended)",
+        extended.len()
+    );
+    app.assert_ledger_consistent().await;
+}
+
+const STORE_KEY: &str = "store-tw1-tablet";
+
+async fn spawn_with_store_key() -> TestApp {
+    spawn_with(Isolation::new().await, |c| {
+        c.api_keys = format!(
+            "{}=*,{RESERVE_KEY}=read|reserve,{STORE_KEY}=read|reserve@TW1",
+            crate::helpers::ADMIN_KEY
+        )
+        .parse()
+        .expect("keys");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_key_bound_to_a_location_extends_and_lists_only_its_holds() {
+    let app = spawn_with_store_key().await;
+    app.store("TW1", 25.0, 121.5).await;
+    app.store("TW2", 25.1, 121.6).await;
+    app.stock("TW1", "A", 5).await;
+    app.stock("TW2", "A", 5).await;
+    for (id, loc) in [("mine", "TW1"), ("elsewhere", "TW2")] {
+        let (status, body) = reserve(
+            &app,
+            json!({"reservation_id": id, "location_id": loc,
+            "lines": [{"sku": "A", "quantity": 1}]}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = patch(&app, "elsewhere", STORE_KEY, json!({"ttl_seconds": 60})).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = patch(&app, "mine", STORE_KEY, json!({"ttl_seconds": 60})).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, body) = app.get("/v1/reservations", STORE_KEY).await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<&str> = body["reservations"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|r| r["reservation_id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["mine"]);
+    let (status, body) = app.get("/v1/reservations?location_id=TW1", STORE_KEY).await;
+    assert_eq!(
+        (status, body["reservations"].as_array().map(Vec::len)),
+        (200, Some(1))
+    );
+    let (status, body) = app.get("/v1/reservations?location_id=TW2", STORE_KEY).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["details"]["location_id"], json!("TW1"));
+    let (_, all) = app.get("/v1/reservations", RESERVE_KEY).await;
+    assert_eq!(all["reservations"].as_array().map(Vec::len), Some(2));
+}
+
+/// Pages through every reservation matching `query` and returns their ids in order.
+async fn all_pages(app: &TestApp, query: &str, limit: usize) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let path = match &cursor {
+            None => format!("/v1/reservations?limit={limit}{query}"),
+            Some(c) => format!("/v1/reservations?limit={limit}{query}&cursor={c}"),
+        };
+        let (status, body) = app.get(&path, RESERVE_KEY).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let page = body["reservations"].as_array().expect("reservations");
+        assert!(page.len() <= limit);
+        items.extend(page.iter().cloned());
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return items,
+        }
+    }
+    panic!("paging never ended");
+}
+
+#[tokio::test]
+async fn listing_pages_newest_first_with_filters_and_no_gaps_or_duplicates() {
+    let app = spawn_app().await;
+    app.store("TW1", 25.0, 121.5).await;
+    app.store("TW2", 25.1, 121.6).await;
+    app.stock("TW1", "A", 1000).await;
+    app.stock("TW2", "A", 1000).await;
+    let mut tasks = Vec::new();
+    for i in 0..130 {
+        let (http, url) = (app.http.clone(), app.url("/v1/reservations"));
+        let loc = if i % 3 == 0 { "TW2" } else { "TW1" };
+        tasks.push(tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(RESERVE_KEY)
+                .json(
+                    &json!({"reservation_id": format!("l{i:03}"), "location_id": loc,
+                              "lines": [{"sku": "A", "quantity": 1}]}),
+                )
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("join"), 201);
+    }
+    for i in (0..130).step_by(5) {
+        let path = format!("/v1/reservations/l{i:03}/confirm");
+        assert_eq!(
+            app.send(Method::POST, &path, RESERVE_KEY, &json!({}))
+                .await
+                .0,
+            200
+        );
+    }
+    // Ties on created_at across page boundaries: the cursor must break them by id.
+    sqlx::query(
+        "UPDATE reservations SET created_at = '2026-11-30T10:00:00Z'
+         WHERE reservation_id BETWEEN 'l040' AND 'l079'",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("ties");
+
+    let items = all_pages(&app, "", 7).await;
+    let ids: Vec<String> = items
+        .iter()
+        .map(|r| r["reservation_id"].as_str().expect("id").to_owned())
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        (ids.len(), unique.len()),
+        (130, 130),
+        "no gaps, no duplicates"
+    );
+    let created: Vec<_> = items.iter().map(|r| time(&r["created_at"])).collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let (_, one) = app.get("/v1/reservations/l007", RESERVE_KEY).await;
+    assert!(
+        items.contains(&one),
+        "an item is the reservation as GET shows it"
+    );
+
+    let confirmed_at_tw2 = all_pages(&app, "&status=confirmed&location_id=TW2", 3).await;
+    let want: Vec<String> = (0..130)
+        .filter(|i| i % 5 == 0 && i % 3 == 0)
+        .map(|i| format!("l{i:03}"))
+        .collect();
+    let mut got: Vec<String> = confirmed_at_tw2
+        .iter()
+        .map(|r| r["reservation_id"].as_str().expect("id").to_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    let held = all_pages(&app, "&status=held", 500).await;
+    assert_eq!(held.len(), 130 - 26);
+    assert!(held.iter().all(|r| r["status"] == json!("held")));
+
+    let (_, first) = app.get("/v1/reservations", RESERVE_KEY).await;
+    assert_eq!(
+        first["reservations"].as_array().map(Vec::len),
+        Some(50),
+        "default limit"
+    );
+}
+
+#[tokio::test]
+async fn bad_listing_parameters_are_a_422_naming_the_field() {
+    let app = spawn_app().await;
+    for (query, field) in [
+        ("status=bogus", "status"),
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=not-a-cursor", "cursor"),
+        ("cursor=00ff", "cursor"),
+        ("location_id=no%20spaces", "location_id"),
+    ] {
+        let (status, body) = app
+            .get(&format!("/v1/reservations?{query}"), RESERVE_KEY)
+            .await;
+        assert_eq!(status, 422, "{query}: {body}");
+        assert_eq!(body["details"]["field"], json!(field), "{query}: {body}");
+    }
+    let (status, body) = app.get("/v1/reservations?limit=500", RESERVE_KEY).await;
+    assert_eq!((status, body["next_cursor"].clone()), (200, Value::Null));
+}
