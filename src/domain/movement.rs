@@ -730,24 +730,26 @@ mod tests {
         assert_eq!(d.movements.len(), MAX_BATCH);
     }
 
+    /// Every field name of the contract's movement body.
+    const FIELDS: [&str; 11] = [
+        "event_id",
+        "location_id",
+        "sku",
+        "kind",
+        "quantity",
+        "occurred_at",
+        "source",
+        "reference",
+        "reservation_id",
+        "transfer_id",
+        "to_location_id",
+    ];
+
     /// Any JSON value, nested a few levels, with the contract's field names and edge numbers
     /// drawn often so that near-valid movements are common.
     fn arb_json() -> impl Strategy<Value = Value> {
         let key = prop_oneof![
-            prop::sample::select(vec![
-                "event_id",
-                "location_id",
-                "sku",
-                "kind",
-                "quantity",
-                "occurred_at",
-                "source",
-                "reference",
-                "reservation_id",
-                "transfer_id",
-                "to_location_id",
-            ])
-            .prop_map(str::to_owned),
+            prop::sample::select(FIELDS.to_vec()).prop_map(str::to_owned),
             ".{0,8}",
         ];
         let leaf = prop_oneof![
@@ -788,22 +790,7 @@ mod tests {
 
     /// A valid movement with one field replaced by anything.
     fn arb_mutated() -> impl Strategy<Value = Value> {
-        (
-            prop::sample::select(vec![
-                "event_id",
-                "location_id",
-                "sku",
-                "kind",
-                "quantity",
-                "occurred_at",
-                "source",
-                "reference",
-                "reservation_id",
-                "transfer_id",
-                "to_location_id",
-            ]),
-            arb_json(),
-        )
+        (prop::sample::select(FIELDS.to_vec()), arb_json())
             .prop_map(|(field, value)| with(field, value))
     }
 
