@@ -48,12 +48,28 @@ impl Drop for TempDir {
     }
 }
 
-/// A TCP port nothing listens on right now (the OS picks it).
+/// A TCP port nothing listens on right now, below Linux's ephemeral range (32768–60999): a
+/// port the OS hands out for `:0` is handed out again to the next outgoing connection of any
+/// test, which then holds it when the server comes to bind it (seen: PostgreSQL "Address
+/// already in use" in CI).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    // Ports handed out but maybe not bound yet must not be handed out twice.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let port = (0..SPAN)
+        .map(|i| LOW + (seed.wrapping_add(i.wrapping_mul(7_919))) % SPAN)
+        .filter_map(|p| u16::try_from(p).ok())
+        .find(|&p| !given.contains(&p) && TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port between 20000 and 32000");
+    given.push(port);
+    port
 }
 
 /// Where the server programs are: the variables `scripts/services.sh env test` exports, else
