@@ -6,7 +6,6 @@
 //! Short in the normal suite; the long form is `PROPTEST_CASES=256 cargo nextest run --test api
 //! model::` (each case is one fresh location on one daemon).
 //!
-//! Hold extensions are not modelled: the API has no way to extend a hold yet.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,6 +41,8 @@ enum Op {
     /// The same reservation id again, with other lines: answered with the original.
     Replay(Index, Vec<(usize, i64)>),
     Confirm(Index),
+    /// `PATCH` with a new time to live: only a `held` hold is extended.
+    Extend(Index, i64),
     Release(Index),
     /// The hold's time runs out (its `expires_at` is moved to the past) and the daemon's
     /// expiry job releases it.
@@ -121,6 +122,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => lines().prop_map(Op::Hold),
         1 => (any::<Index>(), lines()).prop_map(|(i, l)| Op::Replay(i, l)),
         2 => any::<Index>().prop_map(Op::Confirm),
+        2 => (any::<Index>(), 60i64..=7200).prop_map(|(i, t)| Op::Extend(i, t)),
         2 => any::<Index>().prop_map(Op::Release),
         2 => any::<Index>().prop_map(Op::Expire),
     ]
@@ -441,6 +443,35 @@ impl Case<'_> {
                     count(self.tally, "hold confirmed");
                 } else {
                     assert_eq!(status, 409, "confirm of a {} hold: {body}", h.status);
+                }
+            }
+            Op::Extend(i, ttl) => {
+                let Some(i) = self.hold_index(i) else { return };
+                let h = &self.model.holds[i];
+                let before = Utc::now();
+                let (status, body) = app
+                    .send(
+                        Method::PATCH,
+                        &format!("/v1/reservations/{}", h.id),
+                        RESERVE_KEY,
+                        &json!({ "ttl_seconds": ttl }),
+                    )
+                    .await;
+                if h.status == "held" {
+                    assert_eq!(status, 200, "extend of a held hold: {body}");
+                    let expires: DateTime<Utc> = body["expires_at"]
+                        .as_str()
+                        .and_then(|t| t.parse().ok())
+                        .expect("expires_at");
+                    let want = before + chrono::Duration::seconds(*ttl);
+                    assert!(
+                        (expires - want).num_seconds().abs() <= 5,
+                        "extended to {expires}, wanted about {want}: {body}"
+                    );
+                    count(self.tally, "hold extended");
+                } else {
+                    assert_eq!(status, 409, "extend of a {} hold: {body}", h.status);
+                    count(self.tally, "extend refused");
                 }
             }
             Op::Release(i) => {
