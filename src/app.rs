@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{self, RedisStore, StockCache};
+use crate::channels::{self, Channels};
 use crate::config::{redact_url, Connections, Limits, ServeConfig, Subjects};
 use crate::db::health::DbHealth;
 use crate::db::PoolSettings;
@@ -106,6 +107,7 @@ impl Application {
         let db_health = DbHealth::default();
         let cache = StockCache::with_db_health(store, pool.clone(), db_health.clone());
         let directory = Directory::load(&pool).await?;
+        let channels = Channels::load(&pool).await?;
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding the HTTP API to {}", config.http_addr))?;
@@ -130,6 +132,7 @@ impl Application {
             pool,
             cache,
             directory,
+            channels,
             nats,
             subjects,
             changes: ChangeHub::default(),
@@ -215,6 +218,19 @@ impl Application {
             jobs.spawn("location-refresh", move |t| {
                 directory::run_refresh_job(
                     directory.clone(),
+                    pool.clone(),
+                    nats.clone(),
+                    subject.clone(),
+                    t,
+                )
+            });
+        }
+        {
+            let (ch, pool, nats) = (st.channels.clone(), st.pool.clone(), st.nats.clone());
+            let subject = st.subjects.channels_changed();
+            jobs.spawn("channel-refresh", move |t| {
+                channels::run_refresh_job(
+                    ch.clone(),
                     pool.clone(),
                     nats.clone(),
                     subject.clone(),

@@ -316,6 +316,19 @@ impl Subjects {
         format!("{}.internal.locations_changed", self.prefix)
     }
 
+    pub fn channels_changed(&self) -> String {
+        format!("{}.internal.channels_changed", self.prefix)
+    }
+
+    /// A channel's totals: `<prefix>.channels.<channel>`.
+    pub fn channels(&self, channel: &str) -> String {
+        format!("{}.channels.{channel}", self.prefix)
+    }
+
+    pub fn channels_wildcard(&self) -> String {
+        format!("{}.channels.>", self.prefix)
+    }
+
     fn stream_base(&self) -> String {
         self.prefix
             .chars()
@@ -337,6 +350,11 @@ impl Subjects {
     /// JetStream stream of change events: `INVENTORY_CHANGES` for the default prefix.
     pub fn changes_stream(&self) -> String {
         format!("{}_CHANGES", self.stream_base())
+    }
+
+    /// JetStream stream of channel totals: `INVENTORY_CHANNELS` for the default prefix.
+    pub fn channels_stream(&self) -> String {
+        format!("{}_CHANNELS", self.stream_base())
     }
 
     /// JetStream stream of stock alerts: `INVENTORY_ALERTS` for the default prefix.

@@ -11,6 +11,8 @@
 pub mod app;
 pub mod apply;
 pub mod cache;
+pub mod channel_feed;
+pub mod channels;
 pub mod cli;
 pub mod commit;
 pub mod config;

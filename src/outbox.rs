@@ -50,6 +50,15 @@ pub async fn ensure_streams(js: &jetstream::Context, subjects: &Subjects) -> any
         ..Default::default()
     })
     .await?;
+    js.get_or_create_stream(stream::Config {
+        name: subjects.channels_stream(),
+        subjects: vec![subjects.channels_wildcard()],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await?;
     Ok(())
 }
 
@@ -145,6 +154,8 @@ pub async fn relay_once(
     // What was stored is marked even when something failed: it is not published again, and
     // nothing after a failed event of the same SKU was published.
     db::events::mark_sent(&mut tx, &published).await?;
+    // Their SKUs' channel totals may have changed: the channel feed looks next.
+    db::channels::mark_dirty_from_outbox(&mut tx, &published).await?;
     tx.commit().await?;
     METRICS.events_published.add(published.len() as u64);
     match failure {
@@ -182,6 +193,11 @@ pub async fn run_relay(
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+        if let Err(e) = crate::channel_feed::catch_up(&pool, &js, &subjects).await {
+            METRICS.events_publish_failures.inc();
+            tracing::warn!(error = %e, "channel feed failed; its SKUs stay marked");
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
         if last_cleanup.elapsed() > Duration::from_secs(600) {
             last_cleanup = Instant::now();
             if let Ok(mut conn) = pool.acquire().await {
@@ -199,5 +215,8 @@ pub async fn run_relay(
     // Publish what the last transactions committed before stopping.
     if let Err(e) = relay_once(&pool, &js, &subjects, Finish::MarkSent).await {
         tracing::warn!(error = %e, "final outbox relay failed; the next daemon publishes the rest");
+    }
+    if let Err(e) = crate::channel_feed::catch_up(&pool, &js, &subjects).await {
+        tracing::warn!(error = %e, "final channel feed run failed; the next daemon publishes the rest");
     }
 }

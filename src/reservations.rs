@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::change;
 use crate::cache::StockCache;
+use crate::channels::HoldPool;
 use crate::commit;
 use crate::db;
 use crate::db::levels::LevelRow;
@@ -131,6 +132,9 @@ pub struct NewHold<'a> {
     pub lines: &'a [OrderLine],
     pub expires_at: DateTime<Utc>,
     pub order_id: Option<&'a str>,
+    /// A hold for a sales channel takes no more than the channel's available at the location
+    /// (0 where the channel does not sell from it).
+    pub channel: Option<&'a str>,
 }
 
 /// Why a hold was not taken.
@@ -169,6 +173,10 @@ pub async fn hold_in(
     }
     let mut skus: Vec<&str> = h.lines.iter().map(|l| l.sku.as_str()).collect();
     skus.sort_unstable();
+    let channel = match h.channel {
+        Some(c) => Some(HoldPool::load(conn, c, h.location_id, &skus).await?),
+        None => None,
+    };
     let levels = db::levels::lock_at(conn, h.location_id, &skus).await?;
     let quantities: Vec<i64> = h.lines.iter().map(|l| l.quantity).collect();
     let line_skus: Vec<&str> = h.lines.iter().map(|l| l.sku.as_str()).collect();
@@ -179,10 +187,10 @@ pub async fn hold_in(
     let (changed, safety) =
         db::reservations::add_held_at(conn, h.location_id, &line_skus, &quantities).await?;
     let avail = |sku: &str| {
-        levels
-            .iter()
-            .find(|l| l.sku == sku)
-            .map_or(0, |l| available(l.on_hand, l.reserved, safety))
+        levels.iter().find(|l| l.sku == sku).map_or(0, |l| {
+            let a = available(l.on_hand, l.reserved, safety);
+            channel.as_ref().map_or(a, |c| c.available(sku, a))
+        })
     };
     if let Err(short) = reservation::check(h.lines, avail) {
         return Ok(Err(NotHeld::Short(short)));

@@ -14,6 +14,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use crate::cache::StockCache;
+use crate::channels::ChannelPool;
 use crate::db;
 use crate::db::levels::LevelRow;
 use crate::directory::Directory;
@@ -46,6 +47,8 @@ pub struct Order {
     pub ttl_seconds: Option<i64>,
     /// The store whose staff placed it, for an endless-aisle order.
     pub placed_at_location_id: Option<String>,
+    /// Route within this sales channel: only its locations, each with the channel's available.
+    pub channel: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,14 +81,28 @@ async fn candidates(
     conn: &mut PgConnection,
     locations: &HashMap<String, Location>,
     lines: &[OrderLine],
+    channel: Option<&str>,
 ) -> Result<Vec<Candidate>, sqlx::Error> {
     let skus: Vec<String> = lines.iter().map(|l| l.sku.clone()).collect();
+    let channel = match channel {
+        Some(c) => {
+            let refs: Vec<&str> = skus.iter().map(String::as_str).collect();
+            Some(ChannelPool::load(&mut *conn, c, &refs).await?)
+        }
+        None => None,
+    };
+    let in_channel = |l: &Location| {
+        channel
+            .as_ref()
+            .is_none_or(|c| c.includes(&l.location_id, l.kind, l.ship_from))
+    };
     let levels: Vec<LevelRow> = db::levels::for_skus(&mut *conn, &skus).await?;
     // From PostgreSQL, not the directory: another daemon may have changed a capacity since
     // this one last refreshed its locations.
     let capacity = db::orders::capacity_left(&mut *conn).await?;
     let mut out: HashMap<&str, Candidate> = locations
         .values()
+        .filter(|l| in_channel(l))
         .map(|l| {
             let capacity_left = capacity.get(&l.location_id).copied();
             (
@@ -108,8 +125,9 @@ async fn candidates(
             out.get_mut(lv.location_id.as_str()),
             locations.get(&lv.location_id),
         ) {
-            c.available
-                .insert(lv.sku, available(lv.on_hand, lv.reserved, loc.safety_stock));
+            let a = available(lv.on_hand, lv.reserved, loc.safety_stock);
+            let a = channel.as_ref().map_or(a, |c| c.available(&lv.sku, a));
+            c.available.insert(lv.sku, a);
         }
     }
     let mut v: Vec<Candidate> = out.into_values().collect();
@@ -178,7 +196,13 @@ pub async fn route_order(
         let mut conn = pool.acquire().await?;
         let outcome = decide(
             order,
-            &candidates(&mut conn, &locations, &order.lines).await?,
+            &candidates(
+                &mut conn,
+                &locations,
+                &order.lines,
+                order.channel.as_deref(),
+            )
+            .await?,
         );
         return Ok(if outcome.assignments.is_empty() {
             Routed::NoOption(outcome)
@@ -217,7 +241,8 @@ async fn try_route(
         return Ok(Some(Routed::Replay(previous)));
     }
     let locations = directory.snapshot();
-    let candidates = candidates(&mut tx, &locations, &order.lines).await?;
+    let candidates =
+        candidates(&mut tx, &locations, &order.lines, order.channel.as_deref()).await?;
     let outcome = decide(order, &candidates);
     if outcome.assignments.is_empty() {
         return Ok(Some(Routed::NoOption(outcome)));
@@ -254,6 +279,7 @@ async fn try_route(
             lines: &a.lines,
             expires_at,
             order_id: Some(&order.order_id),
+            channel: order.channel.as_deref(),
         };
         match hold_in(&mut tx, &hold).await? {
             Ok(held) => {

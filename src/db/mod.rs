@@ -1,6 +1,7 @@
 //! Every SQL statement of omnistock, one small function per query. Nothing else talks SQL.
 
 pub mod cache_sync;
+pub mod channels;
 pub mod events;
 pub mod health;
 pub mod invariants;

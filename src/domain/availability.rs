@@ -103,20 +103,34 @@ pub fn summarize(
     terms: impl Fn(&str) -> Option<LocationTerms>,
     channel: Channel,
 ) -> SkuAvailability {
+    summarize_with(
+        levels,
+        terms,
+        |_, t| channel.includes(t.kind, t.ship_from),
+        |a| a,
+    )
+}
+
+/// As `summarize`, for any channel: `includes` says which locations it sells from, `pool`
+/// turns a location's available into the channel's share of it.
+pub fn summarize_with(
+    levels: &[LevelQuantities],
+    terms: impl Fn(&str) -> Option<LocationTerms>,
+    includes: impl Fn(&str, &LocationTerms) -> bool,
+    pool: impl Fn(i64) -> i64,
+) -> SkuAvailability {
     let mut locations: Vec<LocationAvailability> = levels
         .iter()
         .filter_map(|l| {
             let t = terms(&l.location_id)?;
-            channel
-                .includes(t.kind, t.ship_from)
-                .then(|| LocationAvailability {
-                    location_id: l.location_id.clone(),
-                    kind: t.kind,
-                    on_hand: l.on_hand,
-                    reserved: l.reserved,
-                    available: available(l.on_hand, l.reserved, t.safety_stock),
-                    in_transit: l.in_transit,
-                })
+            includes(&l.location_id, &t).then(|| LocationAvailability {
+                location_id: l.location_id.clone(),
+                kind: t.kind,
+                on_hand: l.on_hand,
+                reserved: l.reserved,
+                available: pool(available(l.on_hand, l.reserved, t.safety_stock)),
+                in_transit: l.in_transit,
+            })
         })
         .collect();
     locations.sort_by(|a, b| a.location_id.cmp(&b.location_id));

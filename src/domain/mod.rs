@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod availability;
+pub mod channel;
 pub mod geo;
 pub mod ids;
 pub mod level;

@@ -8,13 +8,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{Caller, Scope};
+use super::channels::resolve;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, SkuPath};
 use super::{validate, AppState};
 use crate::cache::Answer;
+use crate::channels::{includes, ChannelSet};
 use crate::db;
 use crate::directory::Directory;
-use crate::domain::availability::{available, summarize, Channel};
+use crate::domain::availability::{available, summarize_with};
+use crate::domain::channel::{pool_available, ChannelDef};
 use crate::domain::geo::haversine_km;
 use crate::domain::location::LocationKind;
 
@@ -33,14 +36,6 @@ struct ChannelQuery {
     channel: Option<String>,
 }
 
-fn channel(c: Option<&str>) -> Result<Channel, ApiError> {
-    let c = c.unwrap_or("all");
-    Channel::parse(c).ok_or_else(|| ApiError::Invalid {
-        message: format!("unknown channel {c:?}"),
-        details: json!({ "field": "channel", "allowed": ["all", "online"] }),
-    })
-}
-
 async fn one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -48,7 +43,7 @@ async fn one(
     ApiQuery(q): ApiQuery<ChannelQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
-    let channel = channel(q.channel.as_deref())?;
+    let (set, channel) = resolve(&state, q.channel.as_deref()).await?;
     let answer = state.cache.levels(&[sku.as_str()]).await?;
     let levels = &answer.levels;
     let locations = state
@@ -58,10 +53,15 @@ async fn one(
             levels[0].iter().map(|l| l.location_id.as_str()),
         )
         .await?;
-    let a = summarize(&levels[0], |id| Directory::terms(&locations, id), channel);
+    let a = summarize_with(
+        &levels[0],
+        |id| Directory::terms(&locations, id),
+        |id, t| includes(&channel, id, t),
+        pool(&set, &channel, &sku),
+    );
     Ok(Json(json!({
         "sku": sku,
-        "channel": channel,
+        "channel": channel.channel,
         "available": a.available,
         "locations": a.locations,
         "in_transit": a.in_transit,
@@ -69,6 +69,12 @@ async fn one(
         "source": answer.source,
         "age_ms": age_ms(&answer),
     })))
+}
+
+/// A channel's share of a location's available of one SKU.
+fn pool<'a>(set: &'a ChannelSet, channel: &'a ChannelDef, sku: &str) -> impl Fn(i64) -> i64 + 'a {
+    let terms = set.terms(channel, sku);
+    move |a| pool_available(a, terms)
 }
 
 /// How old the answer may be, in milliseconds (null when Redis had no watermark to tell).
@@ -101,7 +107,7 @@ async fn batch(
     for sku in &req.skus {
         validate::sku("sku", sku)?;
     }
-    let channel = channel(req.channel.as_deref())?;
+    let (set, channel) = resolve(&state, req.channel.as_deref()).await?;
     let skus: Vec<&str> = req.skus.iter().map(String::as_str).collect();
     let answer = state.cache.levels(&skus).await?;
     let levels = &answer.levels;
@@ -116,12 +122,17 @@ async fn batch(
         .iter()
         .zip(levels)
         .map(|(sku, l)| {
-            let a = summarize(l, |id| Directory::terms(&locations, id), channel);
+            let a = summarize_with(
+                l,
+                |id| Directory::terms(&locations, id),
+                |id, t| includes(&channel, id, t),
+                pool(&set, &channel, sku),
+            );
             json!({ "sku": sku, "available": a.available })
         })
         .collect();
     Ok(Json(json!({
-        "channel": channel,
+        "channel": channel.channel,
         "items": items,
         "as_of": Utc::now(),
         "source": answer.source,
@@ -139,6 +150,7 @@ struct NearbyQuery {
     lon: Option<f64>,
     radius_km: Option<f64>,
     limit: Option<usize>,
+    channel: Option<String>,
 }
 
 /// Stores near a point that have the SKU, nearest first, for store staff helping a customer.
@@ -171,6 +183,8 @@ async fn nearby(
     if !(1..=MAX_NEARBY_LIMIT).contains(&limit) {
         return Err(field("limit", "`limit` must be between 1 and 100"));
     }
+    let (set, channel) = resolve(&state, q.channel.as_deref()).await?;
+    let share = pool(&set, &channel, &sku);
     let levels = db::levels::for_sku(&state.pool, &sku).await?;
     let locations = state
         .directory
@@ -181,10 +195,12 @@ async fn nearby(
         .iter()
         .filter_map(|lv| {
             let loc = locations.get(&lv.location_id)?;
-            if loc.kind != LocationKind::Store {
+            if loc.kind != LocationKind::Store
+                || !channel.includes(&loc.location_id, loc.kind, loc.ship_from)
+            {
                 return None;
             }
-            let avail = available(lv.on_hand, lv.reserved, loc.safety_stock);
+            let avail = share(available(lv.on_hand, lv.reserved, loc.safety_stock));
             let d = haversine_km(lat, lon, loc.lat, loc.lon);
             (avail > 0 && d <= radius).then(|| {
                 let age =
@@ -216,6 +232,7 @@ async fn nearby(
     stores.truncate(limit);
     Ok(Json(json!({
         "sku": sku,
+        "channel": channel.channel,
         "origin": { "lat": lat, "lon": lon },
         "radius_km": radius,
         "stores": stores.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),

@@ -2,6 +2,7 @@
 
 pub mod auth;
 mod availability;
+mod channels;
 pub mod error;
 mod extract;
 mod health;
@@ -23,6 +24,7 @@ use axum::Router;
 use sqlx::PgPool;
 
 use crate::cache::StockCache;
+use crate::channels::Channels;
 use crate::config::Subjects;
 use crate::db::health::DbHealth;
 use crate::directory::Directory;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub cache: Arc<StockCache>,
     pub directory: Directory,
+    /// Channel definitions and per-SKU overrides, in memory for reads.
+    pub channels: Channels,
     pub nats: async_nats::Client,
     pub subjects: Subjects,
     /// Level change events fanned out to live-stream clients (`GET /v1/stream`).
@@ -78,10 +82,27 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Reloads this daemon's channels and tells the others to do the same.
+    pub async fn channels_changed(&self) {
+        if let Err(e) = self.channels.refresh(&self.pool).await {
+            tracing::warn!(error = %e, "channel reload failed; the periodic refresh will retry");
+        }
+        if let Err(e) = self
+            .nats
+            .publish(self.subjects.channels_changed(), "changed".into())
+            .await
+        {
+            tracing::warn!(error = %e, "could not announce a channel change");
+        }
+    }
+}
+
 pub fn router(state: AppState, auth: Auth) -> Router {
     let v1 = Router::new()
         .merge(locations::router())
         .merge(availability::router())
+        .merge(channels::router())
         .merge(reservations::router())
         .merge(orders::router())
         .merge(skus::router())

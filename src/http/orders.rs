@@ -34,6 +34,8 @@ struct RouteBody {
     ttl_seconds: Option<i64>,
     /// The store whose staff placed the order ("endless aisle"), kept with the answer.
     placed_at_location_id: Option<String>,
+    /// Route within this sales channel's pool.
+    channel: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -91,7 +93,12 @@ async fn route(
             return Err(ApiError::OtherLocation(own.to_owned()));
         }
     }
+    let channel = match body.channel.as_deref() {
+        Some(c) => Some(super::channels::resolve(&state, Some(c)).await?.1.channel),
+        None => None,
+    };
     let order = Order {
+        channel,
         lines: valid_lines(&body.lines)?,
         order_id: body.order_id,
         fulfilment: body.fulfilment,

@@ -36,6 +36,8 @@ struct CreateRequest {
     location_id: String,
     lines: Vec<OrderLine>,
     ttl_seconds: Option<i64>,
+    /// Hold within this sales channel's pool.
+    channel: Option<String>,
 }
 
 /// Checks order lines (shared with order routing) and merges repeated SKUs.
@@ -84,12 +86,17 @@ async fn create(
             message: m,
             details: json!({ "field": "ttl_seconds" }),
         })?;
+    let channel = match req.channel.as_deref() {
+        Some(c) => Some(super::channels::resolve(&state, Some(c)).await?.1.channel),
+        None => None,
+    };
     let hold = NewHold {
         reservation_id: &id,
         location_id: &req.location_id,
         lines: &lines,
         expires_at,
         order_id: None,
+        channel: channel.as_deref(),
     };
     match holds::create(&state.pool, &state.cache, &hold).await? {
         Created::New(v) => Ok((StatusCode::CREATED, Json(v))),

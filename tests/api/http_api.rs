@@ -250,7 +250,7 @@ async fn availability_subtracts_safety_stock_and_filters_the_online_channel() {
         app.get(&format!("{path}?channel=teleport"), READ_KEY)
             .await
             .0,
-        422
+        404
     );
     let (status, err) = app.get("/v1/availability/BAD%0ASKU", READ_KEY).await;
     assert_eq!(

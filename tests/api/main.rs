@@ -3,6 +3,7 @@
 
 mod cache;
 mod cache_staleness;
+mod channels;
 mod events;
 mod helpers;
 mod hostile;
