@@ -117,9 +117,7 @@ pub async fn summary(s: Sources<'_>) -> Result<OpsSummary, sqlx::Error> {
                 .map_or((r.location_id.clone(), LocationKind::Store), |l| {
                     (l.name.clone(), l.kind)
                 });
-            let sync_delay = r
-                .last_movement_at
-                .map(|at| (now - at).num_seconds().max(0));
+            let sync_delay = r.last_movement_at.map(|at| (now - at).num_seconds().max(0));
             let commit_delay = r.commit_delay_seconds.map(|d| d.max(0.0));
             let dead_letters = dead
                 .as_ref()

@@ -222,12 +222,12 @@ pub async fn authenticate(
     let headers = req.headers();
     let has_key = headers.contains_key(AUTHORIZATION) || headers.contains_key("x-api-key");
     if let Some(token) = stream_token(&req).filter(|_| !has_key) {
-        let grant = auth
-            .stream_tokens
-            .verify(token, chrono::Utc::now())
-            .ok_or(ApiError::Unauthorized(
-                "stream token invalid or expired: get a new one from POST /v1/stream/token",
-            ))?;
+        let grant =
+            auth.stream_tokens
+                .verify(token, chrono::Utc::now())
+                .ok_or(ApiError::Unauthorized(
+                    "stream token invalid or expired: get a new one from POST /v1/stream/token",
+                ))?;
         req.extensions_mut().insert(Caller { grant });
         return Ok(next.run(req).await);
     }

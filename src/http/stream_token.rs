@@ -117,9 +117,16 @@ mod tests {
         let now = Utc::now();
         let (token, expires_at) = t.issue(&grant(Some("TW001")), now);
         let lasts = (expires_at - now).num_seconds();
-        assert!((TOKEN_TTL_SECONDS - 1..=TOKEN_TTL_SECONDS).contains(&lasts), "{lasts}");
+        assert!(
+            (TOKEN_TTL_SECONDS - 1..=TOKEN_TTL_SECONDS).contains(&lasts),
+            "{lasts}"
+        );
         let g = t.verify(&token, now).expect("valid");
-        assert_eq!(g.scopes, [Scope::Read], "a token grants reading, nothing else");
+        assert_eq!(
+            g.scopes,
+            [Scope::Read],
+            "a token grants reading, nothing else"
+        );
         assert_eq!(g.location_id.as_deref(), Some("TW001"));
         assert!(t
             .verify(&token, now + Duration::seconds(TOKEN_TTL_SECONDS + 1))
@@ -137,9 +144,7 @@ mod tests {
         assert!(t.verify(&token.replace("TW001", "TW002"), now).is_none());
         let (_, rest) = token.split_once('.').expect("dots");
         let (_, rest) = rest.split_once('.').expect("dots");
-        assert!(t
-            .verify(&format!("s1.99999999999.{rest}"), now)
-            .is_none());
+        assert!(t.verify(&format!("s1.99999999999.{rest}"), now).is_none());
         assert!(t.verify(&token[..token.len() - 2], now).is_none());
         let other = StreamTokens::new(Some(&"o".repeat(32))).expect("secret");
         assert!(other.verify(&token, now).is_none());

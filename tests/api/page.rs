@@ -79,7 +79,12 @@ async fn a_stream_token_opens_the_live_stream_and_nothing_else() {
         .expect("request");
     assert_eq!(r.status(), 401, "a token needs a key");
     let (status, body) = app
-        .send(reqwest::Method::POST, "/v1/stream/token", READ_KEY, &json!({}))
+        .send(
+            reqwest::Method::POST,
+            "/v1/stream/token",
+            READ_KEY,
+            &json!({}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let token = body["token"].as_str().expect("token").to_owned();
@@ -139,7 +144,10 @@ async fn whoami_names_the_scopes_and_never_the_key() {
     })
     .await;
     let (status, body) = app.get("/v1/whoami", READ_KEY).await;
-    assert_eq!((status, &body), (200, &json!({"scopes": ["read"], "location_id": null})));
+    assert_eq!(
+        (status, &body),
+        (200, &json!({"scopes": ["read"], "location_id": null}))
+    );
     let (_, body) = app.get("/v1/whoami", ADMIN_KEY).await;
     assert_eq!(body["scopes"], json!(["read", "reserve", "write", "admin"]));
     let (_, body) = app.get("/v1/whoami", "tablet-key-123").await;
@@ -157,12 +165,10 @@ async fn levels_say_how_fresh_each_number_is() {
     app.store("S1", 25.0, 121.5).await;
     app.store("S2", 25.1, 121.5).await;
     let counted = (Utc::now() - chrono::Duration::hours(3)).to_rfc3339();
-    app.publish(
-        "S1",
-        &movement_at("c1", "S1", "TEE", "count", 7, &counted),
-    )
-    .await;
-    app.publish("S1", &movement("s1", "S1", "TEE", "sale", 2)).await;
+    app.publish("S1", &movement_at("c1", "S1", "TEE", "count", 7, &counted))
+        .await;
+    app.publish("S1", &movement("s1", "S1", "TEE", "sale", 2))
+        .await;
     app.publish("S2", &movement("r2", "S2", "TEE", "receipt", 4))
         .await;
     app.wait_for_ledger(3).await;
@@ -172,18 +178,33 @@ async fn levels_say_how_fresh_each_number_is() {
     assert_eq!(levels.len(), 2);
     let s1 = &levels[0];
     assert_eq!(
-        (&s1["location_id"], &s1["on_hand"], &s1["available"], &s1["name"]),
+        (
+            &s1["location_id"],
+            &s1["on_hand"],
+            &s1["available"],
+            &s1["name"]
+        ),
         (&json!("S1"), &json!(5), &json!(5), &json!("Store S1"))
     );
     let count_age = s1["last_count_age_seconds"].as_i64().expect("counted");
-    assert!((3 * 3600 - 60..=3 * 3600 + 60).contains(&count_age), "{count_age}");
+    assert!(
+        (3 * 3600 - 60..=3 * 3600 + 60).contains(&count_age),
+        "{count_age}"
+    );
     assert!(s1["last_movement_age_seconds"].as_i64().expect("moved") < 60);
-    assert_eq!(levels[1]["last_count_at"], Value::Null, "S2 was never counted");
+    assert_eq!(
+        levels[1]["last_count_at"],
+        Value::Null,
+        "S2 was never counted"
+    );
     let (_, one) = app.get("/v1/levels/TEE?location_id=S2", READ_KEY).await;
     assert_eq!(one["levels"].as_array().expect("levels").len(), 1);
     assert_eq!(one["levels"][0]["on_hand"], 4);
     let (status, body) = app.get("/v1/levels/TEE?location_id=a.b", READ_KEY).await;
-    assert_eq!((status, &body["details"]["field"]), (422, &json!("location_id")));
+    assert_eq!(
+        (status, &body["details"]["field"]),
+        (422, &json!("location_id"))
+    );
 }
 
 #[tokio::test]
@@ -218,8 +239,11 @@ async fn the_ops_summary_turns_red_past_a_threshold_and_counts_dead_letters_and_
     app.wait_for_ledger(3).await;
     // Two dead letters for STALE (wrong location in the body), none elsewhere.
     for i in 0..2 {
-        app.publish("STALE", &movement(&format!("d{i}"), "FRESH", "A", "sale", 1))
-            .await;
+        app.publish(
+            "STALE",
+            &movement(&format!("d{i}"), "FRESH", "A", "sale", 1),
+        )
+        .await;
     }
     app.wait_for_deadletters(2).await;
     let (status, body) = app
@@ -248,22 +272,38 @@ async fn the_ops_summary_turns_red_past_a_threshold_and_counts_dead_letters_and_
     assert_eq!(amber["lights"]["sync_delay"], "amber", "{amber}");
     assert_eq!(stale["lights"]["sync_delay"], "red", "{stale}");
     assert_eq!(stale["light"], "red");
-    assert_eq!(quiet["lights"]["sync_delay"], "unknown", "no movement yet: {quiet}");
+    assert_eq!(
+        quiet["lights"]["sync_delay"], "unknown",
+        "no movement yet: {quiet}"
+    );
     let delay = stale["sync_delay_seconds"].as_i64().expect("delay");
     assert!((45 * 60 - 60..=45 * 60 + 60).contains(&delay), "{delay}");
-    let commit = stale["commit_delay_seconds"].as_f64().expect("commit delay");
-    assert!(commit > 44.0 * 60.0, "occurred 45 min before its commit: {commit}");
+    let commit = stale["commit_delay_seconds"]
+        .as_f64()
+        .expect("commit delay");
+    assert!(
+        commit > 44.0 * 60.0,
+        "occurred 45 min before its commit: {commit}"
+    );
     assert_eq!(stale["dead_letters_last_hour"], 2, "{stale}");
     assert_eq!(stale["lights"]["dead_letters"], "red");
     assert_eq!(fresh["dead_letters_last_hour"], 0);
-    assert_eq!((&fresh["holds_held"], &fresh["holds_expiring"]), (&json!(1), &json!(1)));
+    assert_eq!(
+        (&fresh["holds_held"], &fresh["holds_expiring"]),
+        (&json!(1), &json!(1))
+    );
     assert_eq!(fresh["stockouts"], 0);
     assert_eq!(quiet["stockouts"], 0);
     assert_eq!(s["thresholds"]["sync_delay_red_seconds"], 1800);
     assert_eq!(s["network"]["consumer_lag"], 0, "{s}");
     assert_eq!(s["network"]["consumer_lag_light"], "green");
     assert_eq!(s["light"], "red");
-    let r = app.http.get(app.url("/v1/ops/summary")).send().await.expect("request");
+    let r = app
+        .http
+        .get(app.url("/v1/ops/summary"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 401);
 }
 
@@ -275,10 +315,12 @@ async fn the_store_page_works_end_to_end_in_headless_chromium() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let script = root.join("tests/browser/page.mjs");
     assert!(
-        root.join("tests/browser/node_modules/playwright-core").is_dir(),
+        root.join("tests/browser/node_modules/playwright-core")
+            .is_dir(),
         "tests/browser/node_modules is missing: `make test` runs `npm ci --prefix tests/browser`"
     );
-    let chromium = std::env::var("OMNISTOCK_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let chromium =
+        std::env::var("OMNISTOCK_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
         "{chromium} is missing: `make test` installs Debian's chromium"
