@@ -506,11 +506,14 @@
           until: a.assignments[0] && a.assignments[0].expires_at ? when(a.assignments[0].expires_at) : "–",
         })
       : t("route_none");
-    const items = (a.explanation || []).map((x) =>
+    // The chosen locations first, then the others nearest first (the server's order). The
+    // server's reason is plain English; other languages get the reason code's own sentence.
+    const explanation = [...(a.explanation || [])].sort((p, q) => (q.decision === "chosen") - (p.decision === "chosen"));
+    const items = explanation.map((x) =>
       el("li", { class: x.decision === "chosen" ? "chosen" : "skipped", dataset: { location: x.location_id, code: x.code || "" } },
         el("strong", {}, storeName(x.location_id)),
-        ` (${t("distance", { km: x.distance_km })}): ${t("code_" + x.code)}`,
-        state.lang === "en" && x.reason ? ` — ${x.reason}` : ""),
+        ` (${t("distance", { km: x.distance_km })}): `,
+        state.lang === "en" && x.reason ? x.reason : t("code_" + x.code)),
     );
     out.replaceChildren(
       el("p", { class: route.ok ? "ok" : "error", id: "route-head" }, head),
