@@ -45,7 +45,8 @@ say "starting services (instance run)"
 "$SERVICES" start run
 eval "$("$SERVICES" env run)"
 
-export OMNISTOCK_API_KEYS="${OMNISTOCK_API_KEYS:-demo-admin-key=*}"
+# Every scope; read only (the page disables hold and order); a TW001 tablet (read, reserve there).
+export OMNISTOCK_API_KEYS="${OMNISTOCK_API_KEYS:-demo-admin-key=*,demo-read-key=read,demo-tw001-key=read|reserve@TW001}"
 export OMNISTOCK_HTTP_ADDR="${OMNISTOCK_HTTP_ADDR:-127.0.0.1:8080}"
 
 say "cargo build"
@@ -67,8 +68,11 @@ cat <<EOF
 
   omnistock demo
   --------------
+  Staff page    $url/   (open it in a browser)
   HTTP API      $url
-  API key       demo-admin-key   (all scopes)
+  API keys      demo-admin-key   (all scopes)
+                demo-read-key    (read only)
+                demo-tw001-key   (read and reserve, bound to TW001)
   PostgreSQL    $DATABASE_URL
   Redis         $REDIS_URL
   NATS          $NATS_URL   (monitor $OMNISTOCK_NATS_MONITOR_URL)

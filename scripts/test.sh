@@ -53,6 +53,9 @@ say "DATABASE_URL=$DATABASE_URL REDIS_URL=$REDIS_URL NATS_URL=$NATS_URL"
 
 failed=()
 
+say "browser test prerequisites (chromium, node, tests/browser npm packages)"
+bash "$ROOT/scripts/browser-deps.sh" || failed+=(browser-deps)
+
 say "cargo fmt --check"
 cargo fmt --check || failed+=(fmt)
 

@@ -19,7 +19,7 @@ use crate::db::health::DbHealth;
 use crate::db::PoolSettings;
 use crate::directory::{self, Directory};
 use crate::events_hub::{self, ChangeHub};
-use crate::http::{self, auth::Auth, AppState, Deadlines, Readiness, StreamSlots};
+use crate::http::{self, auth::Auth, AppState, Deadlines, Readiness, StreamSlots, StreamTokens};
 use crate::jobs::{JobStatus, Supervisor};
 use crate::{db, ingest};
 
@@ -116,7 +116,14 @@ impl Application {
                 "OMNISTOCK_API_KEYS is empty: every /v1 request will be refused with 401"
             );
         }
-        let auth = Auth::new(config.api_keys.clone(), config.rate_limit_per_second);
+        let stream_tokens = StreamTokens::new(config.stream_secret.as_deref())
+            .map_err(anyhow::Error::msg)
+            .context("OMNISTOCK_STREAM_SECRET")?;
+        let auth = Auth::new(
+            config.api_keys.clone(),
+            config.rate_limit_per_second,
+            stream_tokens.clone(),
+        );
         let ingest = ingest::Ingest {
             pool: pool.clone(),
             js,
@@ -139,6 +146,8 @@ impl Application {
             jobs: jobs.status().clone(),
             readiness: Readiness::default(),
             streams: StreamSlots::new(config.limits.sse_max_connections),
+            stream_tokens,
+            ops: config.ops,
             deadlines: Deadlines {
                 request: config.limits.http_request_timeout(),
                 db_down: config.limits.db_down_request_timeout(),

@@ -175,6 +175,79 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub limits: Limits,
+
+    /// Secret (at least 32 characters) that signs the short-lived live-stream tokens of
+    /// `POST /v1/stream/token`, with which a browser opens `GET /v1/stream?token=` without
+    /// putting its API key in a URL. Give every daemon behind one load balancer the same
+    /// secret; unset, each process draws a random one, and a token works only on the daemon
+    /// that issued it.
+    #[arg(long, env = "OMNISTOCK_STREAM_SECRET", hide_env_values = true)]
+    pub stream_secret: Option<String>,
+
+    #[command(flatten)]
+    pub ops: OpsThresholds,
+}
+
+/// The traffic lights of the ops view (`GET /v1/ops/summary`): a value at or above `amber`
+/// is amber, at or above `red` is red. Returned with the summary, so the page shows them.
+#[derive(Debug, Clone, Copy, Args, serde::Serialize)]
+pub struct OpsThresholds {
+    /// Sync delay (seconds since a location's newest movement occurred) that turns it amber.
+    #[arg(long, env = "OMNISTOCK_OPS_SYNC_DELAY_AMBER_SECONDS", default_value_t = OpsThresholds::DEFAULT.sync_delay_amber_seconds)]
+    pub sync_delay_amber_seconds: i64,
+    /// Sync delay (seconds) that turns a location red.
+    #[arg(long, env = "OMNISTOCK_OPS_SYNC_DELAY_RED_SECONDS", default_value_t = OpsThresholds::DEFAULT.sync_delay_red_seconds)]
+    pub sync_delay_red_seconds: i64,
+    /// Publish-to-commit delay (seconds, median of the location's recent movements) that
+    /// turns it amber.
+    #[arg(long, env = "OMNISTOCK_OPS_COMMIT_DELAY_AMBER_SECONDS", default_value_t = OpsThresholds::DEFAULT.commit_delay_amber_seconds)]
+    pub commit_delay_amber_seconds: f64,
+    /// Publish-to-commit delay (seconds) that turns a location red.
+    #[arg(long, env = "OMNISTOCK_OPS_COMMIT_DELAY_RED_SECONDS", default_value_t = OpsThresholds::DEFAULT.commit_delay_red_seconds)]
+    pub commit_delay_red_seconds: f64,
+    /// Dead letters in the last hour that turn a location amber.
+    #[arg(long, env = "OMNISTOCK_OPS_DEAD_LETTERS_AMBER", default_value_t = OpsThresholds::DEFAULT.dead_letters_amber)]
+    pub dead_letters_amber: i64,
+    /// Dead letters in the last hour that turn a location red.
+    #[arg(long, env = "OMNISTOCK_OPS_DEAD_LETTERS_RED", default_value_t = OpsThresholds::DEFAULT.dead_letters_red)]
+    pub dead_letters_red: i64,
+    /// SKUs out of stock (available 0) at a location that turn it amber.
+    #[arg(long, env = "OMNISTOCK_OPS_STOCKOUTS_AMBER", default_value_t = OpsThresholds::DEFAULT.stockouts_amber)]
+    pub stockouts_amber: i64,
+    /// SKUs out of stock at a location that turn it red.
+    #[arg(long, env = "OMNISTOCK_OPS_STOCKOUTS_RED", default_value_t = OpsThresholds::DEFAULT.stockouts_red)]
+    pub stockouts_red: i64,
+    /// Movement messages waiting for the ingest consumer that turn the network amber.
+    #[arg(long, env = "OMNISTOCK_OPS_CONSUMER_LAG_AMBER", default_value_t = OpsThresholds::DEFAULT.consumer_lag_amber)]
+    pub consumer_lag_amber: i64,
+    /// Movement messages waiting that turn the network red.
+    #[arg(long, env = "OMNISTOCK_OPS_CONSUMER_LAG_RED", default_value_t = OpsThresholds::DEFAULT.consumer_lag_red)]
+    pub consumer_lag_red: i64,
+    /// A hold that expires within this many seconds counts as "expiring soon".
+    #[arg(long, env = "OMNISTOCK_OPS_HOLDS_EXPIRING_SECONDS", default_value_t = OpsThresholds::DEFAULT.holds_expiring_seconds)]
+    pub holds_expiring_seconds: i64,
+}
+
+impl OpsThresholds {
+    pub const DEFAULT: OpsThresholds = OpsThresholds {
+        sync_delay_amber_seconds: 900,
+        sync_delay_red_seconds: 3_600,
+        commit_delay_amber_seconds: 5.0,
+        commit_delay_red_seconds: 60.0,
+        dead_letters_amber: 1,
+        dead_letters_red: 10,
+        stockouts_amber: 5,
+        stockouts_red: 50,
+        consumer_lag_amber: 1_000,
+        consumer_lag_red: 10_000,
+        holds_expiring_seconds: 300,
+    };
+}
+
+impl Default for OpsThresholds {
+    fn default() -> Self {
+        OpsThresholds::DEFAULT
+    }
 }
 
 /// Bounds on waiting and on open connections, so that nothing waits forever.

@@ -8,6 +8,7 @@ pub mod invariants;
 pub mod levels;
 pub mod locations;
 pub mod movements;
+pub mod ops;
 pub mod orders;
 pub mod reservations;
 pub mod transfers;

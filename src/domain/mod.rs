@@ -9,6 +9,7 @@ pub mod ids;
 pub mod level;
 pub mod location;
 pub mod movement;
+pub mod ops;
 pub mod reservation;
 pub mod reservation_page;
 pub mod routing;

@@ -16,6 +16,7 @@ use governor::state::keyed::HashMapStateStore;
 use governor::{Quota, RateLimiter};
 
 use super::error::ApiError;
+use super::stream_token::StreamTokens;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
@@ -144,6 +145,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// What this caller may do (`GET /v1/whoami`, stream tokens).
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         if self.grant.scopes.contains(&scope) {
             Ok(())
@@ -179,17 +185,31 @@ pub struct Auth {
     keys: Arc<ApiKeys>,
     limiter: Arc<KeyedLimiter>,
     clock: DefaultClock,
+    stream_tokens: StreamTokens,
 }
 
 impl Auth {
-    pub fn new(keys: ApiKeys, per_second: u32) -> Self {
+    pub fn new(keys: ApiKeys, per_second: u32, stream_tokens: StreamTokens) -> Self {
         let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         Auth {
             keys: Arc::new(keys),
             limiter: Arc::new(RateLimiter::hashmap(Quota::per_second(rate))),
             clock: DefaultClock::default(),
+            stream_tokens,
         }
     }
+}
+
+/// The live stream's token (`GET /v1/stream?token=`), for a browser's `EventSource`, which
+/// cannot send a header. Accepted on that one route only.
+fn stream_token(req: &Request) -> Option<&str> {
+    if req.method() != axum::http::Method::GET || req.uri().path() != "/v1/stream" {
+        return None;
+    }
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
 }
 
 /// Middleware for `/v1`: finds the key (`Authorization: Bearer KEY` or `X-Api-Key: KEY`),
@@ -200,6 +220,17 @@ pub async fn authenticate(
     next: Next,
 ) -> Result<Response, ApiError> {
     let headers = req.headers();
+    let has_key = headers.contains_key(AUTHORIZATION) || headers.contains_key("x-api-key");
+    if let Some(token) = stream_token(&req).filter(|_| !has_key) {
+        let grant =
+            auth.stream_tokens
+                .verify(token, chrono::Utc::now())
+                .ok_or(ApiError::Unauthorized(
+                    "stream token invalid or expired: get a new one from POST /v1/stream/token",
+                ))?;
+        req.extensions_mut().insert(Caller { grant });
+        return Ok(next.run(req).await);
+    }
     let key = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

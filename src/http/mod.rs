@@ -6,13 +6,18 @@ mod channels;
 pub mod error;
 mod extract;
 mod health;
+mod levels;
 mod locations;
 mod movements;
+mod ops;
 mod orders;
+mod page;
 mod reservations;
 mod skus;
 mod stream;
+pub mod stream_token;
 mod validate;
+mod whoami;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +40,7 @@ use auth::Auth;
 use error::ApiError;
 pub use health::Readiness;
 pub use stream::StreamSlots;
+pub use stream_token::StreamTokens;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -53,6 +59,10 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Room for live streams: one slot per open `GET /v1/stream`.
     pub streams: StreamSlots,
+    /// Signs and checks the tokens that open a live stream from a browser.
+    pub stream_tokens: StreamTokens,
+    /// Traffic-light thresholds of the ops view.
+    pub ops: crate::config::OpsThresholds,
     /// How long a request may take.
     pub deadlines: Deadlines,
 }
@@ -108,9 +118,13 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .merge(skus::router())
         .merge(movements::router())
         .merge(stream::router())
+        .merge(levels::router())
+        .merge(ops::router())
+        .merge(whoami::router())
         .route_layer(middleware::from_fn_with_state(auth, auth::authenticate));
     Router::new()
         .merge(health::router())
+        .merge(page::router())
         .merge(v1)
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

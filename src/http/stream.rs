@@ -5,6 +5,9 @@
 //! `location_id` narrow the stream. A client that falls too far behind gets an event named
 //! `lagged` (data `{"skipped": n}`) and should re-read what it shows from `/v1/availability`.
 //! Nothing is replayed: a reconnecting client re-reads state the same way.
+//!
+//! A browser opens it with `?token=` from `POST /v1/stream/token` (see `stream_token`): an
+//! `EventSource` cannot send the key in a header, and the key never goes into a URL.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,10 +17,11 @@ use axum::extract::State;
 use axum::http::header::HeaderName;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Extension, Router};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -44,7 +48,26 @@ impl StreamSlots {
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/stream", get(stream))
+    Router::new()
+        .route("/v1/stream", get(stream))
+        .route("/v1/stream/token", post(token))
+}
+
+#[derive(Serialize)]
+struct TokenAnswer {
+    /// Opens `GET /v1/stream?token=` until `expires_at`; grants nothing else.
+    token: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// Trades a key with the `read` scope for a short-lived stream token.
+async fn token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<TokenAnswer>, ApiError> {
+    caller.require(Scope::Read)?;
+    let (token, expires_at) = state.stream_tokens.issue(caller.grant(), Utc::now());
+    Ok(Json(TokenAnswer { token, expires_at }))
 }
 
 #[derive(Deserialize)]

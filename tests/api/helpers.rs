@@ -85,6 +85,8 @@ impl Isolation {
             reconcile_interval_seconds: 0,
             low_stock_threshold: 2,
             limits: Default::default(),
+            stream_secret: None,
+            ops: Default::default(),
         }
     }
 }
