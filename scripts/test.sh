@@ -51,6 +51,16 @@ OMNISTOCK_TEST_REDIS_SERVER="$(command -v redis-server)"
 export OMNISTOCK_TEST_REDIS_SERVER
 say "DATABASE_URL=$DATABASE_URL REDIS_URL=$REDIS_URL NATS_URL=$NATS_URL"
 
+# Every test makes its own database (t_<uuid>) and leaves it for a post-mortem; the instance's
+# data directory outlives the run, so drop what earlier runs left before it fills the disk.
+stale="$(psql "$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 't\_%'")"
+if [[ -n "$stale" ]]; then
+    say "dropping $(wc -l <<<"$stale") test databases left by earlier runs"
+    while read -r db; do
+        psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
+    done <<<"$stale"
+fi
+
 failed=()
 
 say "browser test prerequisites (chromium, node, tests/browser npm packages)"
