@@ -9,6 +9,7 @@ pub mod locations;
 pub mod movements;
 pub mod orders;
 pub mod reservations;
+pub mod supply;
 pub mod transfers;
 
 use std::time::{Duration, Instant};

@@ -11,4 +11,5 @@ pub mod movement;
 pub mod reservation;
 pub mod reservation_page;
 pub mod routing;
+pub mod supply;
 pub mod transfer;

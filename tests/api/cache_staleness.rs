@@ -209,6 +209,7 @@ fn receipt(event_id: &str, sku: &str, quantity: i64) -> Movement {
         reservation_id: None,
         transfer_id: None,
         to_location_id: None,
+        supply_id: None,
     }
 }
 
