@@ -169,8 +169,7 @@ pub async fn apply_in(
         let fill = fills.plan(m);
         let converted = fill.as_ref().map_or(0, |f| f.converted);
         let Some(reserved) = plan.reserved.checked_add(converted) else {
-            out.rejected
-                .push((index, level::Overflow.to_string()));
+            out.rejected.push((index, level::Overflow.to_string()));
             continue;
         };
         let link = fill
@@ -596,7 +595,11 @@ impl Transit {
     async fn save_supply(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         let mut rows = Vec::new();
         for ((transfer, sku), l) in &self.lines {
-            let Some(to) = l.to_location_id.as_deref().filter(|t| self.known.contains(*t)) else {
+            let Some(to) = l
+                .to_location_id
+                .as_deref()
+                .filter(|t| self.known.contains(*t))
+            else {
                 continue;
             };
             if l.shipped <= 0 {

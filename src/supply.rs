@@ -85,9 +85,14 @@ pub enum Upserted {
     Replaced(SupplyView),
     UnknownLocation,
     /// The new quantity leaves less than preorders hold on the line.
-    BelowPreorders { remaining: i64, allocated: i64 },
+    BelowPreorders {
+        remaining: i64,
+        allocated: i64,
+    },
     /// Preorders hold on the line: it cannot move to another location or SKU.
-    Moved { allocated: i64 },
+    Moved {
+        allocated: i64,
+    },
     /// A transfer's line is kept by its movements.
     Transfer,
 }
@@ -190,7 +195,9 @@ pub async fn list(
 }
 
 pub async fn get(pool: &PgPool, supply_id: &str) -> Result<Option<SupplyView>, sqlx::Error> {
-    Ok(db::supply::get(pool, supply_id).await?.map(SupplyView::from))
+    Ok(db::supply::get(pool, supply_id)
+        .await?
+        .map(SupplyView::from))
 }
 
 /// What cancelling a line did with the preorders on it.
@@ -255,7 +262,10 @@ pub async fn cancel(
             }));
         }
         let allocs = db::supply::allocations_on(&mut *tx, supply_id).await?;
-        if allocs.iter().any(|a| ids.binary_search(&a.reservation_id).is_err()) {
+        if allocs
+            .iter()
+            .any(|a| ids.binary_search(&a.reservation_id).is_err())
+        {
             continue; // a preorder came in before the lock: lock it too
         }
         let out = relocate(&mut tx, &line, &allocs).await?;
@@ -354,7 +364,12 @@ async fn relocate(
         for a in after {
             let mut b = a.clone();
             b.reserved -= from_stock;
-            evs.push(change(&b, &a, "supply_cancelled", Some(line.supply_id.clone())));
+            evs.push(change(
+                &b,
+                &a,
+                "supply_cancelled",
+                Some(line.supply_id.clone()),
+            ));
             changed.insert((a.location_id.clone(), a.sku.clone()), a);
         }
         events::record(conn, &evs).await?;
@@ -456,7 +471,12 @@ pub async fn hold_preorder_in(
                 .map_or(0, |(_, q)| *q);
             let mut b = a.clone();
             b.reserved -= d;
-            evs.push(change(&b, a, "reservation_hold", Some(h.reservation_id.to_owned())));
+            evs.push(change(
+                &b,
+                a,
+                "reservation_hold",
+                Some(h.reservation_id.to_owned()),
+            ));
         }
     }
     Ok(Ok(Held {
@@ -520,14 +540,12 @@ impl Link {
 /// transfer line a transfer_in with `transfer_id` receives.
 pub fn named_line(m: &Movement) -> Option<String> {
     match m.kind {
-        MovementKind::Receipt | MovementKind::TransferIn => {
-            m.supply_id.clone().or_else(|| {
-                (m.kind == MovementKind::TransferIn)
-                    .then(|| m.transfer_id.as_deref())
-                    .flatten()
-                    .map(|t| rules::transfer_supply_id(t, &m.sku))
-            })
-        }
+        MovementKind::Receipt | MovementKind::TransferIn => m.supply_id.clone().or_else(|| {
+            (m.kind == MovementKind::TransferIn)
+                .then(|| m.transfer_id.as_deref())
+                .flatten()
+                .map(|t| rules::transfer_supply_id(t, &m.sku))
+        }),
         _ => None,
     }
 }
@@ -557,7 +575,10 @@ pub struct Fill {
 
 impl Fills {
     /// Locks the lines the movements name (their levels are locked already).
-    pub async fn lock(conn: &mut PgConnection, movements: &[&Movement]) -> Result<Self, sqlx::Error> {
+    pub async fn lock(
+        conn: &mut PgConnection,
+        movements: &[&Movement],
+    ) -> Result<Self, sqlx::Error> {
         let mut f = Fills::default();
         let named: BTreeSet<(String, &str, &str)> = movements
             .iter()
@@ -591,7 +612,10 @@ impl Fills {
             .collect();
         if !open.is_empty() {
             for a in db::supply::allocations_on_lines(&mut *conn, &open).await? {
-                f.allocations.entry(a.supply_id.clone()).or_default().push(a);
+                f.allocations
+                    .entry(a.supply_id.clone())
+                    .or_default()
+                    .push(a);
             }
         }
         Ok(f)

@@ -28,7 +28,10 @@ const COLUMNS: &str = "supply_id, location_id, sku, quantity, received, remainin
 /// Earliest expected first; an unknown arrival last.
 const ORDER: &str = "sku, expected_at NULLS LAST, supply_id";
 
-pub async fn get(db: impl PgExecutor<'_>, supply_id: &str) -> Result<Option<SupplyRow>, sqlx::Error> {
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    supply_id: &str,
+) -> Result<Option<SupplyRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM supply_lines WHERE supply_id = $1"
     ))
@@ -356,7 +359,10 @@ pub async fn insert_preorder_lines(
     .map(|_| ())
 }
 
-pub async fn mark_preorder(conn: &mut PgConnection, reservation_id: &str) -> Result<(), sqlx::Error> {
+pub async fn mark_preorder(
+    conn: &mut PgConnection,
+    reservation_id: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE reservations SET preorder = true WHERE reservation_id = $1")
         .bind(reservation_id)
         .execute(conn)

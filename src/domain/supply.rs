@@ -165,7 +165,9 @@ pub fn atp(available_now: i64, lines: &[Expected], at: DateTime<Utc>) -> i64 {
     lines
         .iter()
         .filter(|l| l.expected_at.is_some_and(|e| e <= at))
-        .fold(available_now.max(0), |acc, l| acc.saturating_add(l.free.max(0)))
+        .fold(available_now.max(0), |acc, l| {
+            acc.saturating_add(l.free.max(0))
+        })
 }
 
 /// Where preorders on a cancelled line go: for each allocation (oldest first), `Some` amounts
@@ -206,8 +208,14 @@ mod tests {
         let now = t("2026-12-01T12:00:00Z");
         let ok = t("2026-12-05T00:00:00Z");
         assert!(validate("PO-1", 5, ok, now).is_ok());
-        assert_eq!(validate("PO-1", 0, ok, now).expect_err("0").field, "quantity");
-        assert_eq!(validate("PO-1", -3, ok, now).expect_err("<0").field, "quantity");
+        assert_eq!(
+            validate("PO-1", 0, ok, now).expect_err("0").field,
+            "quantity"
+        );
+        assert_eq!(
+            validate("PO-1", -3, ok, now).expect_err("<0").field,
+            "quantity"
+        );
         assert_eq!(
             validate("PO-1", MAX_QUANTITY + 1, ok, now)
                 .expect_err("big")
@@ -215,10 +223,15 @@ mod tests {
             "quantity"
         );
         let old = t("2026-11-30T11:59:59Z");
-        assert_eq!(validate("PO-1", 5, old, now).expect_err("old").field, "expected_at");
+        assert_eq!(
+            validate("PO-1", 5, old, now).expect_err("old").field,
+            "expected_at"
+        );
         assert!(validate("PO-1", 5, t("2026-11-30T12:00:01Z"), now).is_ok());
         assert_eq!(
-            validate("transfer:T1:A", 5, ok, now).expect_err("reserved").field,
+            validate("transfer:T1:A", 5, ok, now)
+                .expect_err("reserved")
+                .field,
             "supply_id"
         );
     }

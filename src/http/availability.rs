@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, SkuPath};
-use super::{validate, AppState};
+use super::{atp, validate, AppState};
 use crate::cache::Answer;
 use crate::db;
 use crate::directory::Directory;
@@ -46,10 +46,15 @@ async fn one(
     Extension(caller): Extension<Caller>,
     SkuPath(sku): SkuPath,
     ApiQuery(q): ApiQuery<ChannelQuery>,
+    ApiQuery(when): ApiQuery<atp::AtQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let channel = channel(q.channel.as_deref())?;
-    let answer = state.cache.levels(&[sku.as_str()]).await?;
+    let at = atp::parse(when.at.as_deref())?;
+    let answer = match at {
+        None => state.cache.levels(&[sku.as_str()]).await?,
+        Some(_) => atp::levels(&state.pool, &[sku.as_str()]).await?,
+    };
     let levels = &answer.levels;
     let locations = state
         .directory
@@ -58,7 +63,15 @@ async fn one(
             levels[0].iter().map(|l| l.location_id.as_str()),
         )
         .await?;
-    let a = summarize(&levels[0], |id| Directory::terms(&locations, id), channel);
+    let mut a = [summarize(
+        &levels[0],
+        |id| Directory::terms(&locations, id),
+        channel,
+    )];
+    if let Some(at) = at {
+        atp::add_supply(&state.pool, &[sku.as_str()], at, &mut a).await?;
+    }
+    let [a] = a;
     Ok(Json(json!({
         "sku": sku,
         "channel": channel,
@@ -66,6 +79,7 @@ async fn one(
         "locations": a.locations,
         "in_transit": a.in_transit,
         "as_of": Utc::now(),
+        "at": at,
         "source": answer.source,
         "age_ms": age_ms(&answer),
     })))
@@ -84,6 +98,9 @@ struct BatchRequest {
     skus: Vec<String>,
     #[serde(default)]
     channel: Option<String>,
+    /// Available-to-promise at this time (RFC 3339).
+    #[serde(default)]
+    at: Option<String>,
 }
 
 async fn batch(
@@ -103,7 +120,11 @@ async fn batch(
     }
     let channel = channel(req.channel.as_deref())?;
     let skus: Vec<&str> = req.skus.iter().map(String::as_str).collect();
-    let answer = state.cache.levels(&skus).await?;
+    let at = atp::parse(req.at.as_deref())?;
+    let answer = match at {
+        None => state.cache.levels(&skus).await?,
+        Some(_) => atp::levels(&state.pool, &skus).await?,
+    };
     let levels = &answer.levels;
     let locations = state
         .directory
@@ -112,13 +133,17 @@ async fn batch(
             levels.iter().flatten().map(|l| l.location_id.as_str()),
         )
         .await?;
+    let mut sums: Vec<_> = levels
+        .iter()
+        .map(|l| summarize(l, |id| Directory::terms(&locations, id), channel))
+        .collect();
+    if let Some(at) = at {
+        atp::add_supply(&state.pool, &skus, at, &mut sums).await?;
+    }
     let items: Vec<Value> = skus
         .iter()
-        .zip(levels)
-        .map(|(sku, l)| {
-            let a = summarize(l, |id| Directory::terms(&locations, id), channel);
-            json!({ "sku": sku, "available": a.available })
-        })
+        .zip(&sums)
+        .map(|(sku, a)| json!({ "sku": sku, "available": a.available }))
         .collect();
     Ok(Json(json!({
         "channel": channel,
@@ -149,8 +174,10 @@ async fn nearby(
     Extension(caller): Extension<Caller>,
     SkuPath(sku): SkuPath,
     ApiQuery(q): ApiQuery<NearbyQuery>,
+    ApiQuery(when): ApiQuery<atp::AtQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
+    let at = atp::parse(when.at.as_deref())?;
     let field = ApiError::field;
     let lat = q
         .lat
@@ -177,6 +204,10 @@ async fn nearby(
         .covering(&state.pool, levels.iter().map(|l| l.location_id.as_str()))
         .await?;
     let now = Utc::now();
+    let expected = match at {
+        Some(_) => atp::expected(&state.pool, &sku).await?,
+        None => Default::default(),
+    };
     let mut stores: Vec<(f64, Value)> = levels
         .iter()
         .filter_map(|lv| {
@@ -184,7 +215,12 @@ async fn nearby(
             if loc.kind != LocationKind::Store {
                 return None;
             }
-            let avail = available(lv.on_hand, lv.reserved, loc.safety_stock);
+            let mut avail = available(lv.on_hand, lv.reserved, loc.safety_stock);
+            if let (Some(at), Some(lines)) =
+                (at, expected.get(&(lv.location_id.clone(), sku.clone())))
+            {
+                avail = crate::domain::supply::atp(avail, lines, at);
+            }
             let d = haversine_km(lat, lon, loc.lat, loc.lon);
             (avail > 0 && d <= radius).then(|| {
                 let age =

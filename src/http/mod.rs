@@ -1,5 +1,6 @@
 //! The HTTP API: one router per resource, one error type, API keys on everything under `/v1`.
 
+mod atp;
 pub mod auth;
 mod availability;
 pub mod error;
@@ -11,6 +12,7 @@ mod orders;
 mod reservations;
 mod skus;
 mod stream;
+mod supply;
 mod validate;
 
 use std::sync::Arc;
@@ -87,6 +89,7 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .merge(skus::router())
         .merge(movements::router())
         .merge(stream::router())
+        .merge(supply::router())
         .route_layer(middleware::from_fn_with_state(auth, auth::authenticate));
     Router::new()
         .merge(health::router())

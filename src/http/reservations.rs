@@ -36,6 +36,9 @@ struct CreateRequest {
     location_id: String,
     lines: Vec<OrderLine>,
     ttl_seconds: Option<i64>,
+    /// Hold against open supply too (see `crate::supply`).
+    #[serde(default)]
+    preorder: bool,
 }
 
 /// Checks order lines (shared with order routing) and merges repeated SKUs.
@@ -91,7 +94,12 @@ async fn create(
         expires_at,
         order_id: None,
     };
-    match holds::create(&state.pool, &state.cache, &hold).await? {
+    let created = if req.preorder {
+        crate::supply::create_preorder(&state.pool, &state.cache, &hold).await?
+    } else {
+        holds::create(&state.pool, &state.cache, &hold).await?
+    };
+    match created {
         Created::New(v) => Ok((StatusCode::CREATED, Json(v))),
         Created::Replay(v) => Ok((StatusCode::OK, Json(v))),
         Created::UnknownLocation => Err(ApiError::Invalid {
