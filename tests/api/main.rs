@@ -17,3 +17,4 @@ mod reservations;
 mod resilience;
 mod routing;
 mod sse;
+mod supply;
