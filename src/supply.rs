@@ -211,7 +211,7 @@ pub struct Cancelled {
 }
 
 pub enum Cancel {
-    Done(Cancelled),
+    Done(Box<Cancelled>),
     NotFound,
     Transfer,
 }
@@ -255,11 +255,11 @@ pub async fn cancel(
             continue;
         }
         if line.status != "open" {
-            return Ok(Cancel::Done(Cancelled {
+            return Ok(Cancel::Done(Box::new(Cancelled {
                 supply: line.into(),
                 moved: vec![],
                 released: vec![],
-            }));
+            })));
         }
         let allocs = db::supply::allocations_on(&mut *tx, supply_id).await?;
         if allocs
@@ -273,11 +273,11 @@ pub async fn cancel(
         let supply = db::supply::get(pool, supply_id)
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
-        return Ok(Cancel::Done(Cancelled {
+        return Ok(Cancel::Done(Box::new(Cancelled {
             supply: supply.into(),
             moved: out.moved,
             released: out.released,
-        }));
+        })));
     }
     Err(sqlx::Error::PoolTimedOut)
 }
@@ -542,7 +542,7 @@ pub fn named_line(m: &Movement) -> Option<String> {
     match m.kind {
         MovementKind::Receipt | MovementKind::TransferIn => m.supply_id.clone().or_else(|| {
             (m.kind == MovementKind::TransferIn)
-                .then(|| m.transfer_id.as_deref())
+                .then_some(m.transfer_id.as_deref())
                 .flatten()
                 .map(|t| rules::transfer_supply_id(t, &m.sku))
         }),
@@ -565,12 +565,16 @@ pub struct Fills {
     converted: Vec<(String, String, i64)>,
 }
 
+/// A line after a fill, what is left of its preorders, and (reservation, SKU, quantity) of
+/// those that became ordinary holds.
+type FilledLine = (SupplyRow, Vec<AllocationRow>, Vec<(String, String, i64)>);
+
 /// What filling a line with one movement will do.
 pub struct Fill {
     pub link: Link,
     /// Preorder quantity that becomes `reserved` on the movement's level.
     pub converted: i64,
-    line: Option<(SupplyRow, Vec<AllocationRow>, Vec<(String, String, i64)>)>,
+    line: Option<FilledLine>,
 }
 
 impl Fills {
@@ -627,9 +631,7 @@ impl Fills {
         let name = named_line(m)?;
         let Some(line) = self.lines.get(&name) else {
             // A transfer_in of a transfer nobody preordered against has no line: no link to record.
-            if m.supply_id.is_none() {
-                return None;
-            }
+            m.supply_id.as_ref()?;
             let link = if self.elsewhere.contains(&name) {
                 Link::OtherLevel
             } else {

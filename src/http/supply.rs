@@ -135,7 +135,7 @@ async fn cancel(
         return Err(ApiError::field("id", "a supply id is printable text"));
     }
     match supply::cancel(&state.pool, &state.cache, &id).await? {
-        Cancel::Done(c) => Ok(Json(c)),
+        Cancel::Done(c) => Ok(Json(*c)),
         Cancel::NotFound => Err(ApiError::NotFound(format!("supply {id:?}"))),
         Cancel::Transfer => Err(transfer_line()),
     }
