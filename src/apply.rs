@@ -484,6 +484,8 @@ struct Transit {
     lines: db::transfers::Lines,
     /// Registered locations among possible destinations (only they have a level to count at).
     known: HashSet<String>,
+    /// Expected arrivals given by transfer_outs of the batch.
+    arrivals: HashMap<(String, String), DateTime<Utc>>,
 }
 
 impl Transit {
@@ -577,7 +579,11 @@ impl Transit {
         Ok(Some((key, line, moves)))
     }
 
-    fn commit(&mut self, _m: &Movement, line: Option<((String, String), TransferLine)>) {
+    fn commit(&mut self, m: &Movement, line: Option<((String, String), TransferLine)>) {
+        if let (Some(at), Some((key, _))) = (m.expected_at, &line) {
+            // The latest transfer_out of the batch says when the transfer arrives.
+            self.arrivals.insert(key.clone(), at);
+        }
         if let Some((key, line)) = line {
             self.lines.insert(key, line);
         }
@@ -605,23 +611,23 @@ impl Transit {
             if l.shipped <= 0 {
                 continue;
             }
-            let remaining = if l.accounted_to.as_deref() == Some(to) {
-                l.accounted
-            } else {
-                0
-            };
-            let id = crate::domain::supply::transfer_supply_id(transfer, sku);
-            rows.push((id, to, sku.as_str(), l.shipped, l.received, remaining));
+            rows.push(db::supply::TransferSupply {
+                supply_id: crate::domain::supply::transfer_supply_id(transfer, sku),
+                location_id: to,
+                sku,
+                shipped: l.shipped,
+                received: l.received,
+                remaining: if l.accounted_to.as_deref() == Some(to) {
+                    l.accounted
+                } else {
+                    0
+                },
+                expected_at: self.arrivals.get(&(transfer.clone(), sku.clone())).copied(),
+            });
         }
         if rows.is_empty() {
             return Ok(());
         }
-        let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-        let locs: Vec<&str> = rows.iter().map(|r| r.1).collect();
-        let skus: Vec<&str> = rows.iter().map(|r| r.2).collect();
-        let q: Vec<i64> = rows.iter().map(|r| r.3).collect();
-        let rc: Vec<i64> = rows.iter().map(|r| r.4).collect();
-        let rm: Vec<i64> = rows.iter().map(|r| r.5).collect();
-        db::supply::mirror_transfers(conn, &ids, &locs, &skus, &q, &rc, &rm).await
+        db::supply::mirror_transfers(conn, &rows).await
     }
 }

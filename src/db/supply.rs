@@ -417,38 +417,53 @@ pub async fn reservation_levels(
     Ok(rows.into_iter().unzip())
 }
 
-/// Mirrors a transfer line in transit as supply at its destination (one statement per batch).
-/// `allocated` is kept: a remaining below it is raised to it (see README: left out).
+/// A transfer line in transit as supply at its destination.
+pub struct TransferSupply<'a> {
+    pub supply_id: String,
+    pub location_id: &'a str,
+    pub sku: &'a str,
+    pub shipped: i64,
+    pub received: i64,
+    /// Still in transit to the destination.
+    pub remaining: i64,
+    pub expected_at: Option<DateTime<Utc>>,
+}
+
+/// Mirrors transfer lines in transit as supply at their destinations (one statement per
+/// batch). A remaining below what preorders hold is raised to it (see README: left out).
 pub async fn mirror_transfers(
     conn: &mut PgConnection,
-    supply_ids: &[&str],
-    locations: &[&str],
-    skus: &[&str],
-    quantities: &[i64],
-    received: &[i64],
-    remaining: &[i64],
+    rows: &[TransferSupply<'_>],
 ) -> Result<(), sqlx::Error> {
+    macro_rules! column {
+        ($f:ident) => {
+            rows.iter().map(|r| r.$f.clone()).collect::<Vec<_>>()
+        };
+    }
     sqlx::query(
         "INSERT INTO supply_lines AS s (supply_id, location_id, sku, quantity, received,
                                         remaining, allocated, expected_at, status, source)
-         SELECT id, l, k, GREATEST(q, 1), rc, rm, 0, NULL,
+         SELECT id, l, k, GREATEST(q, 1), rc, rm, 0, e,
                 CASE WHEN rm > 0 THEN 'open' ELSE 'filled' END, 'transfer'
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[])
-              AS n(id, l, k, q, rc, rm)
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[],
+                     $7::timestamptz[])
+              AS n(id, l, k, q, rc, rm, e)
          ORDER BY id
          ON CONFLICT (supply_id) DO UPDATE SET
              quantity = EXCLUDED.quantity, received = EXCLUDED.received,
+             expected_at = COALESCE(EXCLUDED.expected_at, s.expected_at),
              remaining = GREATEST(EXCLUDED.remaining, s.allocated),
              status = CASE WHEN GREATEST(EXCLUDED.remaining, s.allocated) > 0
                            THEN 'open' ELSE 'filled' END,
              updated_at = now()",
     )
-    .bind(supply_ids)
-    .bind(locations)
-    .bind(skus)
-    .bind(quantities)
-    .bind(received)
-    .bind(remaining)
+    .bind(column!(supply_id))
+    .bind(column!(location_id))
+    .bind(column!(sku))
+    .bind(column!(shipped))
+    .bind(column!(received))
+    .bind(column!(remaining))
+    .bind(column!(expected_at))
     .execute(conn)
     .await
     .map(|_| ())

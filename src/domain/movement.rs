@@ -120,6 +120,9 @@ pub struct Movement {
     pub to_location_id: Option<String>,
     /// The expected supply line a `receipt` or `transfer_in` fills.
     pub supply_id: Option<String>,
+    /// When a `transfer_out`'s stock is expected at its destination (extension): the date its
+    /// transfer counts as supply there for `at=` reads.
+    pub expected_at: Option<DateTime<Utc>>,
 }
 
 impl Movement {
@@ -447,6 +450,26 @@ pub fn validate(
             ));
         }
     }
+    let expected_at = match optional("expected_at", RejectReason::InvalidTransfer)? {
+        None => None,
+        Some(_) if kind != MovementKind::TransferOut => {
+            return Err(bad(
+                RejectReason::InvalidTransfer,
+                "`expected_at` belongs on a transfer_out",
+            ))
+        }
+        Some(t) => Some(
+            DateTime::parse_from_rfc3339(t)
+                .map_err(|e| {
+                    bad(
+                        RejectReason::InvalidTransfer,
+                        format!("`expected_at` must be an RFC 3339 timestamp with offset: {e}"),
+                    )
+                })?
+                .with_timezone(&Utc)
+                .trunc_subsecs(6),
+        ),
+    };
     Ok(Movement {
         event_id: event_id.to_owned(),
         location_id: location_id.to_owned(),
@@ -460,6 +483,7 @@ pub fn validate(
         transfer_id: transfer_id.map(str::to_owned),
         to_location_id: to_location_id.map(str::to_owned),
         supply_id: supply_id.map(str::to_owned),
+        expected_at,
     })
 }
 
@@ -742,6 +766,24 @@ mod tests {
     }
 
     #[test]
+    fn expected_at_belongs_on_a_transfer_out() {
+        let mut t = with("kind", json!("transfer_out"));
+        t["expected_at"] = json!("2026-11-25T09:00:00+08:00");
+        let m = validate("TW001", &t, now()).expect("transfer_out with arrival");
+        assert_eq!(
+            m.expected_at,
+            Some("2026-11-25T01:00:00Z".parse().expect("t"))
+        );
+        t["expected_at"] = json!("Friday");
+        assert_eq!(reason_of(t), RejectReason::InvalidTransfer);
+        assert_eq!(
+            reason_of(with("expected_at", json!("2026-11-25T09:00:00Z"))),
+            RejectReason::InvalidTransfer,
+            "a sale has no arrival"
+        );
+    }
+
+    #[test]
     fn batch_is_judged_per_element() {
         let body = serde_json::to_vec(&json!([good(), with("kind", json!("theft")), good()]))
             .expect("json");
@@ -772,7 +814,7 @@ mod tests {
     }
 
     /// Every field name of the contract's movement body.
-    const FIELDS: [&str; 12] = [
+    const FIELDS: [&str; 13] = [
         "event_id",
         "location_id",
         "sku",
@@ -785,6 +827,7 @@ mod tests {
         "transfer_id",
         "to_location_id",
         "supply_id",
+        "expected_at",
     ];
 
     /// Any JSON value, nested a few levels, with the contract's field names and edge numbers

@@ -210,6 +210,7 @@ fn receipt(event_id: &str, sku: &str, quantity: i64) -> Movement {
         transfer_id: None,
         to_location_id: None,
         supply_id: None,
+        expected_at: None,
     }
 }
 

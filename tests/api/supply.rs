@@ -385,6 +385,7 @@ async fn a_transfer_in_transit_is_supply_at_its_destination_filled_by_its_transf
     let mut out = movement("t-out", "WH1", "JAR", "transfer_out", 6);
     out["transfer_id"] = json!("T1");
     out["to_location_id"] = json!("TW001");
+    out["expected_at"] = json!(day(2));
     let before = app.ledger_count().await;
     app.publish("WH1", &out).await;
     app.wait_for_ledger(before + 1).await;
@@ -392,6 +393,19 @@ async fn a_transfer_in_transit_is_supply_at_its_destination_filled_by_its_transf
     assert_eq!(v["supply"][0]["supply_id"], json!("transfer:T1:JAR"), "{v}");
     assert_eq!(v["supply"][0]["source"], json!("transfer"));
     assert_eq!(v["supply"][0]["remaining"], json!(6));
+    let at = |d: i64| format!("/v1/availability/JAR?at={}", urlencoding(&day(d)));
+    let (_, a) = app.get(&at(1), READ_KEY).await;
+    assert_eq!(
+        a["available"],
+        json!(4),
+        "WH1's 4 left; the transfer arrives later: {a}"
+    );
+    let (_, a) = app.get(&at(3), READ_KEY).await;
+    assert_eq!(
+        a["available"],
+        json!(10),
+        "and counts once its arrival is due: {a}"
+    );
     let (s, v) = preorder(&app, "P-t", "TW001", "JAR", 4).await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(
