@@ -5,7 +5,7 @@ use chrono::{Duration, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{movement, spawn_app, TestApp, ADMIN_KEY, READ_KEY, RESERVE_KEY};
+use crate::helpers::{movement, spawn_app, wait_until, TestApp, ADMIN_KEY, READ_KEY, RESERVE_KEY};
 
 fn day(d: i64) -> String {
     (Utc::now() + Duration::days(d)).to_rfc3339()
@@ -495,5 +495,50 @@ async fn a_thousand_concurrent_preorders_on_a_hundred_units_of_supply_hold_exact
         )
         .await;
     assert_eq!(a["available"], json!(0));
+    assert_allocations_agree(&app).await;
+}
+
+#[tokio::test]
+async fn an_expired_preorder_frees_its_hold_on_supply() {
+    let app = spawn_app().await;
+    app.store("TW001", 25.0, 121.5).await;
+    app.stock("TW001", "PEN", 1).await;
+    assert_eq!(
+        supply(&app, "PO-P", "TW001", "PEN", 3, &day(2)).await.0,
+        201
+    );
+    let (s, v) = app
+        .send(
+            Method::POST,
+            "/v1/reservations",
+            RESERVE_KEY,
+            &json!({"reservation_id": "P-exp", "location_id": "TW001", "preorder": true,
+                    "ttl_seconds": 1, "lines": [{"sku": "PEN", "quantity": 4}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (
+            v["lines"][0]["waiting"].clone(),
+            v["lines"][0]["held"].clone()
+        ),
+        (json!(3), json!(1))
+    );
+    assert_eq!(
+        app.reserved("TW001", "PEN").await,
+        1,
+        "the unit on hand is an ordinary hold"
+    );
+    wait_until("the preorder expires", || async {
+        hold(&app, "P-exp").await["status"] == json!("expired")
+    })
+    .await;
+    assert_eq!(line(&app, "PO-P").await["preordered"], json!(0));
+    assert_eq!(app.reserved("TW001", "PEN").await, 0);
+    assert_eq!(
+        preorder(&app, "P-again", "TW001", "PEN", 4).await.0,
+        201,
+        "all of it is free again"
+    );
     assert_allocations_agree(&app).await;
 }
