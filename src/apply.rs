@@ -133,6 +133,8 @@ pub async fn apply_in(
     }
 
     let todo_movements: Vec<&Movement> = todo.iter().map(|&(_, m)| m).collect();
+    // After the dedupe: a redelivered movement never reaches its supply line again.
+    let mut fills = crate::supply::Fills::lock(conn, &todo_movements).await?;
     let mut recorded = recorded_deltas_for_counts(conn, &todo_movements).await?;
     let mut levels: HashMap<Key, (LevelRow, LevelRow)> = locked
         .into_iter()
@@ -163,13 +165,25 @@ pub async fn apply_in(
                 continue;
             }
         };
+        // Preorders on the line this arrival fills become ordinary holds on the arrived stock.
+        let fill = fills.plan(m);
+        let converted = fill.as_ref().map_or(0, |f| f.converted);
+        let Some(reserved) = plan.reserved.checked_add(converted) else {
+            out.rejected.push((index, level::Overflow.to_string()));
+            continue;
+        };
+        let link = fill
+            .as_ref()
+            .filter(|_| m.supply_id.is_some())
+            .map(|f| f.link.as_str());
         holds.commit(m, plan.consumed);
         transit.commit(m, plan.line);
+        fills.commit(fill);
         // Quantities before this movement, of every level it touches.
         let mut before: Vec<(Key, LevelRow)> = Vec::new();
         if let Some((_, row)) = levels.get_mut(&key) {
             before.push((key.clone(), row.clone()));
-            row.reserved = plan.reserved;
+            row.reserved = reserved;
             row.on_hand = plan.facts.on_hand;
             row.last_count_at = plan.facts.last_count_at;
             row.last_movement_at = Some(
@@ -214,6 +228,8 @@ pub async fn apply_in(
             reservation_id: m.reservation_id.as_deref(),
             transfer_id: m.transfer_id.as_deref(),
             to_location_id: m.to_location_id.as_deref(),
+            supply_id: m.supply_id.as_deref(),
+            supply_outcome: link,
         });
     }
     if ledger.is_empty() {
@@ -234,6 +250,8 @@ pub async fn apply_in(
     db::movements::insert(conn, &ledger).await?;
     holds.save(conn).await?;
     transit.save(conn).await?;
+    fills.save(conn).await?;
+    transit.save_supply(conn).await?;
     events::record(conn, &changes).await?;
     out.recorded = ledger.len();
     out.changed
@@ -466,6 +484,8 @@ struct Transit {
     lines: db::transfers::Lines,
     /// Registered locations among possible destinations (only they have a level to count at).
     known: HashSet<String>,
+    /// Expected arrivals given by transfer_outs of the batch.
+    arrivals: HashMap<(String, String), DateTime<Utc>>,
 }
 
 impl Transit {
@@ -559,7 +579,11 @@ impl Transit {
         Ok(Some((key, line, moves)))
     }
 
-    fn commit(&mut self, _m: &Movement, line: Option<((String, String), TransferLine)>) {
+    fn commit(&mut self, m: &Movement, line: Option<((String, String), TransferLine)>) {
+        if let (Some(at), Some((key, _))) = (m.expected_at, &line) {
+            // The latest transfer_out of the batch says when the transfer arrives.
+            self.arrivals.insert(key.clone(), at);
+        }
         if let Some((key, line)) = line {
             self.lines.insert(key, line);
         }
@@ -570,5 +594,40 @@ impl Transit {
             return Ok(());
         }
         db::transfers::save(conn, &self.lines).await
+    }
+
+    /// Shows each shipped line bound for a registered location as supply there (`transfer:`
+    /// lines that preorders may hold against), with what is still in transit as remaining.
+    async fn save_supply(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let mut rows = Vec::new();
+        for ((transfer, sku), l) in &self.lines {
+            let Some(to) = l
+                .to_location_id
+                .as_deref()
+                .filter(|t| self.known.contains(*t))
+            else {
+                continue;
+            };
+            if l.shipped <= 0 {
+                continue;
+            }
+            rows.push(db::supply::TransferSupply {
+                supply_id: crate::domain::supply::transfer_supply_id(transfer, sku),
+                location_id: to,
+                sku,
+                shipped: l.shipped,
+                received: l.received,
+                remaining: if l.accounted_to.as_deref() == Some(to) {
+                    l.accounted
+                } else {
+                    0
+                },
+                expected_at: self.arrivals.get(&(transfer.clone(), sku.clone())).copied(),
+            });
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        db::supply::mirror_transfers(conn, &rows).await
     }
 }

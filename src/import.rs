@@ -331,6 +331,8 @@ pub async fn stock(
             reservation_id: None,
             transfer_id: None,
             to_location_id: None,
+            supply_id: None,
+            expected_at: None,
         };
         m.event_id = opening_event_id(&m);
         movements.push(m);

@@ -35,4 +35,5 @@ pub mod reconcile;
 pub mod reservations;
 pub mod routing;
 pub mod shutdown;
+pub mod supply;
 pub mod telemetry;

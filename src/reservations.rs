@@ -33,6 +33,11 @@ pub struct LineView {
     pub quantity: i64,
     /// Still held (a sale carrying the reservation consumes it).
     pub held: i64,
+    /// Of a preorder: what waits on supply that has not arrived yet (not in `held`).
+    pub waiting: i64,
+    /// Of a preorder: the supply lines it waits on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub supply: Vec<db::supply::AllocationRow>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +49,8 @@ pub struct ReservationView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Held against future supply (`"preorder": true`).
+    pub preorder: bool,
     pub lines: Vec<LineView>,
 }
 
@@ -52,20 +59,37 @@ pub async fn view(db: &PgPool, id: &str) -> Result<Option<ReservationView>, sqlx
         return Ok(None);
     };
     let lines = db::reservations::lines(db, &[id.to_owned()]).await?;
-    Ok(Some(assemble(r, lines)))
+    let supply = if r.preorder {
+        db::supply::allocations_of(db, &[id.to_owned()]).await?
+    } else {
+        Vec::new()
+    };
+    Ok(Some(assemble(r, lines, &supply)))
 }
 
-/// A reservation with its lines (those of other reservations are ignored).
-fn assemble(r: ReservationRow, lines: Vec<db::reservations::LineRow>) -> ReservationView {
+/// A reservation with its lines (those of other reservations are ignored), and the supply
+/// its preorder lines wait on.
+fn assemble(
+    r: ReservationRow,
+    lines: Vec<db::reservations::LineRow>,
+    supply: &[db::supply::AllocationRow],
+) -> ReservationView {
     ReservationView {
+        preorder: r.preorder,
         status: Status::parse(&r.status).unwrap_or(Status::Released),
         lines: lines
             .into_iter()
             .filter(|l| l.reservation_id == r.reservation_id)
             .map(|l| LineView {
+                supply: supply
+                    .iter()
+                    .filter(|a| a.reservation_id == r.reservation_id && a.sku == l.sku)
+                    .cloned()
+                    .collect(),
                 sku: l.sku,
                 quantity: l.quantity,
                 held: l.held,
+                waiting: l.waiting,
             })
             .collect(),
         reservation_id: r.reservation_id,
@@ -110,6 +134,16 @@ pub async fn list(
         None
     };
     let ids: Vec<String> = rows.iter().map(|r| r.reservation_id.clone()).collect();
+    let preorders: Vec<String> = rows
+        .iter()
+        .filter(|r| r.preorder)
+        .map(|r| r.reservation_id.clone())
+        .collect();
+    let supply = if preorders.is_empty() {
+        Vec::new()
+    } else {
+        db::supply::allocations_of(db, &preorders).await?
+    };
     let mut lines: HashMap<String, Vec<db::reservations::LineRow>> = HashMap::new();
     for l in db::reservations::lines(db, &ids).await? {
         lines.entry(l.reservation_id.clone()).or_default().push(l);
@@ -118,7 +152,7 @@ pub async fn list(
         .into_iter()
         .map(|r| {
             let own = lines.remove(&r.reservation_id).unwrap_or_default();
-            assemble(r, own)
+            assemble(r, own, &supply)
         })
         .collect();
     Ok((views, next))
@@ -271,12 +305,14 @@ pub async fn release_in(
     ids: &[String],
     status: Status,
 ) -> Result<Vec<LevelRow>, sqlx::Error> {
+    // Every level of their lines is locked before what they hold is read: a supply arrival
+    // (which locks the level, not the reservation) may turn a preorder's waiting into held.
+    let (locs, skus) = db::supply::reservation_levels(conn, ids).await?;
+    db::levels::lock(conn, &locs, &skus).await?;
+    db::supply::free_reservations(conn, ids).await?;
     let held = db::reservations::held_by_level(conn, ids).await?;
     let mut changed = Vec::new();
     if !held.is_empty() {
-        let (locs, skus): (Vec<String>, Vec<String>) =
-            held.iter().map(|(l, s, _)| (l.clone(), s.clone())).unzip();
-        db::levels::lock(conn, &locs, &skus).await?;
         let locs: Vec<&str> = held.iter().map(|(l, _, _)| l.as_str()).collect();
         let skus: Vec<&str> = held.iter().map(|(_, s, _)| s.as_str()).collect();
         let deltas: Vec<i64> = held.iter().map(|(_, _, n)| -n).collect();

@@ -11,6 +11,7 @@ pub mod movements;
 pub mod ops;
 pub mod orders;
 pub mod reservations;
+pub mod supply;
 pub mod transfers;
 
 use std::time::{Duration, Instant};

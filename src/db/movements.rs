@@ -21,6 +21,9 @@ pub struct NewLedgerRow<'a> {
     pub reservation_id: Option<&'a str>,
     pub transfer_id: Option<&'a str>,
     pub to_location_id: Option<&'a str>,
+    pub supply_id: Option<&'a str>,
+    /// What became of the `supply_id` link (`filled`, `unknown_supply`, ...).
+    pub supply_outcome: Option<&'static str>,
 }
 
 /// Which of `event_ids` are already in the ledger.
@@ -75,12 +78,13 @@ pub async fn insert(conn: &mut PgConnection, rows: &[NewLedgerRow<'_>]) -> Resul
     sqlx::query(
         "INSERT INTO movements (event_id, location_id, sku, kind, quantity, signed_quantity,
                                 effect, outcome, on_hand_after, occurred_at, source, reference,
-                                reservation_id, transfer_id, to_location_id)
-         SELECT e, l, s, k, q, sq, ef, o, oh, t, src, rf, r, tr, tl
+                                reservation_id, transfer_id, to_location_id, supply_id,
+                                supply_outcome)
+         SELECT e, l, s, k, q, sq, ef, o, oh, t, src, rf, r, tr, tl, sid, so
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
                      $7::int8[], $8::text[], $9::int8[], $10::timestamptz[], $11::text[],
-                     $12::text[], $13::text[], $14::text[], $15::text[])
-              WITH ORDINALITY AS n(e, l, s, k, q, sq, ef, o, oh, t, src, rf, r, tr, tl, i)
+                     $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
+              WITH ORDINALITY AS n(e, l, s, k, q, sq, ef, o, oh, t, src, rf, r, tr, tl, sid, so, i)
          ORDER BY i",
     )
     .bind(column!(event_id))
@@ -98,6 +102,8 @@ pub async fn insert(conn: &mut PgConnection, rows: &[NewLedgerRow<'_>]) -> Resul
     .bind(column!(reservation_id))
     .bind(column!(transfer_id))
     .bind(column!(to_location_id))
+    .bind(column!(supply_id))
+    .bind(column!(supply_outcome))
     .execute(conn)
     .await
     .map(|_| ())
@@ -124,6 +130,8 @@ pub struct HistoryRow {
     pub reservation_id: Option<String>,
     pub transfer_id: Option<String>,
     pub to_location_id: Option<String>,
+    pub supply_id: Option<String>,
+    pub supply_outcome: Option<String>,
     pub recorded_at: DateTime<Utc>,
     pub outcome: String,
     pub on_hand_after: i64,
@@ -148,7 +156,8 @@ pub async fn history(
 ) -> Result<Vec<HistoryRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, event_id, location_id, sku, kind, quantity, occurred_at, source, reference,
-                reservation_id, transfer_id, to_location_id, recorded_at, outcome, on_hand_after
+                reservation_id, transfer_id, to_location_id, supply_id, supply_outcome, recorded_at,
+                outcome, on_hand_after
          FROM movements
          WHERE ($1::text IS NULL OR sku = $1)
            AND ($2::text IS NULL OR location_id = $2)

@@ -11,6 +11,7 @@ pub struct ReservationRow {
     pub expires_at: Option<DateTime<Utc>>,
     pub order_id: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub preorder: bool,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -19,9 +20,12 @@ pub struct LineRow {
     pub sku: String,
     pub quantity: i64,
     pub held: i64,
+    /// Of a preorder line: what waits on supply that has not arrived.
+    pub waiting: i64,
 }
 
-const COLUMNS: &str = "reservation_id, location_id, status, expires_at, order_id, created_at";
+const COLUMNS: &str =
+    "reservation_id, location_id, status, expires_at, order_id, created_at, preorder";
 
 /// What inserting a hold did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +78,7 @@ pub async fn get(db: impl PgExecutor<'_>, id: &str) -> Result<Option<Reservation
 
 pub async fn lines(db: impl PgExecutor<'_>, ids: &[String]) -> Result<Vec<LineRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT reservation_id, sku, quantity, held FROM reservation_lines
+        "SELECT reservation_id, sku, quantity, held, waiting FROM reservation_lines
          WHERE reservation_id = ANY($1) ORDER BY reservation_id, sku",
     )
     .bind(ids)
@@ -305,7 +309,7 @@ pub async fn fully_consumed(
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT reservation_id FROM reservation_lines WHERE reservation_id = ANY($1)
-         GROUP BY reservation_id HAVING max(held) = 0",
+         GROUP BY reservation_id HAVING max(held) = 0 AND max(waiting) = 0",
     )
     .bind(ids)
     .fetch_all(conn)

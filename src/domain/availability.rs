@@ -107,17 +107,18 @@ pub fn summarize(
         levels,
         terms,
         |_, t| channel.includes(t.kind, t.ship_from),
-        |a| a,
+        |_, a| a,
     )
 }
 
 /// As `summarize`, for any channel: `includes` says which locations it sells from, `pool`
-/// turns a location's available into the channel's share of it.
+/// turns a location's available (given with its location id) into what is promised there: the
+/// channel's share of it, after any supply that `at=` counts.
 pub fn summarize_with(
     levels: &[LevelQuantities],
     terms: impl Fn(&str) -> Option<LocationTerms>,
     includes: impl Fn(&str, &LocationTerms) -> bool,
-    pool: impl Fn(i64) -> i64,
+    pool: impl Fn(&str, i64) -> i64,
 ) -> SkuAvailability {
     let mut locations: Vec<LocationAvailability> = levels
         .iter()
@@ -128,7 +129,10 @@ pub fn summarize_with(
                 kind: t.kind,
                 on_hand: l.on_hand,
                 reserved: l.reserved,
-                available: pool(available(l.on_hand, l.reserved, t.safety_stock)),
+                available: pool(
+                    &l.location_id,
+                    available(l.on_hand, l.reserved, t.safety_stock),
+                ),
                 in_transit: l.in_transit,
             })
         })

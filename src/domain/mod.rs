@@ -13,4 +13,5 @@ pub mod ops;
 pub mod reservation;
 pub mod reservation_page;
 pub mod routing;
+pub mod supply;
 pub mod transfer;

@@ -118,6 +118,11 @@ pub struct Movement {
     pub transfer_id: Option<String>,
     /// Destination of a `transfer_out` (contract extension): its stock is in transit there.
     pub to_location_id: Option<String>,
+    /// The expected supply line a `receipt` or `transfer_in` fills.
+    pub supply_id: Option<String>,
+    /// When a `transfer_out`'s stock is expected at its destination (extension): the date its
+    /// transfer counts as supply there for `at=` reads.
+    pub expected_at: Option<DateTime<Utc>>,
 }
 
 impl Movement {
@@ -148,6 +153,7 @@ pub enum RejectReason {
     InvalidSubject,
     RejectedByDatabase,
     InvalidTransfer,
+    InvalidSupplyId,
     /// Its effect would take a quantity past what an i64 (a PostgreSQL bigint) holds.
     QuantityOverflow,
     /// JetStream's delivery limit was reached before the message could be applied.
@@ -174,6 +180,7 @@ impl RejectReason {
             RejectReason::InvalidSubject => "invalid_subject",
             RejectReason::RejectedByDatabase => "rejected_by_database",
             RejectReason::InvalidTransfer => "invalid_transfer",
+            RejectReason::InvalidSupplyId => "invalid_supply_id",
             RejectReason::QuantityOverflow => "quantity_overflow",
             RejectReason::DeliveryLimit => "delivery_limit",
         }
@@ -426,6 +433,43 @@ pub fn validate(
             ));
         }
     }
+    // Rejected elsewhere rather than ignored: a supply_id on a sale is a sender's mistake that
+    // would otherwise go unnoticed while the expected line never fills.
+    let supply_id = optional("supply_id", RejectReason::InvalidSupplyId)?;
+    if let Some(s) = supply_id {
+        if !matches!(kind, MovementKind::Receipt | MovementKind::TransferIn) {
+            return Err(bad(
+                RejectReason::InvalidSupplyId,
+                "`supply_id` belongs on receipt and transfer_in only",
+            ));
+        }
+        if !is_valid_client_id(s) {
+            return Err(bad(
+                RejectReason::InvalidSupplyId,
+                "`supply_id` must be 1-128 printable characters",
+            ));
+        }
+    }
+    let expected_at = match optional("expected_at", RejectReason::InvalidTransfer)? {
+        None => None,
+        Some(_) if kind != MovementKind::TransferOut => {
+            return Err(bad(
+                RejectReason::InvalidTransfer,
+                "`expected_at` belongs on a transfer_out",
+            ))
+        }
+        Some(t) => Some(
+            DateTime::parse_from_rfc3339(t)
+                .map_err(|e| {
+                    bad(
+                        RejectReason::InvalidTransfer,
+                        format!("`expected_at` must be an RFC 3339 timestamp with offset: {e}"),
+                    )
+                })?
+                .with_timezone(&Utc)
+                .trunc_subsecs(6),
+        ),
+    };
     Ok(Movement {
         event_id: event_id.to_owned(),
         location_id: location_id.to_owned(),
@@ -438,6 +482,8 @@ pub fn validate(
         reservation_id: reservation_id.map(str::to_owned),
         transfer_id: transfer_id.map(str::to_owned),
         to_location_id: to_location_id.map(str::to_owned),
+        supply_id: supply_id.map(str::to_owned),
+        expected_at,
     })
 }
 
@@ -701,6 +747,43 @@ mod tests {
     }
 
     #[test]
+    fn supply_id_belongs_on_arrivals_only() {
+        let mut r = with("kind", json!("receipt"));
+        r["supply_id"] = json!("PO-1");
+        let m = validate("TW001", &r, now()).expect("receipt with supply");
+        assert_eq!(m.supply_id.as_deref(), Some("PO-1"));
+        r["kind"] = json!("transfer_in");
+        assert!(validate("TW001", &r, now()).is_ok());
+        assert_eq!(
+            reason_of(with("supply_id", json!("PO-1"))),
+            RejectReason::InvalidSupplyId,
+            "a sale carries no supply"
+        );
+        r["supply_id"] = json!("");
+        assert_eq!(reason_of(r.clone()), RejectReason::InvalidSupplyId);
+        r["supply_id"] = json!(5);
+        assert_eq!(reason_of(r), RejectReason::InvalidSupplyId);
+    }
+
+    #[test]
+    fn expected_at_belongs_on_a_transfer_out() {
+        let mut t = with("kind", json!("transfer_out"));
+        t["expected_at"] = json!("2026-11-25T09:00:00+08:00");
+        let m = validate("TW001", &t, now()).expect("transfer_out with arrival");
+        assert_eq!(
+            m.expected_at,
+            Some("2026-11-25T01:00:00Z".parse().expect("t"))
+        );
+        t["expected_at"] = json!("Friday");
+        assert_eq!(reason_of(t), RejectReason::InvalidTransfer);
+        assert_eq!(
+            reason_of(with("expected_at", json!("2026-11-25T09:00:00Z"))),
+            RejectReason::InvalidTransfer,
+            "a sale has no arrival"
+        );
+    }
+
+    #[test]
     fn batch_is_judged_per_element() {
         let body = serde_json::to_vec(&json!([good(), with("kind", json!("theft")), good()]))
             .expect("json");
@@ -731,7 +814,7 @@ mod tests {
     }
 
     /// Every field name of the contract's movement body.
-    const FIELDS: [&str; 11] = [
+    const FIELDS: [&str; 13] = [
         "event_id",
         "location_id",
         "sku",
@@ -743,6 +826,8 @@ mod tests {
         "reservation_id",
         "transfer_id",
         "to_location_id",
+        "supply_id",
+        "expected_at",
     ];
 
     /// Any JSON value, nested a few levels, with the contract's field names and edge numbers

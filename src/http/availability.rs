@@ -7,6 +7,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::atp::{self, Supply};
 use super::auth::{Caller, Scope};
 use super::channels::resolve;
 use super::error::ApiError;
@@ -34,6 +35,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Deserialize)]
 struct ChannelQuery {
     channel: Option<String>,
+    at: Option<String>,
 }
 
 async fn one(
@@ -44,7 +46,9 @@ async fn one(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let (set, channel) = resolve(&state, q.channel.as_deref()).await?;
-    let answer = state.cache.levels(&[sku.as_str()]).await?;
+    let at = atp::parse(q.at.as_deref())?;
+    let answer = atp::levels(&state, &[sku.as_str()], at).await?;
+    let supply = Supply::load(&state.pool, &[sku.as_str()], at).await?;
     let levels = &answer.levels;
     let locations = state
         .directory
@@ -57,7 +61,7 @@ async fn one(
         &levels[0],
         |id| Directory::terms(&locations, id),
         |id, t| includes(&channel, id, t),
-        pool(&set, &channel, &sku),
+        promise(&set, &channel, &sku, supply.as_ref()),
     );
     Ok(Json(json!({
         "sku": sku,
@@ -71,10 +75,20 @@ async fn one(
     })))
 }
 
-/// A channel's share of a location's available of one SKU.
-fn pool<'a>(set: &'a ChannelSet, channel: &'a ChannelDef, sku: &str) -> impl Fn(i64) -> i64 + 'a {
+/// What a channel may promise of one SKU at a location: its share of the available there,
+/// after adding the supply that `at=` counts (supply that arrives joins the stock the channel
+/// shares, so a buffer or percentage applies to it too).
+fn promise<'a>(
+    set: &'a ChannelSet,
+    channel: &'a ChannelDef,
+    sku: &'a str,
+    supply: Option<&'a Supply>,
+) -> impl Fn(&str, i64) -> i64 + 'a {
     let terms = set.terms(channel, sku);
-    move |a| pool_available(a, terms)
+    move |location, a| {
+        let a = supply.map_or(a, |s| s.atp(location, sku, a));
+        pool_available(a, terms)
+    }
 }
 
 /// How old the answer may be, in milliseconds (null when Redis had no watermark to tell).
@@ -90,6 +104,9 @@ struct BatchRequest {
     skus: Vec<String>,
     #[serde(default)]
     channel: Option<String>,
+    /// Available-to-promise at this RFC 3339 time (see `atp`).
+    #[serde(default)]
+    at: Option<String>,
 }
 
 async fn batch(
@@ -109,7 +126,9 @@ async fn batch(
     }
     let (set, channel) = resolve(&state, req.channel.as_deref()).await?;
     let skus: Vec<&str> = req.skus.iter().map(String::as_str).collect();
-    let answer = state.cache.levels(&skus).await?;
+    let at = atp::parse(req.at.as_deref())?;
+    let answer = atp::levels(&state, &skus, at).await?;
+    let supply = Supply::load(&state.pool, &skus, at).await?;
     let levels = &answer.levels;
     let locations = state
         .directory
@@ -126,7 +145,7 @@ async fn batch(
                 l,
                 |id| Directory::terms(&locations, id),
                 |id, t| includes(&channel, id, t),
-                pool(&set, &channel, sku),
+                promise(&set, &channel, sku, supply.as_ref()),
             );
             json!({ "sku": sku, "available": a.available })
         })
@@ -151,6 +170,7 @@ struct NearbyQuery {
     radius_km: Option<f64>,
     limit: Option<usize>,
     channel: Option<String>,
+    at: Option<String>,
 }
 
 /// Stores near a point that have the SKU, nearest first, for store staff helping a customer.
@@ -163,6 +183,7 @@ async fn nearby(
     ApiQuery(q): ApiQuery<NearbyQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
+    let at = atp::parse(q.at.as_deref())?;
     let field = ApiError::field;
     let lat = q
         .lat
@@ -184,7 +205,8 @@ async fn nearby(
         return Err(field("limit", "`limit` must be between 1 and 100"));
     }
     let (set, channel) = resolve(&state, q.channel.as_deref()).await?;
-    let share = pool(&set, &channel, &sku);
+    let supply = Supply::load(&state.pool, &[sku.as_str()], at).await?;
+    let share = promise(&set, &channel, &sku, supply.as_ref());
     let levels = db::levels::for_sku(&state.pool, &sku).await?;
     let locations = state
         .directory
@@ -200,7 +222,10 @@ async fn nearby(
             {
                 return None;
             }
-            let avail = share(available(lv.on_hand, lv.reserved, loc.safety_stock));
+            let avail = share(
+                &loc.location_id,
+                available(lv.on_hand, lv.reserved, loc.safety_stock),
+            );
             let d = haversine_km(lat, lon, loc.lat, loc.lon);
             (avail > 0 && d <= radius).then(|| {
                 let age =

@@ -1,5 +1,6 @@
 //! The HTTP API: one router per resource, one error type, API keys on everything under `/v1`.
 
+mod atp;
 pub mod auth;
 mod availability;
 mod channels;
@@ -16,6 +17,7 @@ mod reservations;
 mod skus;
 mod stream;
 pub mod stream_token;
+mod supply;
 mod validate;
 mod whoami;
 
@@ -121,6 +123,7 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .merge(levels::router())
         .merge(ops::router())
         .merge(whoami::router())
+        .merge(supply::router())
         .route_layer(middleware::from_fn_with_state(auth, auth::authenticate));
     Router::new()
         .merge(health::router())

@@ -267,6 +267,11 @@ struct HistoryItem {
     reservation_id: Option<String>,
     transfer_id: Option<String>,
     to_location_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supply_id: Option<String>,
+    /// What became of `supply_id`: `filled`, `unknown_supply`, `other_level` or `not_open`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supply_outcome: Option<String>,
     recorded_at: DateTime<Utc>,
     /// False for a late delta a count had already seen, or a count older than the latest.
     applied: bool,
@@ -290,6 +295,8 @@ impl From<HistoryRow> for HistoryItem {
             reservation_id: r.reservation_id,
             transfer_id: r.transfer_id,
             to_location_id: r.to_location_id,
+            supply_id: r.supply_id,
+            supply_outcome: r.supply_outcome,
             recorded_at: r.recorded_at,
             outcome: r.outcome,
             on_hand_after: r.on_hand_after,

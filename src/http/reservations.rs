@@ -38,6 +38,9 @@ struct CreateRequest {
     ttl_seconds: Option<i64>,
     /// Hold within this sales channel's pool.
     channel: Option<String>,
+    /// Hold against open supply too (see `crate::supply`).
+    #[serde(default)]
+    preorder: bool,
 }
 
 /// Checks order lines (shared with order routing) and merges repeated SKUs.
@@ -98,7 +101,12 @@ async fn create(
         order_id: None,
         channel: channel.as_deref(),
     };
-    match holds::create(&state.pool, &state.cache, &hold).await? {
+    let created = if req.preorder {
+        crate::supply::create_preorder(&state.pool, &state.cache, &hold).await?
+    } else {
+        holds::create(&state.pool, &state.cache, &hold).await?
+    };
+    match created {
         Created::New(v) => Ok((StatusCode::CREATED, Json(v))),
         Created::Replay(v) => Ok((StatusCode::OK, Json(v))),
         Created::UnknownLocation => Err(ApiError::Invalid {

@@ -209,6 +209,8 @@ fn receipt(event_id: &str, sku: &str, quantity: i64) -> Movement {
         reservation_id: None,
         transfer_id: None,
         to_location_id: None,
+        supply_id: None,
+        expected_at: None,
     }
 }
 

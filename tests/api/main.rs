@@ -19,3 +19,4 @@ mod reservations;
 mod resilience;
 mod routing;
 mod sse;
+mod supply;
