@@ -12,9 +12,17 @@
 //! 4. Stock: a location *has every line* when its available-to-promise covers each line.
 //!
 //! One location with every line is always preferred: the nearest (ties: location id). Only a
-//! delivery with `allow_split` and no such location is split: each line shipped whole from one
-//! location, the fewest shipments first, then the least total distance. The optimum is found
-//! exactly for up to 3 shipments; beyond that a greedy set cover is used (see [`route`]).
+//! delivery with `allow_split` and no such location is split, the fewest shipments first, then
+//! the least total distance:
+//!
+//! - When every line is held whole by some usable location, each line is shipped whole from one
+//!   location. The optimum is found exactly for up to 3 shipments; beyond that a greedy set
+//!   cover is used (see [`route`]).
+//! - When some line is held whole nowhere, that line is split in quantity across locations (the
+//!   others still ship whole): each assignment carries the quantity held there, taken from the
+//!   chosen locations nearest first. Exact for up to 3 shipments (with at most 100 locations
+//!   left after pruning), greedy with local improvement beyond, never worse than the greedy:
+//!   see [`quantity`] for the search and its bounds.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -318,11 +326,11 @@ pub fn route(req: &RouteRequest<'_>, candidates: &[Candidate]) -> RouteOutcome {
                 } else {
                     match split(&dists, &masks, &usable_rows, n, words) {
                         Ok(members) => {
-                            for l in 0..n {
+                            for (l, line) in lines.iter().enumerate() {
                                 // Nearest chosen location serving the line (members are nearest first).
                                 if let Some(&m) = members.iter().find(|&&m| has_bit(mask_of(m), l))
                                 {
-                                    let given = (l, lines[l].quantity);
+                                    let given = (l, line.quantity);
                                     match chosen.iter_mut().find(|(row, _)| *row == m) {
                                         Some((_, ls)) => ls.push(given),
                                         None => chosen.push((m, vec![given])),

@@ -16,4 +16,5 @@ mod reconcile;
 mod reservations;
 mod resilience;
 mod routing;
+mod routing_split;
 mod sse;

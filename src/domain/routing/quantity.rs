@@ -113,7 +113,7 @@ impl Problem {
         &self.gives[c * self.n..(c + 1) * self.n]
     }
 
-    fn len(&self) -> usize {
+    fn count(&self) -> usize {
         self.dist.len()
     }
 
@@ -163,7 +163,7 @@ fn done(left: &[i64]) -> bool {
 pub(super) fn short_lines(p: &Problem) -> Vec<usize> {
     (0..p.n)
         .filter(|&l| {
-            let sum = (0..p.len()).fold(0i64, |s, c| s.saturating_add(p.gives(c)[l]));
+            let sum = (0..p.count()).fold(0i64, |s, c| s.saturating_add(p.gives(c)[l]));
             sum < p.need[l]
         })
         .collect()
@@ -183,11 +183,11 @@ pub(super) fn search(p: &Problem) -> Option<Vec<usize>> {
 /// Most missing units (weighted) first, then nearest.
 pub(super) fn greedy(p: &Problem) -> Option<Vec<usize>> {
     let mut left = p.need.clone();
-    let mut used = vec![false; p.len()];
+    let mut used = vec![false; p.count()];
     let mut members = Vec::new();
     while !done(&left) {
         let mut pick: Option<(usize, i64)> = None;
-        for c in (0..p.len()).filter(|&c| !used[c]) {
+        for c in (0..p.count()).filter(|&c| !used[c]) {
             let score = p
                 .gives(c)
                 .iter()
@@ -245,7 +245,8 @@ fn merge_two(p: &Problem, s: &[usize]) -> Option<Vec<usize>> {
                 .filter(|&c| c != s[i] && c != s[j])
                 .collect();
             let left = p.missing(rest.iter().copied());
-            if let Some(c) = (0..p.len()).find(|&c| !s.contains(&c) && covers(&left, p.gives(c))) {
+            if let Some(c) = (0..p.count()).find(|&c| !s.contains(&c) && covers(&left, p.gives(c)))
+            {
                 let mut out = rest;
                 out.push(c);
                 return Some(out);
@@ -290,7 +291,7 @@ fn exact(p: &Problem, best: &mut Vec<usize>) {
             .map(|l| keep.iter().map(|&c| p.gives(c)[l]).max().unwrap_or(0))
             .collect(),
         nearest: keep.first().map_or(0.0, |&c| p.dist[c]),
-        used: vec![false; p.len()],
+        used: vec![false; p.count()],
         members: Vec::new(),
         probes: 0,
         best: std::mem::take(best),
@@ -309,7 +310,7 @@ fn exact(p: &Problem, best: &mut Vec<usize>) {
 /// Candidates that at least [`EXACT_MAX_SHIPMENTS`] earlier kept candidates do not dominate.
 fn prune(p: &Problem) -> Vec<usize> {
     let mut keep: Vec<usize> = Vec::new();
-    for c in 0..p.len() {
+    for c in 0..p.count() {
         let g = p.gives(c);
         if g.iter().all(|&x| x == 0) {
             continue;

@@ -371,7 +371,7 @@ fn check(case: &Case, exact: bool) -> Result<(), TestCaseError> {
 
     // Exactly what was asked, per line; never more than a location has; gates respected.
     let mut sums: HashMap<&str, i64> = HashMap::new();
-    let mut at: HashMap<&str, usize> = HashMap::new();
+    let mut parts: HashMap<&str, usize> = HashMap::new();
     let mut ids: Vec<&str> = Vec::new();
     for a in &out.assignments {
         let c = by_id(&a.location_id);
@@ -395,7 +395,7 @@ fn check(case: &Case, exact: bool) -> Result<(), TestCaseError> {
                 l.sku
             );
             *sums.entry(&l.sku).or_default() += l.quantity;
-            *at.entry(&l.sku).or_default() += 1;
+            *parts.entry(&l.sku).or_default() += 1;
         }
         let explained = out
             .explanation
@@ -425,7 +425,12 @@ fn check(case: &Case, exact: bool) -> Result<(), TestCaseError> {
         for (l, w) in case.lines.iter().zip(&whole) {
             prop_assert_eq!(sums.get(l.sku.as_str()).copied(), Some(l.quantity));
             if *w {
-                prop_assert_eq!(at.get(l.sku.as_str()).copied(), Some(1), "{} split", &l.sku);
+                prop_assert_eq!(
+                    parts.get(l.sku.as_str()).copied(),
+                    Some(1),
+                    "{} split",
+                    &l.sku
+                );
             }
         }
     }
