@@ -94,6 +94,24 @@ fn order() -> Vec<OrderLine> {
     merge_lines(&raw)
 }
 
+/// Two lines larger than any store holds (at most 11 of a SKU), so they must be split in
+/// quantity; the other three ride along whole.
+fn split_order() -> Vec<OrderLine> {
+    [
+        ("TEE-RED-M", 14),
+        ("TEE-BLU-L", 12),
+        ("CAP-BLK", 3),
+        ("SOCK-WHT-2P", 2),
+        ("BAG-TOTE", 1),
+    ]
+    .into_iter()
+    .map(|(sku, quantity)| OrderLine {
+        sku: sku.into(),
+        quantity,
+    })
+    .collect()
+}
+
 fn routing(c: &mut Criterion) {
     let stores = network();
     let lines = order();
@@ -130,6 +148,40 @@ fn routing(c: &mut Criterion) {
         "the split bench should exercise the split search"
     );
 
+    let big = split_order();
+    let split_req = RouteRequest {
+        lines: &big,
+        ..request(true)
+    };
+    let quantity_split = route(&split_req, &stores);
+    eprintln!(
+        "routing bench: lines split in quantity: {} assignments ({:?})",
+        quantity_split.assignments.len(),
+        quantity_split
+            .assignments
+            .iter()
+            .map(|a| {
+                let given: Vec<(&str, i64)> = a
+                    .lines
+                    .iter()
+                    .map(|l| (l.sku.as_str(), l.quantity))
+                    .collect();
+                (a.location_id.as_str(), a.distance_km, given)
+            })
+            .collect::<Vec<_>>()
+    );
+    let parts_of = |sku: &str| {
+        quantity_split
+            .assignments
+            .iter()
+            .filter(|a| a.lines.iter().any(|l| l.sku == sku))
+            .count()
+    };
+    assert!(
+        parts_of("TEE-RED-M") >= 2 && parts_of("TEE-BLU-L") >= 2,
+        "the quantity-split bench should split lines"
+    );
+
     let mut g = c.benchmark_group("route_5_lines_1000_stores");
     g.throughput(Throughput::Elements(STORES as u64));
     for (name, allow_split) in [("single_location", false), ("allow_split", true)] {
@@ -138,6 +190,9 @@ fn routing(c: &mut Criterion) {
             b.iter(|| route(black_box(&req), black_box(&stores)))
         });
     }
+    g.bench_function("split_lines_in_quantity", |b| {
+        b.iter(|| route(black_box(&split_req), black_box(&stores)))
+    });
     g.finish();
 }
 

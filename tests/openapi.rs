@@ -247,3 +247,90 @@ fn the_route_reader_copes_with_formatting() {
     assert!(routes_in(r#".route("/e", on(MethodFilter::GET, h))"#).is_err());
     assert!(routes_in(r#".nest("/v2", other())"#).is_err());
 }
+
+/// Keys repeated within one mapping of `text` (line-based: block mappings, `- ` list items and
+/// `|` / `>` block scalars, which is all the document uses), as (line, key).
+fn duplicate_keys(text: &str) -> Vec<(usize, String)> {
+    let mut dups = Vec::new();
+    // Open mappings: (indent of their keys, keys seen).
+    let mut open: Vec<(usize, BTreeSet<String>)> = Vec::new();
+    let mut scalar_above: Option<usize> = None;
+    for (n, raw) in text.lines().enumerate() {
+        let trimmed = raw.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut indent = raw.len() - trimmed.len();
+        if let Some(key_indent) = scalar_above {
+            if indent > key_indent {
+                continue;
+            }
+            scalar_above = None;
+        }
+        let mut rest = trimmed;
+        let item = rest.starts_with("- ");
+        if item {
+            rest = &rest[2..];
+            indent += 2;
+        }
+        open.retain(|(i, _)| *i < indent || (*i == indent && !item));
+        let Some((key, value)) = rest.split_once(':') else {
+            continue;
+        };
+        if key.contains(' ') && !key.starts_with('\'') || key.starts_with('{') {
+            continue;
+        }
+        let value = value.trim();
+        if matches!(value, "|" | ">" | ">-" | "|-") {
+            scalar_above = Some(indent);
+        }
+        match open.last_mut() {
+            Some((i, keys)) if *i == indent => {
+                if !keys.insert(key.to_owned()) {
+                    dups.push((n + 1, key.to_owned()));
+                }
+            }
+            _ => open.push((indent, BTreeSet::from([key.to_owned()]))),
+        }
+    }
+    dups
+}
+
+#[test]
+fn no_mapping_in_the_document_repeats_a_key() {
+    let text = fs::read_to_string(root().join("docs/openapi.yaml")).expect("read openapi.yaml");
+    let dups = duplicate_keys(&text);
+    assert!(
+        dups.is_empty(),
+        "keys repeated in one mapping of docs/openapi.yaml (a YAML parser keeps only the last): {dups:?}"
+    );
+    // The checker itself sees a repeat, and not keys of sibling mappings or of list items.
+    let sample = "a:\n  b: 1\n  c: |\n    b: text\n  b: 2\nd:\n  - e: 1\n  - e: 2\n";
+    assert_eq!(duplicate_keys(sample), vec![(5, "b".to_owned())]);
+}
+
+#[test]
+fn every_schema_reference_resolves() {
+    let text = fs::read_to_string(root().join("docs/openapi.yaml")).expect("read openapi.yaml");
+    let mut defined = BTreeSet::new();
+    let mut kind = "";
+    for line in text.lines() {
+        if line.starts_with("  ") && !line.starts_with("   ") && line.trim_end().ends_with(':') {
+            kind = line.trim().trim_end_matches(':');
+        } else if line.starts_with("    ") && !line.starts_with("     ") {
+            if let Some(name) = line.trim().strip_suffix(':') {
+                defined.insert(format!("#/components/{kind}/{name}"));
+            }
+        }
+    }
+    let missing: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- ").unwrap_or(l.trim()).strip_prefix("$ref: "))
+        .map(|r| r.trim_matches('\''))
+        .filter(|r| !defined.contains(*r))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "$ref targets not defined in docs/openapi.yaml: {missing:?}"
+    );
+}

@@ -12,9 +12,17 @@
 //! 4. Stock: a location *has every line* when its available-to-promise covers each line.
 //!
 //! One location with every line is always preferred: the nearest (ties: location id). Only a
-//! delivery with `allow_split` and no such location is split: each line shipped whole from one
-//! location, the fewest shipments first, then the least total distance. The optimum is found
-//! exactly for up to 3 shipments; beyond that a greedy set cover is used (see [`route`]).
+//! delivery with `allow_split` and no such location is split, the fewest shipments first, then
+//! the least total distance:
+//!
+//! - When every line is held whole by some usable location, each line is shipped whole from one
+//!   location. The optimum is found exactly for up to 3 shipments; beyond that a greedy set
+//!   cover is used (see [`route`]).
+//! - When some line is held whole nowhere, that line is split in quantity across locations (the
+//!   others still ship whole): each assignment carries the quantity held there, taken from the
+//!   chosen locations nearest first. Exact for up to 3 shipments (with at most 100 locations
+//!   left after pruning), greedy with local improvement beyond, never worse than the greedy:
+//!   see [`quantity`] for the search and its bounds.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -24,6 +32,10 @@ use serde::{Deserialize, Serialize};
 use super::availability::Channel;
 use super::geo::haversine_km;
 use super::location::LocationKind;
+
+mod quantity;
+#[cfg(test)]
+mod quantity_tests;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -218,8 +230,8 @@ pub fn route(req: &RouteRequest<'_>, candidates: &[Candidate]) -> RouteOutcome {
         .iter()
         .map(|r| r.gate.map_or(Verdict::Pending, Verdict::Skip))
         .collect();
-    // Chosen rows (indices into `rows`) with the lines each ships, nearest first.
-    let mut chosen: Vec<(usize, Vec<usize>)> = Vec::new();
+    // Chosen rows (indices into `rows`) with the (line, quantity) each ships, nearest first.
+    let mut chosen: Vec<(usize, Vec<(usize, i64)>)> = Vec::new();
     let mut alternatives = Vec::new();
 
     match (req.fulfilment, req.pickup_location_id) {
@@ -228,7 +240,7 @@ pub fn route(req: &RouteRequest<'_>, candidates: &[Candidate]) -> RouteOutcome {
             match target {
                 Some(t) if has_every_line(t) => {
                     verdicts[t] = Verdict::RequestedWithEverything;
-                    chosen.push((t, (0..n).collect()));
+                    chosen.push((t, whole_lines(lines)));
                 }
                 _ => {
                     if let Some(t) = target.filter(|&t| usable(t)) {
@@ -259,36 +271,88 @@ pub fn route(req: &RouteRequest<'_>, candidates: &[Candidate]) -> RouteOutcome {
                         no_stock(rows[i].cand, lines, None)
                     };
                 }
-                chosen.push((s, (0..n).collect()));
+                chosen.push((s, whole_lines(lines)));
             } else if fulfilment == Fulfilment::Delivery && req.allow_split {
                 let usable_rows: Vec<usize> = (0..rows.len()).filter(|&i| usable(i)).collect();
                 let dists: Vec<f64> = rows.iter().map(|r| r.dist).collect();
-                match split(&dists, &masks, &usable_rows, n, words) {
-                    Ok(members) => {
-                        for l in 0..n {
-                            // Nearest chosen location serving the line (members are nearest first).
-                            if let Some(&m) = members.iter().find(|&&m| has_bit(mask_of(m), l)) {
-                                match chosen.iter_mut().find(|(row, _)| *row == m) {
-                                    Some((_, ls)) => ls.push(l),
-                                    None => chosen.push((m, vec![l])),
-                                }
+                let problem = quantity::Problem::new(
+                    lines.iter().map(|l| l.quantity).collect(),
+                    usable_rows.iter().map(|&i| dists[i]).collect(),
+                    &usable_rows
+                        .iter()
+                        .flat_map(|&i| {
+                            let cand = rows[i].cand;
+                            lines.iter().map(move |l| stock(cand, &l.sku))
+                        })
+                        .collect::<Vec<i64>>(),
+                );
+                if problem.splits() {
+                    match quantity::search(&problem) {
+                        Some(members) => {
+                            for (m, given) in quantity::allocate(&problem, &members) {
+                                chosen.push((usable_rows[m], given));
+                            }
+                            for (k, &i) in usable_rows.iter().enumerate() {
+                                verdicts[i] =
+                                    if let Some(s) = chosen.iter().position(|(r, _)| *r == i) {
+                                        Verdict::Ships(s)
+                                    } else if problem.gives_any(k) {
+                                        Verdict::CoveredOtherwise
+                                    } else {
+                                        no_stock(rows[i].cand, lines, None)
+                                    };
                             }
                         }
-                        chosen.sort_by_key(|(row, _)| *row);
-                        for &i in &usable_rows {
-                            verdicts[i] = if let Some(k) = chosen.iter().position(|(r, _)| *r == i)
-                            {
-                                Verdict::Ships(k)
-                            } else if mask_of(i).iter().any(|&w| w != 0) {
-                                Verdict::CoveredOtherwise
-                            } else {
-                                no_stock(rows[i].cand, lines, None)
+                        None => {
+                            let short = quantity::short_lines(&problem);
+                            let total = |l: usize| {
+                                usable_rows.iter().fold(0i64, |t, &i| {
+                                    t.saturating_add(stock(rows[i].cand, &lines[l].sku).max(0))
+                                })
                             };
+                            for &i in &usable_rows {
+                                verdicts[i] = match short.iter().find(|&&l| {
+                                    stock(rows[i].cand, &lines[l].sku) < lines[l].quantity
+                                }) {
+                                    Some(&line) => Verdict::ShortInAll {
+                                        line,
+                                        total: total(line),
+                                    },
+                                    None => no_stock(rows[i].cand, lines, None),
+                                };
+                            }
                         }
                     }
-                    Err(uncovered) => {
-                        for &i in &usable_rows {
-                            verdicts[i] = no_stock(rows[i].cand, lines, Some(&uncovered));
+                } else {
+                    match split(&dists, &masks, &usable_rows, n, words) {
+                        Ok(members) => {
+                            for (l, line) in lines.iter().enumerate() {
+                                // Nearest chosen location serving the line (members are nearest first).
+                                if let Some(&m) = members.iter().find(|&&m| has_bit(mask_of(m), l))
+                                {
+                                    let given = (l, line.quantity);
+                                    match chosen.iter_mut().find(|(row, _)| *row == m) {
+                                        Some((_, ls)) => ls.push(given),
+                                        None => chosen.push((m, vec![given])),
+                                    }
+                                }
+                            }
+                            chosen.sort_by_key(|(row, _)| *row);
+                            for &i in &usable_rows {
+                                verdicts[i] =
+                                    if let Some(k) = chosen.iter().position(|(r, _)| *r == i) {
+                                        Verdict::Ships(k)
+                                    } else if mask_of(i).iter().any(|&w| w != 0) {
+                                        Verdict::CoveredOtherwise
+                                    } else {
+                                        no_stock(rows[i].cand, lines, None)
+                                    };
+                            }
+                        }
+                        Err(uncovered) => {
+                            for &i in &usable_rows {
+                                verdicts[i] = no_stock(rows[i].cand, lines, Some(&uncovered));
+                            }
                         }
                     }
                 }
@@ -305,7 +369,13 @@ pub fn route(req: &RouteRequest<'_>, candidates: &[Candidate]) -> RouteOutcome {
         .map(|(i, ls)| Assignment {
             location_id: rows[*i].cand.location_id.clone(),
             distance_km: round_km(rows[*i].dist),
-            lines: ls.iter().map(|&l| lines[l].clone()).collect(),
+            lines: ls
+                .iter()
+                .map(|&(l, quantity)| OrderLine {
+                    sku: lines[l].sku.clone(),
+                    quantity,
+                })
+                .collect(),
         })
         .collect();
     let max_km = req.max_distance_km.map(|max| max.to_string());
@@ -353,6 +423,11 @@ enum Verdict {
     RequestedWithEverything,
     /// Ships assignment `k` of a split.
     Ships(usize),
+    /// Lacks line `line`, which must be split, and all usable locations have only `total`.
+    ShortInAll {
+        line: usize,
+        total: i64,
+    },
     NearerHasEverything,
     CoveredOtherwise,
 }
@@ -375,6 +450,11 @@ fn gate(req: &RouteRequest<'_>, cand: &Candidate, dist: f64) -> Option<ReasonCod
         return Some(ReasonCode::CapacityFull);
     }
     None
+}
+
+/// Every line, whole.
+fn whole_lines(lines: &[OrderLine]) -> Vec<(usize, i64)> {
+    lines.iter().map(|l| l.quantity).enumerate().collect()
 }
 
 fn stock(cand: &Candidate, sku: &str) -> i64 {
@@ -464,11 +544,35 @@ fn explain(
             "requested pickup location with every line".to_owned(),
         ),
         Verdict::Ships(k) => {
-            let skus: Vec<&str> = assignments
+            // Lines are merged, so a SKU names one line.
+            let asked = |sku: &str| {
+                lines
+                    .iter()
+                    .find(|l| l.sku == sku)
+                    .map_or(0, |l| l.quantity)
+            };
+            let gives: Vec<String> = assignments
                 .get(k)
-                .map(|a| a.lines.iter().map(|l| l.sku.as_str()).collect())
+                .map(|a| {
+                    a.lines
+                        .iter()
+                        .map(|l| format!("{} of {} {}", l.quantity, asked(&l.sku), l.sku))
+                        .collect()
+                })
                 .unwrap_or_default();
-            (C::Chosen, format!("ships lines {}", skus.join(", ")))
+            (C::Chosen, format!("gives {}", gives.join(", ")))
+        }
+        Verdict::ShortInAll { line, total } => {
+            let (sku, needs) = lines
+                .get(line)
+                .map_or(("", 0), |l| (l.sku.as_str(), l.quantity));
+            let has = stock(row.cand, sku);
+            (
+                C::NoStock,
+                format!(
+                    "no stock for line {sku} (needs {needs}, has {has}); the eligible locations have {total} of it in all"
+                ),
+            )
         }
         Verdict::NearerHasEverything => (
             C::NotNeeded,
@@ -902,7 +1006,7 @@ mod tests {
         r.allow_split = true;
         let out = route(&r, &cands);
         assert_eq!(chosen_ids(&out), ["SA", "SB"]);
-        assert_eq!(entry(&out, "SA").reason, "ships lines A");
+        assert_eq!(entry(&out, "SA").reason, "gives 1 of 1 A");
         assert_eq!(entry(&out, "SB").code, ReasonCode::Chosen);
         // A pickup never splits.
         let mut p = req(&lines, Fulfilment::Pickup);
@@ -927,7 +1031,7 @@ mod tests {
         assert_eq!(chosen_ids(&out), ["N3", "F1"]);
         assert_eq!(out.assignments[0].lines, vec![line("C", 1)]);
         assert_eq!(out.assignments[1].lines, vec![line("A", 1), line("B", 1)]);
-        assert_eq!(entry(&out, "F1").reason, "ships lines A, B");
+        assert_eq!(entry(&out, "F1").reason, "gives 1 of 1 A, 1 of 1 B");
         for id in ["N1", "N2", "F2"] {
             let e = entry(&out, id);
             assert_eq!(e.code, ReasonCode::NotNeeded, "{id}");
@@ -969,11 +1073,12 @@ mod tests {
     }
 
     #[test]
-    fn split_impossible_names_the_line_nobody_has() {
-        let lines = [line("A", 1), line("B", 3)];
+    fn split_impossible_names_the_line_short_in_all() {
+        let lines = [line("A", 1), line("B", 4)];
         let cands = [
             store("SA", north(5.0), &[("A", 1), ("B", 2)]),
             store("SB", north(6.0), &[("B", 1)]),
+            store("SC", north(7.0), &[("A", 1)]),
         ];
         let mut r = req(&lines, Fulfilment::Delivery);
         r.allow_split = true;
@@ -981,9 +1086,13 @@ mod tests {
         assert!(out.assignments.is_empty());
         assert_eq!(
             entry(&out, "SA").reason,
-            "no stock for line B (needs 3, has 2); no eligible location has enough of it"
+            "no stock for line B (needs 4, has 2); the eligible locations have 3 of it in all"
         );
         assert_eq!(entry(&out, "SB").code, ReasonCode::NoStock);
+        assert_eq!(
+            entry(&out, "SC").reason,
+            "no stock for line B (needs 4, has 0); the eligible locations have 3 of it in all"
+        );
     }
 
     #[test]
@@ -1386,20 +1495,20 @@ mod tests {
             prop_assert!(ds.windows(2).all(|w| w[0] <= w[1]));
 
             if !out.assignments.is_empty() {
-                // Every line assigned exactly once, to a location that has it and may be used.
-                let mut assigned: Vec<&OrderLine> = Vec::new();
+                // Every line held exactly as asked, each part at a usable location that has it.
+                let mut assigned: HashMap<&str, i64> = HashMap::new();
                 for a in &out.assignments {
                     let c = by_id(&a.location_id);
                     prop_assert!(case.usable(c), "{} not usable", a.location_id);
                     prop_assert!(!a.lines.is_empty());
                     for l in &a.lines {
+                        prop_assert!(l.quantity > 0);
                         prop_assert!(case.serves(c, l), "{} lacks {}", a.location_id, l.sku);
-                        assigned.push(l);
+                        *assigned.entry(&l.sku).or_default() += l.quantity;
                     }
                 }
-                let mut want: Vec<&OrderLine> = case.lines.iter().collect();
-                want.sort_by(|a, b| a.sku.cmp(&b.sku));
-                assigned.sort_by(|a, b| a.sku.cmp(&b.sku));
+                let want: HashMap<&str, i64> =
+                    case.lines.iter().map(|l| (l.sku.as_str(), l.quantity)).collect();
                 prop_assert_eq!(assigned, want);
                 let split_ok = case.fulfilment == Fulfilment::Delivery && case.allow_split;
                 prop_assert!(out.assignments.len() == 1 || split_ok);
@@ -1444,6 +1553,15 @@ mod tests {
         case.fulfilment = Fulfilment::Delivery;
         case.allow_split = true;
         let out = route(&case.req(), &case.cands);
+        // Lines no usable location holds whole are split in quantity: see `quantity_tests`.
+        let whole = case.lines.iter().all(|l| {
+            case.cands
+                .iter()
+                .any(|c| case.usable(c) && case.serves(c, l))
+        });
+        if !whole {
+            return Ok(());
+        }
         let greedy = case.greedy_count();
         prop_assert_eq!(out.assignments.is_empty(), greedy.is_none());
         if let Some(g) = greedy {

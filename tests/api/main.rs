@@ -18,5 +18,6 @@ mod reconcile;
 mod reservations;
 mod resilience;
 mod routing;
+mod routing_split;
 mod sse;
 mod supply;
