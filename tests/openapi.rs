@@ -325,7 +325,12 @@ fn every_schema_reference_resolves() {
     }
     let missing: BTreeSet<&str> = text
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("- ").unwrap_or(l.trim()).strip_prefix("$ref: "))
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("- ")
+                .unwrap_or(l.trim())
+                .strip_prefix("$ref: ")
+        })
         .map(|r| r.trim_matches('\''))
         .filter(|r| !defined.contains(*r))
         .collect();
