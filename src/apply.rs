@@ -16,7 +16,7 @@ use crate::db;
 use crate::db::levels::LevelRow;
 use crate::db::movements::NewLedgerRow;
 use crate::domain::level::{self, LevelFacts, MovementFact, RecordedDelta};
-use crate::domain::movement::{Movement, MovementKind};
+use crate::domain::movement::{Incoming, Movement, MovementKind};
 use crate::domain::reservation::{self, Status};
 use crate::domain::transfer::TransferLine;
 use crate::events::{self, LevelChange};
@@ -52,7 +52,7 @@ const ATTEMPTS: usize = 5;
 pub async fn apply_batch(
     pool: &PgPool,
     cache: Option<&StockCache>,
-    movements: &[Movement],
+    movements: &[Incoming],
 ) -> Result<Applied, sqlx::Error> {
     let mut attempt = 0;
     loop {
@@ -74,15 +74,19 @@ pub async fn apply_batch(
 }
 
 /// Applies movements inside the caller's transaction. Every movement's location must exist.
+/// The publish time of each is recorded with it in the ledger (a redelivery carries the same
+/// JetStream publish time, and a duplicate records nothing).
 pub async fn apply_in(
     conn: &mut PgConnection,
-    movements: &[Movement],
+    incoming: &[Incoming],
 ) -> Result<Applied, sqlx::Error> {
+    let movements: Vec<&Movement> = incoming.iter().map(|i| &i.movement).collect();
     let mut out = Applied::default();
     // The first of a repeated event_id wins; later copies are duplicates.
     let mut seen = HashSet::new();
     let fresh_at: Vec<(usize, &Movement)> = movements
         .iter()
+        .copied()
         .enumerate()
         .filter(|(_, m)| seen.insert(m.event_id.as_str()))
         .collect();
@@ -223,6 +227,7 @@ pub async fn apply_in(
             outcome: effect.outcome.as_str(),
             on_hand_after: effect.on_hand_after,
             occurred_at: m.occurred_at,
+            published_at: incoming[index].published_at,
             source: m.source.as_deref(),
             reference: m.reference.as_deref(),
             reservation_id: m.reservation_id.as_deref(),

@@ -25,7 +25,7 @@ use crate::cache::StockCache;
 use crate::db;
 use crate::domain::ids::is_valid_sku;
 use crate::domain::location::{LocationInput, LocationKind};
-use crate::domain::movement::{max_clock_skew, Movement, MovementKind, MAX_QUANTITY};
+use crate::domain::movement::{max_clock_skew, Incoming, Movement, MovementKind, MAX_QUANTITY};
 
 /// Most row errors listed before giving up.
 const MAX_ERRORS: usize = 20;
@@ -189,11 +189,13 @@ async fn apply_with_retry(
     cache: Option<&StockCache>,
     movements: &[Movement],
 ) -> anyhow::Result<apply::Applied> {
+    // Opening counts were never published: they count in no publish-to-commit delay.
+    let incoming: Vec<Incoming> = movements.iter().cloned().map(Incoming::from).collect();
     let mut attempt = 0;
     loop {
         attempt += 1;
         let mut tx = pool.begin().await?;
-        let result = apply::apply_in(&mut tx, movements).await;
+        let result = apply::apply_in(&mut tx, &incoming).await;
         match result {
             Ok(applied) => {
                 // All or nothing: a count whose effect overflows fails the import (rolled back).

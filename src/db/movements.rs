@@ -16,6 +16,8 @@ pub struct NewLedgerRow<'a> {
     pub outcome: &'static str,
     pub on_hand_after: i64,
     pub occurred_at: DateTime<Utc>,
+    /// When it was published (JetStream) or posted (HTTP); `None` for an import.
+    pub published_at: Option<DateTime<Utc>>,
     pub source: Option<&'a str>,
     pub reference: Option<&'a str>,
     pub reservation_id: Option<&'a str>,
@@ -79,12 +81,13 @@ pub async fn insert(conn: &mut PgConnection, rows: &[NewLedgerRow<'_>]) -> Resul
         "INSERT INTO movements (event_id, location_id, sku, kind, quantity, signed_quantity,
                                 effect, outcome, on_hand_after, occurred_at, source, reference,
                                 reservation_id, transfer_id, to_location_id, supply_id,
-                                supply_outcome)
-         SELECT e, l, s, k, q, sq, ef, o, oh, t, src, rf, r, tr, tl, sid, so
+                                supply_outcome, published_at)
+         SELECT e, l, s, k, q, sq, ef, o, oh, t, src, rf, r, tr, tl, sid, so, p
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
                      $7::int8[], $8::text[], $9::int8[], $10::timestamptz[], $11::text[],
-                     $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
-              WITH ORDINALITY AS n(e, l, s, k, q, sq, ef, o, oh, t, src, rf, r, tr, tl, sid, so, i)
+                     $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
+                     $18::timestamptz[])
+              WITH ORDINALITY AS n(e, l, s, k, q, sq, ef, o, oh, t, src, rf, r, tr, tl, sid, so, p, i)
          ORDER BY i",
     )
     .bind(column!(event_id))
@@ -104,6 +107,7 @@ pub async fn insert(conn: &mut PgConnection, rows: &[NewLedgerRow<'_>]) -> Resul
     .bind(column!(to_location_id))
     .bind(column!(supply_id))
     .bind(column!(supply_outcome))
+    .bind(column!(published_at))
     .execute(conn)
     .await
     .map(|_| ())
@@ -132,6 +136,7 @@ pub struct HistoryRow {
     pub to_location_id: Option<String>,
     pub supply_id: Option<String>,
     pub supply_outcome: Option<String>,
+    pub published_at: Option<DateTime<Utc>>,
     pub recorded_at: DateTime<Utc>,
     pub outcome: String,
     pub on_hand_after: i64,
@@ -156,8 +161,8 @@ pub async fn history(
 ) -> Result<Vec<HistoryRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, event_id, location_id, sku, kind, quantity, occurred_at, source, reference,
-                reservation_id, transfer_id, to_location_id, supply_id, supply_outcome, recorded_at,
-                outcome, on_hand_after
+                reservation_id, transfer_id, to_location_id, supply_id, supply_outcome,
+                published_at, recorded_at, outcome, on_hand_after
          FROM movements
          WHERE ($1::text IS NULL OR sku = $1)
            AND ($2::text IS NULL OR location_id = $2)

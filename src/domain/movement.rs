@@ -131,6 +131,35 @@ impl Movement {
     }
 }
 
+/// A validated movement as it reached the daemon. `published_at` is the transport's: the
+/// JetStream publish time, or when the HTTP request came in. It travels beside the movement,
+/// not in it, because it is no part of the contract's body and no sender may set it. `None`
+/// for what was never published (imported opening counts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub movement: Movement,
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+impl Incoming {
+    pub fn published(movement: Movement, at: DateTime<Utc>) -> Self {
+        Incoming {
+            movement,
+            published_at: Some(at),
+        }
+    }
+}
+
+impl From<Movement> for Incoming {
+    /// A movement never published: it counts in no publish-to-commit delay.
+    fn from(movement: Movement) -> Self {
+        Incoming {
+            movement,
+            published_at: None,
+        }
+    }
+}
+
 /// Why a movement (or a whole message) was not applied. The code is what dead-letter consumers
 /// switch on; it is part of the contract's dead-letter body as `reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

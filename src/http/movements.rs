@@ -23,7 +23,7 @@ use crate::apply;
 use crate::db;
 use crate::db::movements::{HistoryFilter, HistoryRow};
 use crate::domain::ids::is_valid_client_id;
-use crate::domain::movement::{self, Movement, RejectReason, MAX_BATCH};
+use crate::domain::movement::{self, Incoming, Movement, RejectReason, MAX_BATCH};
 use crate::ingest::isolate::{is_poison, isolate};
 use crate::metrics::METRICS;
 
@@ -80,6 +80,9 @@ async fn post(
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<PostAnswer>, ApiError> {
+    // The post is the publish: its movements are recorded as published when it came in, not
+    // at whatever `occurred_at` says (a sender cannot set this).
+    let received = Utc::now();
     caller.require(Scope::Write)?;
     let body = body.map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -149,7 +152,10 @@ async fn post(
     }
 
     if !valid.is_empty() {
-        let movements: Vec<Movement> = valid.iter().map(|(_, m)| m.clone()).collect();
+        let movements: Vec<Incoming> = valid
+            .iter()
+            .map(|(_, m)| Incoming::published(m.clone(), received))
+            .collect();
         let pool = &state.pool;
         let cache = &*state.cache;
         // An outage ends the request with a 503 (parts already committed are duplicates when
@@ -272,6 +278,9 @@ struct HistoryItem {
     /// What became of `supply_id`: `filled`, `unknown_supply`, `other_level` or `not_open`.
     #[serde(skip_serializing_if = "Option::is_none")]
     supply_outcome: Option<String>,
+    /// When it was published: the JetStream publish time, or when its `POST /v1/movements`
+    /// came in. Null for imported opening counts and movements recorded before it was kept.
+    published_at: Option<DateTime<Utc>>,
     recorded_at: DateTime<Utc>,
     /// False for a late delta a count had already seen, or a count older than the latest.
     applied: bool,
@@ -297,6 +306,7 @@ impl From<HistoryRow> for HistoryItem {
             to_location_id: r.to_location_id,
             supply_id: r.supply_id,
             supply_outcome: r.supply_outcome,
+            published_at: r.published_at,
             recorded_at: r.recorded_at,
             outcome: r.outcome,
             on_hand_after: r.on_hand_after,

@@ -9,14 +9,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::deadletter::{self, Origin};
 use super::isolate::{is_poison, isolate};
 use super::Ingest;
 use crate::apply;
 use crate::db;
-use crate::domain::movement::{decode_message, Movement, RejectReason, Rejection};
+use crate::domain::movement::{decode_message, Incoming, Movement, RejectReason, Rejection};
 use crate::metrics::METRICS;
 
 struct InFlight {
@@ -25,16 +25,19 @@ struct InFlight {
     sequence: u64,
     /// How many times JetStream has delivered this message (1 the first time).
     delivered: i64,
+    /// JetStream's publish time of the message (the same on every redelivery): recorded with
+    /// its movements, for the ops summary's publish-to-commit delay.
+    published_at: Option<DateTime<Utc>>,
     movements: Vec<(Option<usize>, Movement)>,
     rejected: Vec<Rejection>,
 }
 
 impl InFlight {
     fn decode(ingest: &Ingest, msg: jetstream::Message) -> Self {
-        let (sequence, delivered) = msg
+        let (sequence, delivered, published_at) = msg
             .info()
-            .map(|i| (i.stream_sequence, i.delivered))
-            .unwrap_or((0, 1));
+            .map(|i| (i.stream_sequence, i.delivered, to_chrono(i.published)))
+            .unwrap_or((0, 1, None));
         let subject = msg.subject.to_string();
         let location = ingest.subjects.location_of(&subject).map(str::to_owned);
         let (movements, rejected) = match &location {
@@ -57,6 +60,7 @@ impl InFlight {
             location,
             sequence,
             delivered,
+            published_at,
             movements,
             rejected,
         }
@@ -188,6 +192,11 @@ pub fn nak_delay(delivered: i64) -> Duration {
     Duration::from_secs((1u64 << exp).min(10))
 }
 
+/// The JetStream publish time as chrono's; `None` past chrono's range (not a time NATS gives).
+fn to_chrono(t: time::OffsetDateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond())
+}
+
 fn body_value(payload: &[u8]) -> serde_json::Value {
     serde_json::from_slice(payload).unwrap_or_else(|_| {
         serde_json::Value::String(String::from_utf8_lossy(payload).into_owned())
@@ -231,11 +240,14 @@ pub(super) async fn process(ingest: &Ingest, msgs: Vec<jetstream::Message>) {
     }
 
     // Every movement of the batch, and where it came from: (message, position in it).
-    let mut all: Vec<Movement> = Vec::new();
+    let mut all: Vec<Incoming> = Vec::new();
     let mut origin: Vec<(usize, usize)> = Vec::new();
     for (fi, f) in batch.iter().enumerate() {
         for (pos, (_, m)) in f.movements.iter().enumerate() {
-            all.push(m.clone());
+            all.push(Incoming {
+                movement: m.clone(),
+                published_at: f.published_at,
+            });
             origin.push((fi, pos));
         }
     }
@@ -328,6 +340,21 @@ async fn retry_later(ingest: &Ingest, batch: Vec<InFlight>, e: &sqlx::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_publish_time_converts_to_the_same_instant() {
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(1_764_590_400_123_456_789)
+            .expect("in range");
+        let c = to_chrono(t).expect("in range");
+        assert_eq!(c.timestamp(), 1_764_590_400);
+        assert_eq!(c.timestamp_subsec_nanos(), 123_456_789);
+        let offset = t.to_offset(time::UtcOffset::from_hms(8, 0, 0).expect("offset"));
+        assert_eq!(
+            to_chrono(offset),
+            Some(c),
+            "the offset does not move the instant"
+        );
+    }
 
     #[test]
     fn redelivery_backs_off_to_ten_seconds() {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use omnistock::cache::sync::MAX_STALENESS;
 use omnistock::cache::{RedisStore, Source, StockCache};
-use omnistock::domain::movement::{Movement, MovementKind};
+use omnistock::domain::movement::{Incoming, Movement, MovementKind};
 use reqwest::Method;
 use serde_json::json;
 
@@ -241,10 +241,10 @@ async fn after_the_dirty_set_overflows_reads_bypass_redis_until_rebuilt() {
 
     // Commit +1 on every SKU while Redis is down: this daemon's writes fail, 5 > 2 dirty.
     redis.stop();
-    let moves: Vec<Movement> = skus
+    let moves: Vec<Incoming> = skus
         .iter()
         .enumerate()
-        .map(|(i, s)| receipt(&format!("ovf-{i}"), s, 1))
+        .map(|(i, s)| receipt(&format!("ovf-{i}"), s, 1).into())
         .collect();
     omnistock::apply::apply_batch(&pool, Some(&cache), &moves)
         .await

@@ -181,9 +181,11 @@ async fn a_relay_crash_between_publish_and_mark_loses_nothing_and_repeats_only_t
                 "receipt",
                 1,
             );
-            omnistock::domain::movement::validate("TW001", &v, chrono::Utc::now()).expect("valid")
+            omnistock::domain::movement::validate("TW001", &v, chrono::Utc::now())
+                .expect("valid")
+                .into()
         })
-        .collect();
+        .collect::<Vec<omnistock::domain::movement::Incoming>>();
     omnistock::apply::apply_batch(&pool, None, &movements)
         .await
         .expect("apply");
@@ -378,9 +380,11 @@ async fn a_failed_publish_never_lets_a_later_event_of_its_sku_overtake_it() {
         .iter()
         .map(|id| {
             let v = movement(id, "TW001", "S", "receipt", 1);
-            omnistock::domain::movement::validate("TW001", &v, chrono::Utc::now()).expect("valid")
+            omnistock::domain::movement::validate("TW001", &v, chrono::Utc::now())
+                .expect("valid")
+                .into()
         })
-        .collect();
+        .collect::<Vec<omnistock::domain::movement::Incoming>>();
     for m in &movements {
         omnistock::apply::apply_batch(&pool, None, std::slice::from_ref(m))
             .await

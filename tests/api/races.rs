@@ -375,7 +375,7 @@ async fn concurrent_transfers_between_stores_keep_the_network_total() {
                     if direct {
                         let mv = omnistock::domain::movement::validate(&loc, m, Utc::now())
                             .expect("valid movement");
-                        omnistock::apply::apply_batch(&app.pool, Some(&cache), &[mv])
+                        omnistock::apply::apply_batch(&app.pool, Some(&cache), &[mv.into()])
                             .await
                             .expect("apply");
                     } else {
