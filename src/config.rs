@@ -198,7 +198,8 @@ pub struct OpsThresholds {
     /// Sync delay (seconds) that turns a location red.
     #[arg(long, env = "OMNISTOCK_OPS_SYNC_DELAY_RED_SECONDS", default_value_t = OpsThresholds::DEFAULT.sync_delay_red_seconds)]
     pub sync_delay_red_seconds: i64,
-    /// Publish-to-commit delay (seconds, median of the location's recent movements) that
+    /// Publish-to-commit delay (seconds from the JetStream publish time, or an HTTP post's
+    /// arrival, to the commit; median of the location's recent published movements) that
     /// turns it amber.
     #[arg(long, env = "OMNISTOCK_OPS_COMMIT_DELAY_AMBER_SECONDS", default_value_t = OpsThresholds::DEFAULT.commit_delay_amber_seconds)]
     pub commit_delay_amber_seconds: f64,

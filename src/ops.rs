@@ -64,7 +64,10 @@ pub struct LocationHealth {
     pub sync_delay_seconds: Option<i64>,
     pub last_movement_at: Option<DateTime<Utc>>,
     pub last_recorded_at: Option<DateTime<Utc>>,
-    /// Median seconds from `occurred_at` to the commit over its recent movements.
+    /// Median seconds from publish (the JetStream publish time, or when a `POST /v1/movements`
+    /// came in) to the commit, over its 100 newest published movements. Null when none has a
+    /// publish time (no movement yet, only imports). Not from `occurred_at`: a movement that
+    /// happened hours ago but was published now waited only since its publish.
     pub commit_delay_seconds: Option<f64>,
     pub dead_letters_last_hour: Option<i64>,
     pub stockouts: i64,
@@ -118,6 +121,7 @@ pub async fn summary(s: Sources<'_>) -> Result<OpsSummary, sqlx::Error> {
                     (l.name.clone(), l.kind)
                 });
             let sync_delay = r.last_movement_at.map(|at| (now - at).num_seconds().max(0));
+            // Publish (NATS server's clock) and commit (PostgreSQL's) may skew a little.
             let commit_delay = r.commit_delay_seconds.map(|d| d.max(0.0));
             let dead_letters = dead
                 .as_ref()
@@ -130,7 +134,7 @@ pub async fn summary(s: Sources<'_>) -> Result<OpsSummary, sqlx::Error> {
                     t.sync_delay_amber_seconds,
                     t.sync_delay_red_seconds,
                 ),
-                // No live movement yet is no delay: nothing waited.
+                // No published movement yet is no delay: nothing waited.
                 commit_delay: light(
                     Some(commit_delay.unwrap_or(0.0)),
                     t.commit_delay_amber_seconds,

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgExecutor};
 
-/// How many of a location's newest movements the commit delay is taken over.
+/// How many of a location's newest published movements the commit delay is taken over.
 pub const RECENT_MOVEMENTS: i64 = 100;
 
 #[derive(Debug, Clone, FromRow)]
@@ -13,29 +13,37 @@ pub struct RecentMovements {
     /// The newest `occurred_at` among its recent movements.
     pub last_movement_at: Option<DateTime<Utc>>,
     pub last_recorded_at: Option<DateTime<Utc>>,
-    /// Median of `recorded_at - occurred_at` over its recent movements, imports left out.
+    /// Median of `recorded_at - published_at` over its newest published movements (null: none
+    /// has a publish time).
     pub commit_delay_seconds: Option<f64>,
 }
 
 /// Per location, its newest movements (by ledger id, so the index on (location_id, id) serves
-/// it) and the median delay from `occurred_at` to the commit. The publish time is not recorded,
-/// so the point of sale's own timestamp stands in for it; imported opening counts are left out
-/// (their `occurred_at` is the count's, not a publish).
+/// it), and the median delay from publish to commit over its [`RECENT_MOVEMENTS`] newest
+/// movements with a `published_at`. Not `occurred_at`: a movement published late or replayed
+/// hours after it happened waited only from its publish, and the delay is the sync's, not the
+/// point of sale's. Imports and rows older than the column have no publish time and are not
+/// counted (the partial index on published rows skips them).
 pub async fn recent_movements(
     db: impl PgExecutor<'_>,
 ) -> Result<Vec<RecentMovements>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT l.location_id, r.last_movement_at, r.last_recorded_at, r.commit_delay_seconds
+        "SELECT l.location_id, r.last_movement_at, r.last_recorded_at, p.commit_delay_seconds
          FROM locations l
          LEFT JOIN LATERAL (
              SELECT max(m.occurred_at) AS last_movement_at,
-                    max(m.recorded_at) AS last_recorded_at,
-                    percentile_cont(0.5) WITHIN GROUP (
-                        ORDER BY extract(epoch FROM m.recorded_at - m.occurred_at)::float8
-                    ) FILTER (WHERE m.source IS DISTINCT FROM 'import') AS commit_delay_seconds
-             FROM (SELECT occurred_at, recorded_at, source FROM movements
+                    max(m.recorded_at) AS last_recorded_at
+             FROM (SELECT occurred_at, recorded_at FROM movements
                    WHERE location_id = l.location_id ORDER BY id DESC LIMIT $1) m
          ) r ON true
+         LEFT JOIN LATERAL (
+             SELECT percentile_cont(0.5) WITHIN GROUP (
+                        ORDER BY extract(epoch FROM m.recorded_at - m.published_at)::float8
+                    ) AS commit_delay_seconds
+             FROM (SELECT published_at, recorded_at FROM movements
+                   WHERE location_id = l.location_id AND published_at IS NOT NULL
+                   ORDER BY id DESC LIMIT $1) m
+         ) p ON true
          ORDER BY l.location_id",
     )
     .bind(RECENT_MOVEMENTS)
