@@ -697,3 +697,47 @@ async fn an_import_count_whose_effect_overflows_fails_the_import_and_changes_not
     assert_eq!(app.ledger_count().await, 1);
     app.assert_ledger_consistent().await;
 }
+
+/// A movement from JetStream is recorded with its message's publish time, exactly (to
+/// PostgreSQL's microsecond), not with when it occurred nor when the daemon got to it.
+#[tokio::test]
+async fn a_movement_from_nats_keeps_its_jetstream_publish_time() {
+    let app = spawn_app().await;
+    app.store("TW001", 25.0, 121.5).await;
+    let body = movement_at("n1", "TW001", "A", "receipt", 2, "2026-11-01T08:00:00Z");
+    let ack = app
+        .js
+        .publish(
+            app.subjects.movements("TW001"),
+            serde_json::to_vec(&body).expect("json").into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    app.wait_for_ledger(1).await;
+    let stored = app
+        .js
+        .get_stream(app.subjects.movements_stream())
+        .await
+        .expect("stream")
+        .get_raw_message(ack.sequence)
+        .await
+        .expect("message")
+        .time;
+    let expected = stored.unix_timestamp_nanos() / 1_000;
+
+    let (status, history) = app.get("/v1/movements?location_id=TW001", READ_KEY).await;
+    assert_eq!(status, 200, "{history}");
+    let row = &history["movements"][0];
+    assert_eq!(row["event_id"], "n1", "{history}");
+    let published = row["published_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .unwrap_or_else(|| panic!("a published_at: {row}"));
+    assert_eq!(
+        i128::from(published.timestamp_micros()),
+        expected,
+        "the JetStream publish time: {row}"
+    );
+}

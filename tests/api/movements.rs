@@ -448,3 +448,40 @@ async fn bad_requests_name_the_problem() {
     assert!(resp["message"].as_str().expect("message").contains("1000"));
     assert_eq!(app.ledger_count().await, 0);
 }
+
+/// A posted movement is recorded as published when its request came in, whatever its
+/// `occurred_at` says; a `published_at` in the body is not the sender's to set and is ignored.
+#[tokio::test]
+async fn a_posted_movement_is_published_when_its_request_came_in() {
+    let app = spawn_app().await;
+    app.store("TW001", 25.0, 121.5).await;
+    let long_ago = "2026-11-01T08:00:00Z";
+    let mut body = movement_at("p1", "TW001", "A", "receipt", 2, long_ago);
+    body["published_at"] = json!(long_ago);
+    let before = chrono::Utc::now();
+    let (status, resp) = post(&app, ADMIN_KEY, &body).await;
+    let after = chrono::Utc::now();
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(outcomes(&resp), vec![applied("p1")]);
+
+    let (status, history) = app.get("/v1/movements?location_id=TW001", READ_KEY).await;
+    assert_eq!(status, 200, "{history}");
+    let row = &history["movements"][0];
+    assert_eq!(row["event_id"], "p1", "{history}");
+    let published = row["published_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .unwrap_or_else(|| panic!("a published_at: {row}"));
+    // PostgreSQL keeps microseconds: allow the truncation at the lower bound.
+    assert!(
+        before - chrono::Duration::milliseconds(1) <= published && published <= after,
+        "published {published}, request between {before} and {after}: {row}"
+    );
+    let recorded =
+        chrono::DateTime::parse_from_rfc3339(row["recorded_at"].as_str().expect("recorded_at"))
+            .expect("rfc3339");
+    assert!(
+        published <= recorded + chrono::Duration::seconds(1),
+        "{row}"
+    );
+}
