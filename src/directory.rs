@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -97,28 +96,8 @@ pub async fn run_refresh_job(
     subject: String,
     shutdown: CancellationToken,
 ) {
-    let mut changes = match nats.subscribe(subject).await {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot subscribe to location changes; refreshing periodically only");
-            None
-        }
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
-    loop {
-        let announced = async {
-            match changes.as_mut() {
-                Some(s) => s.next().await.is_some(),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-            got = announced => if !got { changes = None; },
-        }
-        if let Err(e) = directory.refresh(&pool).await {
-            tracing::warn!(error = %e, "location refresh failed");
-        }
-    }
+    crate::jobs::refresh_on_announce("directory", nats, subject, shutdown, || {
+        directory.refresh(&pool)
+    })
+    .await
 }

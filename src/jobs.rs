@@ -181,6 +181,46 @@ where
     }
 }
 
+/// The body of a job that keeps an in-memory copy fresh: runs `refresh` whenever any daemon
+/// announces a change on `subject`, and every 30 seconds in case an announcement was missed
+/// (without NATS it refreshes periodically only).
+pub async fn refresh_on_announce<F, Fut>(
+    what: &'static str,
+    nats: async_nats::Client,
+    subject: String,
+    shutdown: CancellationToken,
+    mut refresh: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), sqlx::Error>>,
+{
+    use futures::StreamExt;
+    let mut changes = match nats.subscribe(subject).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, what, "cannot subscribe to changes; refreshing periodically only");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        let announced = async {
+            match changes.as_mut() {
+                Some(s) => s.next().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+            got = announced => if !got { changes = None; },
+        }
+        if let Err(e) = refresh().await {
+            tracing::warn!(error = %e, what, "refresh failed");
+        }
+    }
+}
+
 async fn supervise<F, Fut>(
     name: &'static str,
     mut start: F,
