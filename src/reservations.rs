@@ -187,11 +187,13 @@ pub struct Held {
     pub events: Vec<LevelChange>,
 }
 
-/// Takes a hold inside the caller's transaction. On `Err(NotHeld)` the caller must roll back.
-pub async fn hold_in(
+/// What every kind of hold does first: records the reservation (or finds its id taken or its
+/// location unknown), and reads the channel's terms for its SKUs, before any level lock.
+/// Returns the SKUs in lock order.
+pub(crate) async fn begin<'h>(
     conn: &mut PgConnection,
-    h: &NewHold<'_>,
-) -> Result<Result<Held, NotHeld>, sqlx::Error> {
+    h: &NewHold<'h>,
+) -> Result<Result<(Vec<&'h str>, Option<HoldPool>), NotHeld>, sqlx::Error> {
     match db::reservations::insert(
         conn,
         h.reservation_id,
@@ -210,6 +212,18 @@ pub async fn hold_in(
     let channel = match h.channel {
         Some(c) => Some(HoldPool::load(conn, c, h.location_id, &skus).await?),
         None => None,
+    };
+    Ok(Ok((skus, channel)))
+}
+
+/// Takes a hold inside the caller's transaction. On `Err(NotHeld)` the caller must roll back.
+pub async fn hold_in(
+    conn: &mut PgConnection,
+    h: &NewHold<'_>,
+) -> Result<Result<Held, NotHeld>, sqlx::Error> {
+    let (skus, channel) = match begin(conn, h).await? {
+        Ok(started) => started,
+        Err(not) => return Ok(Err(not)),
     };
     let levels = db::levels::lock_at(conn, h.location_id, &skus).await?;
     let quantities: Vec<i64> = h.lines.iter().map(|l| l.quantity).collect();

@@ -15,11 +15,9 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::apply::change;
 use crate::cache::StockCache;
-use crate::channels::HoldPool;
 use crate::commit;
 use crate::db;
 use crate::db::levels::LevelRow;
-use crate::db::reservations::Inserted;
 use crate::db::supply::{AllocationRow, SupplyRow};
 use crate::domain::availability::available;
 use crate::domain::movement::{Movement, MovementKind};
@@ -399,26 +397,11 @@ pub async fn hold_preorder_in(
     conn: &mut PgConnection,
     h: &NewHold<'_>,
 ) -> Result<Result<Held, NotHeld>, sqlx::Error> {
-    match db::reservations::insert(
-        conn,
-        h.reservation_id,
-        h.location_id,
-        h.expires_at,
-        h.order_id,
-    )
-    .await?
-    {
-        Inserted::New => {}
-        Inserted::Exists => return Ok(Err(NotHeld::Exists)),
-        Inserted::UnknownLocation => return Ok(Err(NotHeld::UnknownLocation)),
-    }
-    db::supply::mark_preorder(conn, h.reservation_id).await?;
-    let mut skus: Vec<&str> = h.lines.iter().map(|l| l.sku.as_str()).collect();
-    skus.sort_unstable();
-    let channel = match h.channel {
-        Some(c) => Some(HoldPool::load(conn, c, h.location_id, &skus).await?),
-        None => None,
+    let (skus, channel) = match reservations::begin(conn, h).await? {
+        Ok(started) => started,
+        Err(not) => return Ok(Err(not)),
     };
+    db::supply::mark_preorder(conn, h.reservation_id).await?;
     let levels = db::levels::lock_at(conn, h.location_id, &skus).await?;
     let safety = db::supply::safety_stock(conn, h.location_id).await?;
     let open = db::supply::lock_open_at(conn, h.location_id, &skus).await?;
