@@ -169,6 +169,8 @@ pub struct NewHold<'a> {
     /// A hold for a sales channel takes no more than the channel's available at the location
     /// (0 where the channel does not sell from it).
     pub channel: Option<&'a str>,
+    /// May hold against open supply too (see `crate::supply::hold_preorder_in`).
+    pub preorder: bool,
 }
 
 /// Why a hold was not taken.
@@ -216,7 +218,8 @@ pub(crate) async fn begin<'h>(
     Ok(Ok((skus, channel)))
 }
 
-/// Takes a hold inside the caller's transaction. On `Err(NotHeld)` the caller must roll back.
+/// Takes an ordinary hold inside the caller's transaction (`create` sends a preorder to
+/// `supply::hold_preorder_in` instead). On `Err(NotHeld)` the caller must roll back.
 pub async fn hold_in(
     conn: &mut PgConnection,
     h: &NewHold<'_>,
@@ -289,7 +292,12 @@ pub async fn create(
     h: &NewHold<'_>,
 ) -> Result<Created, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    match hold_in(&mut tx, h).await? {
+    let taken = if h.preorder {
+        crate::supply::hold_preorder_in(&mut tx, h).await?
+    } else {
+        hold_in(&mut tx, h).await?
+    };
+    match taken {
         Ok(held) => {
             events::record(&mut tx, &held.events).await?;
             commit::commit(tx, Some(cache), &held.changed).await?;

@@ -280,6 +280,7 @@ async fn try_route(
             expires_at,
             order_id: Some(&order.order_id),
             channel: order.channel.as_deref(),
+            preorder: false,
         };
         match hold_in(&mut tx, &hold).await? {
             Ok(held) => {

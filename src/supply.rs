@@ -24,7 +24,7 @@ use crate::domain::movement::{Movement, MovementKind};
 use crate::domain::reservation::{Shortfall, Status};
 use crate::domain::supply::{self as rules, LineState};
 use crate::events;
-use crate::reservations::{self, Created, Held, NewHold, NotHeld};
+use crate::reservations::{self, Held, NewHold, NotHeld};
 
 /// A supply line as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -485,37 +485,6 @@ pub async fn hold_preorder_in(
         changed,
         events: evs,
     }))
-}
-
-/// `reservations::create` for a preorder.
-pub async fn create_preorder(
-    pool: &PgPool,
-    cache: &StockCache,
-    h: &NewHold<'_>,
-) -> Result<Created, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    match hold_preorder_in(&mut tx, h).await? {
-        Ok(held) => {
-            events::record(&mut tx, &held.events).await?;
-            commit::commit(tx, Some(cache), &held.changed).await?;
-            let v = reservations::view(pool, h.reservation_id)
-                .await?
-                .ok_or(sqlx::Error::RowNotFound)?;
-            Ok(Created::New(v))
-        }
-        Err(not) => {
-            tx.rollback().await?;
-            Ok(match not {
-                NotHeld::Exists => Created::Replay(
-                    reservations::view(pool, h.reservation_id)
-                        .await?
-                        .ok_or(sqlx::Error::RowNotFound)?,
-                ),
-                NotHeld::UnknownLocation => Created::UnknownLocation,
-                NotHeld::Short(s) => Created::Short(s),
-            })
-        }
-    }
 }
 
 /// What became of a movement's link to a supply line (recorded in the ledger).

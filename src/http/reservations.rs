@@ -100,13 +100,9 @@ async fn create(
         expires_at,
         order_id: None,
         channel: channel.as_deref(),
+        preorder: req.preorder,
     };
-    let created = if req.preorder {
-        crate::supply::create_preorder(&state.pool, &state.cache, &hold).await?
-    } else {
-        holds::create(&state.pool, &state.cache, &hold).await?
-    };
-    match created {
+    match holds::create(&state.pool, &state.cache, &hold).await? {
         Created::New(v) => Ok((StatusCode::CREATED, Json(v))),
         Created::Replay(v) => Ok((StatusCode::OK, Json(v))),
         Created::UnknownLocation => Err(ApiError::Invalid {
