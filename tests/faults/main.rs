@@ -18,6 +18,7 @@
 mod daemon;
 mod kill9;
 mod nats;
+mod nats_security;
 mod postgres;
 mod redis;
 mod servers;
