@@ -35,8 +35,16 @@ pub async fn connect_nats(c: &Connections) -> anyhow::Result<async_nats::Client>
     let shown = redact_url(&c.nats_url);
     // retry_on_initial_connect makes connect() return at once; wait briefly for the first
     // connection so a wrong URL is reported at start rather than as a silent stall.
+    // The servers of one cluster, comma-separated (the contract's NATS_URL): async-nats
+    // parses a single string as one URL.
+    let servers: Vec<&str> = c
+        .nats_url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     let client = options
-        .connect(&c.nats_url)
+        .connect(servers)
         .await
         .with_context(|| format!("connecting to NATS at {shown}"))?;
     for _ in 0..50 {

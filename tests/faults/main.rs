@@ -15,6 +15,7 @@
 //!   exports all of this).
 //! - `OMNISTOCK_FAULTS_KEEP=1`: keep each test's folder (data, server and daemon logs).
 
+mod cluster;
 mod daemon;
 mod kill9;
 mod nats;

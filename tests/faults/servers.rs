@@ -368,7 +368,7 @@ impl Drop for Server {
 }
 
 /// Sends `request` to 127.0.0.1:`port`, returns what comes back first.
-async fn tcp_exchange(port: u16, request: &[u8]) -> Option<String> {
+pub async fn tcp_exchange(port: u16, request: &[u8]) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     s.write_all(request).await.ok()?;
     let mut buf = vec![0u8; 256];

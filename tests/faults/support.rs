@@ -324,6 +324,10 @@ impl Checks {
         }
     }
 
+    pub fn is_ok(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn finish(self, test: &str) {
         assert!(
             self.0.is_empty(),
