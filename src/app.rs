@@ -27,10 +27,21 @@ use crate::{db, ingest};
 /// that talks to NATS comes through here. No secret reaches a log: URL passwords are masked,
 /// and errors name the variable or file, never the seed or password.
 pub async fn connect_nats(c: &Connections) -> anyhow::Result<async_nats::Client> {
+    // The last refusal (e.g. "authorization violation"), to say why a start failed.
+    let refused: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let seen = Arc::clone(&refused);
     let options = async_nats::ConnectOptions::new()
         .name("omnistock")
         .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5));
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |event| {
+            if let async_nats::Event::ClientError(e) = &event {
+                if let Ok(mut last) = seen.lock() {
+                    *last = Some(e.to_string());
+                }
+            }
+            async {}
+        });
     let options = nats_security(options, &c.nats_auth).await?;
     let shown = redact_url(&c.nats_url);
     // retry_on_initial_connect makes connect() return at once; wait briefly for the first
@@ -56,7 +67,11 @@ pub async fn connect_nats(c: &Connections) -> anyhow::Result<async_nats::Client>
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    anyhow::bail!("NATS at {shown} did not answer within 5 seconds")
+    let why = refused.lock().ok().and_then(|last| last.clone());
+    match why {
+        Some(why) => anyhow::bail!("NATS at {shown} did not accept the connection: {why}"),
+        None => anyhow::bail!("NATS at {shown} did not answer within 5 seconds"),
+    }
 }
 
 /// Applies credentials and TLS to the connect options.

@@ -267,5 +267,17 @@ async fn a_store_publishes_only_its_own_movements_and_the_daemon_only_what_it_ne
         .await
         .expect_err("a malformed seed is refused");
     assert!(!format!("{err:#}").contains("s3cret"), "{err:#}");
+
+    // A well-formed key the server does not know: refused, and the error says so.
+    let stranger = dir.path().join("stranger.seed");
+    let key = nkeys::KeyPair::new_user();
+    std::fs::write(&stranger, key.seed().expect("seed")).expect("write seed");
+    let err = omnistock::app::connect_nats(&with_seed_file(&url, stranger))
+        .await
+        .expect_err("an unknown key is refused");
+    assert!(
+        format!("{err:#}").contains("authorization violation"),
+        "{err:#}"
+    );
     drop(daemon);
 }
