@@ -281,3 +281,146 @@ async fn a_store_publishes_only_its_own_movements_and_the_daemon_only_what_it_ne
     );
     drop(daemon);
 }
+
+/// Runs openssl with `args` in `dir` (test certificates only).
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (the TLS test makes its certificates with it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A throwaway CA, and a server and a client certificate it signed (EC P-256, one day).
+fn certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=omnistock-test-ca",
+    ]);
+    openssl(dir, &ca);
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            dir.join(&ext),
+            format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
+        )
+        .expect("ext file");
+        let (key, csr, pem) = (
+            format!("{name}-key.pem"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "1",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_options_reach_a_server_that_verifies_clients() {
+    let _turn = turn().await;
+    let dir = TempDir::new("natstls");
+    let d = dir.path();
+    certificates(d);
+    let conf = d.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n  timeout: 5\n}}\n",
+            d.join("server.pem"),
+            d.join("server-key.pem"),
+            d.join("ca.pem")
+        ),
+    )
+    .expect("config");
+    let mut nats = Server::nats_with(&conf, free_port(), free_port(), &[], d.join("nats.log"));
+    nats.start().await;
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let connections = |auth: NatsAuth| Connections {
+        nats_auth: auth,
+        ..with_seed_file(&url, d.join("unused"))
+    };
+    let full = NatsAuth {
+        nats_tls_ca: Some(d.join("ca.pem")),
+        nats_tls_cert: Some(d.join("client.pem")),
+        nats_tls_key: Some(d.join("client-key.pem")),
+        nats_tls_required: true,
+        ..Default::default()
+    };
+    let client = omnistock::app::connect_nats(&connections(full.clone()))
+        .await
+        .expect("connects with the CA and a client certificate");
+    client
+        .publish("tls.check", "x".into())
+        .await
+        .expect("publish");
+    tokio::time::timeout(Duration::from_secs(5), client.flush())
+        .await
+        .expect("flush in time")
+        .expect("flush");
+
+    // The server asks for a client certificate: without one, no connection.
+    let no_cert = NatsAuth {
+        nats_tls_cert: None,
+        nats_tls_key: None,
+        ..full.clone()
+    };
+    assert!(
+        omnistock::app::connect_nats(&connections(no_cert))
+            .await
+            .is_err(),
+        "connected without the client certificate the server requires"
+    );
+    // A server certificate from a CA the client was not told to trust: refused.
+    let untrusted = NatsAuth {
+        nats_tls_ca: Some(d.join("client.pem")),
+        ..full
+    };
+    assert!(
+        omnistock::app::connect_nats(&connections(untrusted))
+            .await
+            .is_err(),
+        "trusted a server certificate of an unknown CA"
+    );
+}
