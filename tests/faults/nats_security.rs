@@ -231,12 +231,48 @@ async fn a_store_publishes_only_its_own_movements_and_the_daemon_only_what_it_ne
         "no change event published:\n{}",
         daemon.log_tail()
     );
+    // More of what the daemon does on NATS: dead-letter a bad movement, announce a changed
+    // location, read its consumer and dead letters for the ops view.
+    let bad = serde_json::to_vec(&movement("sec-a-bad", "A", "TEE", "receipt", -3)).expect("json");
+    js_a.publish(subjects.movements("A"), bad.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("a bad movement is still stored");
+    let dead_lettered = wait_for(Duration::from_secs(30), || async {
+        match ops_js.get_stream(subjects.deadletter_stream()).await {
+            Ok(mut s) => s.info().await.is_ok_and(|i| i.state.messages >= 1),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(
+        dead_lettered.is_some(),
+        "no dead letter:\n{}",
+        daemon.log_tail()
+    );
+    daemon.store("A", 52.5, 13.4).await;
+    let summary = daemon.get("/v1/ops/summary").await;
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    // Both are null when the daemon could not read them from JetStream.
+    assert!(
+        summary.body["network"]["consumer_lag"].is_u64(),
+        "{}",
+        summary.body
+    );
+    let a = summary.body["locations"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["location_id"] == "A"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(a["dead_letters_last_hour"], 1, "{}", summary.body);
+
     let mut movements = ops_js
         .get_stream(subjects.movements_stream())
         .await
         .expect("movement stream");
     let stored = movements.info().await.expect("info").state.messages;
-    assert_eq!(stored, 1, "only store A's own movement is in the stream");
+    assert_eq!(stored, 2, "only store A's own movements are in the stream");
     assert_eq!(truth.ledger_count().await, 1);
 
     // The server saw exactly the forged publish as a violation, and nothing of the daemon's.
