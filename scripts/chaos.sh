@@ -11,6 +11,8 @@ bash scripts/services.sh install
 eval "$(bash scripts/services.sh env test)"
 export OMNISTOCK_CHAOS_ROUNDS="${OMNISTOCK_CHAOS_ROUNDS:-20}"
 export OMNISTOCK_CHAOS_MOVEMENTS="${OMNISTOCK_CHAOS_MOVEMENTS:-100000}"
+# the 3-node cluster test's long form: 50,000 movements
+export OMNISTOCK_LONG="${OMNISTOCK_LONG:-1}"
 if cargo nextest --version >/dev/null 2>&1; then
     exec cargo nextest run --test faults --no-fail-fast --no-capture
 fi

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::{self, RedisStore, StockCache};
 use crate::channels::{self, Channels};
-use crate::config::{redact_url, Connections, Limits, ServeConfig, Subjects};
+use crate::config::{redact_url, Connections, Limits, NatsAuth, ServeConfig, Subjects};
 use crate::db::health::DbHealth;
 use crate::db::PoolSettings;
 use crate::directory::{self, Directory};
@@ -23,17 +23,39 @@ use crate::http::{self, auth::Auth, AppState, Deadlines, Readiness, StreamSlots,
 use crate::jobs::{JobStatus, Supervisor};
 use crate::{db, ingest};
 
-/// Connects to NATS (user and password, if any, ride in the URL, and never reach a log).
+/// Connects to NATS with the configured credentials and TLS (see [`NatsAuth`]). Every command
+/// that talks to NATS comes through here. No secret reaches a log: URL passwords are masked,
+/// and errors name the variable or file, never the seed or password.
 pub async fn connect_nats(c: &Connections) -> anyhow::Result<async_nats::Client> {
+    // The last refusal (e.g. "authorization violation"), to say why a start failed.
+    let refused: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let seen = Arc::clone(&refused);
     let options = async_nats::ConnectOptions::new()
         .name("omnistock")
         .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5));
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |event| {
+            if let async_nats::Event::ClientError(e) = &event {
+                if let Ok(mut last) = seen.lock() {
+                    *last = Some(e.to_string());
+                }
+            }
+            async {}
+        });
+    let options = nats_security(options, &c.nats_auth).await?;
     let shown = redact_url(&c.nats_url);
     // retry_on_initial_connect makes connect() return at once; wait briefly for the first
     // connection so a wrong URL is reported at start rather than as a silent stall.
+    // The servers of one cluster, comma-separated (the contract's NATS_URL): async-nats
+    // parses a single string as one URL.
+    let servers: Vec<&str> = c
+        .nats_url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     let client = options
-        .connect(&c.nats_url)
+        .connect(servers)
         .await
         .with_context(|| format!("connecting to NATS at {shown}"))?;
     for _ in 0..50 {
@@ -45,7 +67,58 @@ pub async fn connect_nats(c: &Connections) -> anyhow::Result<async_nats::Client>
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    anyhow::bail!("NATS at {shown} did not answer within 5 seconds")
+    let why = refused.lock().ok().and_then(|last| last.clone());
+    match why {
+        Some(why) => anyhow::bail!("NATS at {shown} did not accept the connection: {why}"),
+        None => anyhow::bail!("NATS at {shown} did not answer within 5 seconds"),
+    }
+}
+
+/// Applies credentials and TLS to the connect options.
+async fn nats_security(
+    mut options: async_nats::ConnectOptions,
+    a: &NatsAuth,
+) -> anyhow::Result<async_nats::ConnectOptions> {
+    a.validate()?;
+    if let Some(path) = &a.nats_creds {
+        options = options
+            .credentials_file(path)
+            .await
+            .with_context(|| format!("reading the NATS creds file {}", path.display()))?;
+    }
+    let seed = match (&a.nats_nkey_seed, &a.nats_nkey_seed_file) {
+        (Some(seed), _) => Some(seed.trim().to_owned()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the NKey seed file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    if let Some(seed) = seed {
+        // Checked here so a wrong seed says so, instead of a bare "authorization violation".
+        nkeys::KeyPair::from_seed(&seed)
+            .map_err(|_| anyhow::anyhow!("the NATS NKey seed is not a valid seed (SU...)"))?;
+        options = options.nkey(seed);
+    }
+    if let (Some(user), Some(password)) = (&a.nats_user, &a.nats_password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(ca) = &a.nats_tls_ca {
+        anyhow::ensure!(ca.is_file(), "NATS_TLS_CA {} is not a file", ca.display());
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&a.nats_tls_cert, &a.nats_tls_key) {
+        for f in [cert, key] {
+            anyhow::ensure!(f.is_file(), "{} is not a file", f.display());
+        }
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    if a.nats_tls_required {
+        options = options.require_tls(true);
+    }
+    Ok(options)
 }
 
 /// The pool of one-off commands: no statement or lock bound (an import or export may rightly
@@ -91,7 +164,7 @@ impl Application {
         let nats = connect_nats(c).await?;
         let subjects = Subjects::new(&c.subject_prefix);
         let js = jetstream::new(nats.clone());
-        let stream = ingest::ensure_streams(&js, &subjects)
+        let stream = ingest::ensure_streams_replicated(&js, &subjects, config.stream_replicas)
             .await
             .context("creating the JetStream streams (is JetStream enabled on the server?)")?;
         ingest::ensure_consumer(
@@ -101,7 +174,7 @@ impl Application {
             config.ingest_max_deliver,
         )
         .await?;
-        crate::outbox::ensure_streams(&js, &subjects).await?;
+        crate::outbox::ensure_streams_replicated(&js, &subjects, config.stream_replicas).await?;
         crate::events::set_default_low_stock_threshold(config.low_stock_threshold);
         let store = RedisStore::new(&c.redis_url, &c.redis_prefix).context("REDIS_URL")?;
         let db_health = DbHealth::default();
@@ -132,6 +205,7 @@ impl Application {
             batch: config.ingest_batch.clamp(1, 10_000),
             ack_wait: config.ack_wait(),
             max_deliver: config.ingest_max_deliver,
+            replicas: config.stream_replicas,
         };
         let shutdown = CancellationToken::new();
         let jobs = Supervisor::new(shutdown.clone(), JobStatus::default());

@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, `import`, `cache rebuild`, `check`, `publish`.
+//! The command line: `serve`, `migrate`, `import`, `cache rebuild`, `check`, `publish`,
+//! `nats-config`.
 
 use std::path::PathBuf;
 
@@ -72,6 +73,18 @@ pub enum Command {
         connections: Connections,
         #[command(flatten)]
         args: crate::loadgen::LoadArgs,
+    },
+    /// Write the NATS users (nats-server include `users.conf` and NKey seeds): one per location,
+    /// which may publish only its own movements, plus the daemon's and the operators'. Re-run
+    /// after adding locations: existing seeds are kept.
+    NatsConfig {
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[arg(long, env = "OMNISTOCK_SUBJECT_PREFIX", default_value = "inventory")]
+        subject_prefix: String,
+        /// Folder to write `users.conf`, `daemon.seed`, `ops.seed` and `stores/<id>.seed` into.
+        #[arg(long, short)]
+        out: PathBuf,
     },
     /// Publish one movement to JetStream (for trying things out; POS systems publish directly).
     Publish {
@@ -249,6 +262,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             println!("{report}");
+            Ok(())
+        }
+        Command::NatsConfig {
+            database_url,
+            subject_prefix,
+            out,
+        } => {
+            let pool = db::connect(&database_url, 2)
+                .await
+                .context("connecting to PostgreSQL (DATABASE_URL)")?;
+            let ids: Vec<String> = db::locations::list(&pool)
+                .await
+                .context("reading the locations")?
+                .into_iter()
+                .map(|l| l.location_id)
+                .collect();
+            let report = crate::nats_config::generate(&out, &Subjects::new(&subject_prefix), &ids)?;
+            print!("{report}");
+            println!(
+                "wrote {} ({} store users); include it from the nats-server config and reload",
+                out.join("users.conf").display(),
+                ids.len()
+            );
             Ok(())
         }
         Command::Publish {

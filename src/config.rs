@@ -59,6 +59,100 @@ pub struct Connections {
         default_value_t = DEFAULT_DB_ACQUIRE_TIMEOUT_MS
     )]
     pub db_acquire_timeout_ms: u64,
+
+    #[command(flatten)]
+    pub nats_auth: NatsAuth,
+}
+
+/// How omnistock proves who it is to NATS, and how it checks the server (TLS). At most one
+/// of: a creds file, an NKey seed (inline or in a file), a user and password (or those in
+/// `NATS_URL`). Secrets are never printed: `--help` hides their values and `Debug` redacts
+/// them. See README, "Security model".
+#[derive(Clone, Default, Args)]
+pub struct NatsAuth {
+    /// NATS credentials file (a user JWT and its NKey seed, as `nsc` writes it), for servers
+    /// that use decentralized JWT authentication.
+    #[arg(long, env = "NATS_CREDS")]
+    pub nats_creds: Option<std::path::PathBuf>,
+
+    /// NKey seed (`SU...`) of this process's NATS user. Prefer `NATS_NKEY_SEED_FILE`: a
+    /// variable's value can leak through `/proc` or a crash report.
+    #[arg(long, env = "NATS_NKEY_SEED", hide_env_values = true)]
+    pub nats_nkey_seed: Option<String>,
+
+    /// File holding the NKey seed (`SU...`), e.g. one written by `omnistock nats-config`.
+    #[arg(long, env = "NATS_NKEY_SEED_FILE")]
+    pub nats_nkey_seed_file: Option<std::path::PathBuf>,
+
+    /// NATS user name (with `NATS_PASSWORD`), instead of putting both in `NATS_URL`.
+    #[arg(long, env = "NATS_USER")]
+    pub nats_user: Option<String>,
+
+    /// NATS password of `NATS_USER`.
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+
+    /// PEM file of the CA(s) that signed the NATS server's certificate (instead of the
+    /// system's roots). Setting it turns TLS on.
+    #[arg(long, env = "NATS_TLS_CA")]
+    pub nats_tls_ca: Option<std::path::PathBuf>,
+
+    /// PEM client certificate, for servers that verify clients (`verify: true`); needs
+    /// `NATS_TLS_KEY`.
+    #[arg(long, env = "NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of `NATS_TLS_CERT`.
+    #[arg(long, env = "NATS_TLS_KEY")]
+    pub nats_tls_key: Option<std::path::PathBuf>,
+
+    /// Refuse to talk to NATS without TLS (also implied by a `tls://` URL).
+    #[arg(long, env = "NATS_TLS_REQUIRED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub nats_tls_required: bool,
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("NatsAuth")
+            .field("nats_creds", &self.nats_creds)
+            .field("nats_nkey_seed", &secret(&self.nats_nkey_seed))
+            .field("nats_nkey_seed_file", &self.nats_nkey_seed_file)
+            .field("nats_user", &self.nats_user)
+            .field("nats_password", &secret(&self.nats_password))
+            .field("nats_tls_ca", &self.nats_tls_ca)
+            .field("nats_tls_cert", &self.nats_tls_cert)
+            .field("nats_tls_key", &self.nats_tls_key)
+            .field("nats_tls_required", &self.nats_tls_required)
+            .finish()
+    }
+}
+
+impl NatsAuth {
+    /// Rejects combinations NATS would refuse or silently ignore, naming the variables.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let seed = self.nats_nkey_seed.is_some() || self.nats_nkey_seed_file.is_some();
+        let methods = [
+            self.nats_creds.is_some(),
+            seed,
+            self.nats_user.is_some() || self.nats_password.is_some(),
+        ];
+        if methods.iter().filter(|m| **m).count() > 1 {
+            anyhow::bail!(
+                "set only one of NATS_CREDS, NATS_NKEY_SEED(_FILE), NATS_USER/NATS_PASSWORD"
+            );
+        }
+        if self.nats_nkey_seed.is_some() && self.nats_nkey_seed_file.is_some() {
+            anyhow::bail!("set NATS_NKEY_SEED or NATS_NKEY_SEED_FILE, not both");
+        }
+        if self.nats_user.is_some() != self.nats_password.is_some() {
+            anyhow::bail!("NATS_USER and NATS_PASSWORD go together");
+        }
+        if self.nats_tls_cert.is_some() != self.nats_tls_key.is_some() {
+            anyhow::bail!("NATS_TLS_CERT and NATS_TLS_KEY go together");
+        }
+        Ok(())
+    }
 }
 
 pub const DEFAULT_DB_ACQUIRE_TIMEOUT_MS: u64 = 5_000;
@@ -73,6 +167,7 @@ impl std::fmt::Debug for Connections {
             .field("redis_prefix", &self.redis_prefix)
             .field("db_max_connections", &self.db_max_connections)
             .field("db_acquire_timeout_ms", &self.db_acquire_timeout_ms)
+            .field("nats_auth", &self.nats_auth)
             .finish()
     }
 }
@@ -126,6 +221,12 @@ pub struct ServeConfig {
     /// over it the API answers 429 with `Retry-After`.
     #[arg(long, env = "OMNISTOCK_RATE_LIMIT_PER_SECOND", default_value_t = 1000)]
     pub rate_limit_per_second: u32,
+
+    /// Replicas of the JetStream streams (and the ingest consumer) omnistock creates: 1 on a
+    /// single server, 3 on a 3-node cluster. Applied when a stream is created; an existing
+    /// stream keeps its replicas (change them with `nats stream edit`).
+    #[arg(long, env = "OMNISTOCK_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
 
     /// Apply migrations when the daemon starts.
     #[arg(long, env = "OMNISTOCK_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
@@ -475,11 +576,42 @@ mod tests {
             redis_prefix: "omnistock".into(),
             db_max_connections: 1,
             db_acquire_timeout_ms: 1,
+            nats_auth: NatsAuth {
+                nats_nkey_seed: Some("SUseeds3cret".into()),
+                nats_user: Some("omni".into()),
+                nats_password: Some("natss3cret".into()),
+                ..Default::default()
+            },
         };
         let shown = format!("{c:?}");
-        for secret in ["pgs3cret", "rs3cret", "tok3n"] {
+        for secret in ["pgs3cret", "rs3cret", "tok3n", "seeds3cret", "natss3cret"] {
             assert!(!shown.contains(secret), "{shown}");
         }
+    }
+
+    #[test]
+    fn nats_auth_combinations_that_cannot_work_are_refused() {
+        let ok = NatsAuth {
+            nats_nkey_seed_file: Some("store.seed".into()),
+            nats_tls_ca: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        assert!(ok.validate().is_ok());
+        let two_methods = NatsAuth {
+            nats_creds: Some("a.creds".into()),
+            ..ok.clone()
+        };
+        assert!(two_methods.validate().is_err());
+        let no_password = NatsAuth {
+            nats_user: Some("omni".into()),
+            ..Default::default()
+        };
+        assert!(no_password.validate().is_err());
+        let cert_without_key = NatsAuth {
+            nats_tls_cert: Some("c.pem".into()),
+            ..Default::default()
+        };
+        assert!(cert_without_key.validate().is_err());
     }
 
     #[test]

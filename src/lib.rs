@@ -29,6 +29,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod loadgen;
 pub mod metrics;
+pub mod nats_config;
 pub mod ops;
 pub mod outbox;
 pub mod reconcile;

@@ -30,14 +30,25 @@ pub fn wake() {
     wake_signal().notify_one();
 }
 
-/// Creates, if missing, the streams of change events and alerts.
+/// Creates, if missing, the streams of change events and alerts (one replica).
 pub async fn ensure_streams(js: &jetstream::Context, subjects: &Subjects) -> anyhow::Result<()> {
+    ensure_streams_replicated(js, subjects, 1).await
+}
+
+/// [`ensure_streams`] with `replicas` copies of each new stream (`OMNISTOCK_STREAM_REPLICAS`).
+pub async fn ensure_streams_replicated(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    replicas: usize,
+) -> anyhow::Result<()> {
+    let replicas = replicas.max(1);
     js.get_or_create_stream(stream::Config {
         name: subjects.changes_stream(),
         subjects: vec![subjects.changes_wildcard()],
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(7 * 24 * 3600),
         duplicate_window: Duration::from_secs(120),
+        num_replicas: replicas,
         ..Default::default()
     })
     .await?;
@@ -47,6 +58,7 @@ pub async fn ensure_streams(js: &jetstream::Context, subjects: &Subjects) -> any
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(30 * 24 * 3600),
         duplicate_window: Duration::from_secs(120),
+        num_replicas: replicas,
         ..Default::default()
     })
     .await?;
@@ -56,6 +68,7 @@ pub async fn ensure_streams(js: &jetstream::Context, subjects: &Subjects) -> any
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(7 * 24 * 3600),
         duplicate_window: Duration::from_secs(120),
+        num_replicas: replicas,
         ..Default::default()
     })
     .await?;

@@ -23,16 +23,29 @@ use crate::metrics::METRICS;
 /// Durable name of the consumer every daemon shares.
 pub const CONSUMER: &str = "omnistock-ingest";
 
-/// Creates, if missing, the stream of movements and the stream keeping dead letters.
+/// Creates, if missing, the stream of movements and the stream keeping dead letters (one
+/// replica).
 pub async fn ensure_streams(
     js: &jetstream::Context,
     subjects: &Subjects,
 ) -> anyhow::Result<stream::Stream> {
+    ensure_streams_replicated(js, subjects, 1).await
+}
+
+/// [`ensure_streams`] with `replicas` copies of each new stream (`OMNISTOCK_STREAM_REPLICAS`;
+/// 3 on a 3-node cluster, so losing one node loses no movement and stops no ingest).
+pub async fn ensure_streams_replicated(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    replicas: usize,
+) -> anyhow::Result<stream::Stream> {
+    let replicas = replicas.max(1);
     js.get_or_create_stream(stream::Config {
         name: subjects.deadletter_stream(),
         subjects: vec![subjects.deadletter_wildcard()],
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(30 * 24 * 3600),
+        num_replicas: replicas,
         ..Default::default()
     })
     .await?;
@@ -44,6 +57,7 @@ pub async fn ensure_streams(
             // Kept after they are applied, so a new consumer or an audit can replay them.
             max_age: Duration::from_secs(7 * 24 * 3600),
             duplicate_window: Duration::from_secs(120),
+            num_replicas: replicas,
             ..Default::default()
         })
         .await?)
@@ -96,6 +110,8 @@ pub struct Ingest {
     pub ack_wait: Duration,
     /// JetStream's delivery limit of the consumer (0: unlimited).
     pub max_deliver: i64,
+    /// Replicas of the streams when (re)created (`OMNISTOCK_STREAM_REPLICAS`).
+    pub replicas: usize,
 }
 
 /// Background job: consumes until `shutdown`, finishing the batch in hand. Any failure of the
@@ -120,7 +136,7 @@ pub async fn run(ingest: Ingest, shutdown: CancellationToken) {
 }
 
 async fn consume(ingest: &Ingest, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let stream = ensure_streams(&ingest.js, &ingest.subjects).await?;
+    let stream = ensure_streams_replicated(&ingest.js, &ingest.subjects, ingest.replicas).await?;
     let consumer = ensure_consumer(
         &stream,
         &ingest.subjects,

@@ -65,6 +65,7 @@ impl Isolation {
             redis_prefix: self.redis_prefix.clone(),
             db_max_connections: 10,
             db_acquire_timeout_ms: omnistock::config::DEFAULT_DB_ACQUIRE_TIMEOUT_MS,
+            nats_auth: Default::default(),
         }
     }
 
@@ -76,6 +77,7 @@ impl Isolation {
                 .parse()
                 .expect("keys"),
             rate_limit_per_second: 10_000,
+            stream_replicas: 1,
             migrate_on_start: true,
             ingest_batch: 500,
             ingest_ack_wait_seconds: 10,

@@ -22,6 +22,14 @@ pub struct Answer {
     pub took: Duration,
 }
 
+/// Where a daemon's servers are.
+pub struct Urls {
+    pub database: String,
+    pub redis: String,
+    pub redis_prefix: String,
+    pub nats: String,
+}
+
 pub struct Daemon {
     pub port: u16,
     env: Vec<(String, String)>,
@@ -36,13 +44,28 @@ impl Daemon {
     /// Configures (not starts) a daemon on the given servers. `ack_wait` bounds how long a
     /// movement held by a killed daemon waits to be redelivered.
     pub fn new(servers: &Servers, ack_wait_seconds: u64) -> Self {
+        Daemon::on(
+            &Urls {
+                database: servers.database_url(),
+                redis: servers.redis_url(),
+                redis_prefix: "faults".to_owned(),
+                nats: servers.nats_url(),
+            },
+            servers.dir().join("omnistock.log"),
+            ack_wait_seconds,
+        )
+    }
+
+    /// Configures a daemon on any servers (e.g. the shared PostgreSQL and Redis and a
+    /// private NATS cluster), logging to `log`.
+    pub fn on(urls: &Urls, log: PathBuf, ack_wait_seconds: u64) -> Self {
         let port = free_port();
         let env = [
-            ("DATABASE_URL", servers.database_url()),
-            ("REDIS_URL", servers.redis_url()),
-            ("NATS_URL", servers.nats_url()),
+            ("DATABASE_URL", urls.database.clone()),
+            ("REDIS_URL", urls.redis.clone()),
+            ("NATS_URL", urls.nats.clone()),
             ("OMNISTOCK_SUBJECT_PREFIX", PREFIX.to_owned()),
-            ("OMNISTOCK_REDIS_PREFIX", "faults".to_owned()),
+            ("OMNISTOCK_REDIS_PREFIX", urls.redis_prefix.clone()),
             ("OMNISTOCK_DB_MAX_CONNECTIONS", "10".to_owned()),
             ("OMNISTOCK_HTTP_ADDR", format!("127.0.0.1:{port}")),
             (
@@ -65,7 +88,7 @@ impl Daemon {
         Daemon {
             port,
             env,
-            log: servers.dir().join("omnistock.log"),
+            log,
             child: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
@@ -73,6 +96,12 @@ impl Daemon {
                 .expect("http client"),
             starts: 0,
         }
+    }
+
+    /// Sets (or replaces) one environment variable of the next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     /// Starts it and waits until `/readyz` answers 200.

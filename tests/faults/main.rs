@@ -14,10 +14,18 @@
 //!   `scripts/services.sh install` pins into .omnistock/tools/ (`scripts/services.sh env test`
 //!   exports all of this).
 //! - `OMNISTOCK_FAULTS_KEEP=1`: keep each test's folder (data, server and daemon logs).
+//! - `OMNISTOCK_LONG=1`: the 3-node cluster test publishes 50,000 movements instead of 3,000
+//!   (`make chaos` sets it); `OMNISTOCK_CLUSTER_MOVEMENTS` sets the number.
+//!
+//! `nats_security` and `cluster` start only NATS servers of their own and use a fresh database
+//! of the shared PostgreSQL (`DATABASE_URL`) and a unique prefix on the shared Redis
+//! (`REDIS_URL`), as `scripts/services.sh env test` exports them.
 
+mod cluster;
 mod daemon;
 mod kill9;
 mod nats;
+mod nats_security;
 mod postgres;
 mod redis;
 mod servers;

@@ -93,16 +93,23 @@ impl Binaries {
             .map(PathBuf::from)
             .or_else(|| on_path("redis-server"))
             .expect("no redis-server: set OMNISTOCK_TEST_REDIS_SERVER or run `scripts/services.sh install`");
-        let nats_server = std::env::var_os("OMNISTOCK_TEST_NATS_SERVER")
-            .map(PathBuf::from)
-            .or_else(installed_nats)
-            .or_else(|| on_path("nats-server"))
-            .expect("no nats-server: set OMNISTOCK_TEST_NATS_SERVER or run `scripts/services.sh install`");
+        let nats_server = Binaries::find_nats();
         Binaries {
             pg_bin,
             redis_server,
             nats_server,
         }
+    }
+}
+
+impl Binaries {
+    /// The nats-server alone (tests that start only NATS).
+    pub fn find_nats() -> PathBuf {
+        std::env::var_os("OMNISTOCK_TEST_NATS_SERVER")
+            .map(PathBuf::from)
+            .or_else(installed_nats)
+            .or_else(|| on_path("nats-server"))
+            .expect("no nats-server: set OMNISTOCK_TEST_NATS_SERVER or run `scripts/services.sh install`")
     }
 }
 
@@ -174,6 +181,38 @@ pub struct Server {
 }
 
 impl Server {
+    /// A nats-server (not started) with the given configuration file and extra arguments,
+    /// listening on 127.0.0.1:`port`, its monitor on `monitor_port`, logging to `log`.
+    pub fn nats_with(
+        config: &Path,
+        port: u16,
+        monitor_port: u16,
+        extra: &[OsString],
+        log: PathBuf,
+    ) -> Server {
+        let mut args: Vec<OsString> = vec![
+            "-c".into(),
+            config.as_os_str().to_owned(),
+            "-p".into(),
+            port.to_string().into(),
+            "-m".into(),
+            monitor_port.to_string().into(),
+            "-a".into(),
+            "127.0.0.1".into(),
+        ];
+        args.extend(extra.iter().cloned());
+        Server {
+            kind: Kind::Nats,
+            port,
+            monitor_port,
+            program: Binaries::find_nats(),
+            args,
+            user: None,
+            log,
+            child: None,
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -329,7 +368,7 @@ impl Drop for Server {
 }
 
 /// Sends `request` to 127.0.0.1:`port`, returns what comes back first.
-async fn tcp_exchange(port: u16, request: &[u8]) -> Option<String> {
+pub async fn tcp_exchange(port: u16, request: &[u8]) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     s.write_all(request).await.ok()?;
     let mut buf = vec![0u8; 256];
@@ -348,6 +387,36 @@ pub fn tail(path: &Path) -> String {
 /// `faults` test group in .config/nextest.toml serializes those), but plain `cargo test` runs
 /// them as threads of one process, where six private server sets would starve a 2-core box.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// This process's turn to run a fault test (see `ONE_AT_A_TIME`), for tests that start their
+/// servers without [`Servers`].
+pub async fn turn() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
+}
+
+/// A fresh, empty database on the shared PostgreSQL (`DATABASE_URL`, as `scripts/services.sh
+/// env test` exports it), for tests that need no PostgreSQL of their own.
+pub async fn shared_database() -> String {
+    use sqlx::postgres::PgConnectOptions;
+    use sqlx::ConnectOptions;
+    let base = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL (the shared test PostgreSQL): run `scripts/services.sh env test`");
+    let name = format!("f_{}", uuid::Uuid::new_v4().simple());
+    let options: PgConnectOptions = base.parse().expect("DATABASE_URL");
+    let mut admin = options.connect().await.expect("connect to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    admin.close().await.ok();
+    options.database(&name).to_url_lossy().to_string()
+}
+
+/// The shared test Redis (`REDIS_URL`); share it under a unique key prefix.
+pub fn shared_redis() -> String {
+    std::env::var("REDIS_URL")
+        .expect("REDIS_URL (the shared test Redis): run `scripts/services.sh env test`")
+}
 
 /// The three servers of one test, sharing a temporary folder (dropped last).
 pub struct Servers {

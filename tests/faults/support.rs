@@ -40,6 +40,10 @@ impl Bus {
             .connect(servers.nats_url())
             .await
             .expect("connect to the private NATS");
+        Bus::on(client)
+    }
+
+    pub fn on(client: async_nats::Client) -> Self {
         Bus {
             js: jetstream::new(client),
             subjects: Subjects::new(PREFIX),
@@ -120,12 +124,16 @@ pub struct Level {
 
 impl Truth {
     pub async fn connect(servers: &Servers) -> Self {
+        Truth::at(&servers.database_url()).await
+    }
+
+    pub async fn at(database_url: &str) -> Self {
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(3))
-            .connect(&servers.database_url())
+            .connect(database_url)
             .await
-            .expect("connect to the private PostgreSQL");
+            .expect("connect to PostgreSQL");
         Truth { pool }
     }
 
@@ -314,6 +322,10 @@ impl Checks {
         if !ok {
             self.0.push(what.into());
         }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn finish(self, test: &str) {
