@@ -61,12 +61,25 @@ pub enum Command {
     /// Print a new random API key and its `sha256:` entry for OMNISTOCK_API_KEYS.
     Generate {
         /// Scopes of the entry: `read|reserve|write|admin` joined by `|`, or `*`.
-        #[arg(long, default_value = "read")]
+        #[arg(long, default_value = "read", value_parser = valid_scopes)]
         scopes: String,
         /// Bind the key to one location.
-        #[arg(long)]
+        #[arg(long, value_parser = valid_location)]
         location: Option<String>,
     },
+}
+
+fn valid_scopes(s: &str) -> Result<String, String> {
+    format!("placeholder-key={s}").parse::<crate::http::auth::ApiKeys>()?;
+    Ok(s.to_owned())
+}
+
+fn valid_location(s: &str) -> Result<String, String> {
+    if crate::domain::ids::is_valid_location_id(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("not a location id ([A-Za-z0-9_-]{1,64})".into())
+    }
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
