@@ -522,7 +522,7 @@ fn the_kustomize_base_lists_every_object_file_and_each_object_is_complete() {
                         .as_sequence()
                         .into_iter()
                         .flatten()
-                        .any(|p| p["name"] == Value::from(port)),
+                        .any(|p| p["name"].as_str() == Some(port)),
                     "{cname}: {probe} port {port}"
                 );
             }
