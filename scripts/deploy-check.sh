@@ -32,6 +32,9 @@ case "${1:-}" in
 esac
 : "${DATABASE_URL:?run with the services env: eval \"\$(scripts/services.sh env test)\"}"
 : "${REDIS_URL:?}" "${NATS_URL:?}"
+for tool in jq psql cargo; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "deploy-check: $tool is needed" >&2; exit 1; }
+done
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 DEBUG_BIN="$TARGET/debug/omnistock"
 
