@@ -80,6 +80,11 @@ else
     cargo test --no-fail-fast || failed+=(tests)
 fi
 
+# The deploy files, without Docker or a cluster: the Dockerfile's steps run or checked (the
+# runtime stage and its HEALTHCHECK run with the debug binary the tests built), systemd, kustomize.
+say "deploy files (scripts/deploy-check.sh)"
+bash "$ROOT/scripts/deploy-check.sh" || failed+=(deploy-check)
+
 # The short fuzz run: 20 s of libFuzzer on the movement decoder where nightly and cargo-fuzz
 # are installed, otherwise the replay of its corpus on stable (`make fuzz` is the long form).
 say "fuzz: movement decoder (short)"

@@ -1,5 +1,5 @@
 //! The command line: `serve`, `migrate`, `import`, `cache rebuild`, `check`, `publish`,
-//! `nats-config`.
+//! `nats-config`, and the operator commands of [`crate::ops`] (`deadletter`, `reservations`, `keys`, `healthcheck`).
 
 use std::path::PathBuf;
 
@@ -108,6 +108,29 @@ pub enum Command {
         #[arg(long)]
         reservation_id: Option<String>,
     },
+    /// Rejected movements: list, show, replay after a fix.
+    Deadletter {
+        #[command(subcommand)]
+        what: crate::ops::deadletter::Command,
+    },
+    /// Holds: list, release.
+    Reservations {
+        #[command(subcommand)]
+        what: crate::ops::reservations_cli::Command,
+    },
+    /// API keys: generate.
+    Keys {
+        #[command(subcommand)]
+        what: crate::ops::keys::Command,
+    },
+    /// GET /healthz on the daemon's address; exit 0 when it answers 200 (a container
+    /// HEALTHCHECK: the image has no shell or curl).
+    Healthcheck {
+        #[arg(long, env = "OMNISTOCK_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+        http_addr: std::net::SocketAddr,
+        #[arg(long, default_value_t = 3)]
+        timeout_seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +172,16 @@ pub enum ExportWhat {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Deadletter { what } => crate::ops::deadletter::run(what).await,
+        Command::Reservations { what } => crate::ops::reservations_cli::run(what).await,
+        Command::Keys { what } => crate::ops::keys::run(what),
+        Command::Healthcheck {
+            http_addr,
+            timeout_seconds,
+        } => {
+            let timeout = std::time::Duration::from_secs(timeout_seconds.max(1));
+            crate::ops::healthcheck::run(http_addr, timeout).await
+        }
         Command::Serve(config) => {
             let app = Application::build(*config).await?;
             app.run_until_stopped(shutdown::signal()).await

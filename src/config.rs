@@ -208,7 +208,9 @@ pub struct ServeConfig {
     /// API keys and their scopes: comma-separated `key=scope|scope` entries. Scopes are
     /// `read`, `reserve` and `admin`; `*` grants every scope. Example:
     /// `OMNISTOCK_API_KEYS='checkout-7f3a=read|reserve,ops-91bc=*'`. Keys are secrets: use long
-    /// random strings. Without any key every `/v1` call answers 401.
+    /// random strings. Without any key every `/v1` call answers 401. A key may be given by its
+    /// SHA-256 instead, `sha256:<64 hex digits>=scopes` (`omnistock keys generate` prints
+    /// both), so that no plaintext key sits in configuration.
     #[arg(
         long,
         env = "OMNISTOCK_API_KEYS",

@@ -104,6 +104,9 @@ fn assemble(
 pub struct ListFilter<'a> {
     pub status: Option<Status>,
     pub location_id: Option<&'a str>,
+    /// Only reservations with a line of this SKU.
+    pub sku: Option<&'a str>,
+    pub order_id: Option<&'a str>,
     pub after: Option<&'a Cursor>,
     pub limit: i64,
 }
@@ -119,6 +122,8 @@ pub async fn list(
         db,
         f.status.map(Status::as_str),
         f.location_id,
+        f.sku,
+        f.order_id,
         f.after.map(|c| (c.created_at, c.reservation_id.as_str())),
         f.limit + 1,
     )

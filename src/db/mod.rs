@@ -2,6 +2,7 @@
 
 pub mod cache_sync;
 pub mod channels;
+pub mod deadletters;
 pub mod events;
 pub mod health;
 pub mod invariants;

@@ -187,15 +187,20 @@ pub async fn page(
     db: impl PgExecutor<'_>,
     status: Option<&str>,
     location_id: Option<&str>,
+    sku: Option<&str>,
+    order_id: Option<&str>,
     after: Option<(DateTime<Utc>, &str)>,
     limit: i64,
 ) -> Result<Vec<ReservationRow>, sqlx::Error> {
     let (after_at, after_id) = after.unzip();
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM reservations
+        "SELECT {COLUMNS} FROM reservations r
          WHERE ($1::text IS NULL OR status = $1)
            AND ($2::text IS NULL OR location_id = $2)
            AND ($3::timestamptz IS NULL OR (created_at, reservation_id) < ($3, $4::text))
+           AND ($6::text IS NULL OR EXISTS (SELECT 1 FROM reservation_lines l
+                WHERE l.reservation_id = r.reservation_id AND l.sku = $6))
+           AND ($7::text IS NULL OR order_id = $7)
          ORDER BY created_at DESC, reservation_id DESC
          LIMIT $5"
     ))
@@ -204,6 +209,8 @@ pub async fn page(
     .bind(after_at)
     .bind(after_id)
     .bind(limit)
+    .bind(sku)
+    .bind(order_id)
     .fetch_all(db)
     .await
 }

@@ -46,17 +46,54 @@ pub struct Grant {
     pub location_id: Option<String>,
 }
 
-/// Keys and what each may do. Parsed from `key=scope|scope,key2=*,key3=reserve@TW001`.
+/// Keys and what each may do. Parsed from `key=scope|scope,key2=*,key3=reserve@TW001`. A key
+/// may be given as `sha256:<64 hex digits>` (its SHA-256, as `omnistock keys generate`
+/// prints it), so that no plaintext key sits in configuration.
 #[derive(Clone, Default)]
 pub struct ApiKeys {
     keys: HashMap<String, Grant>,
+    hashed: Vec<([u8; 32], Grant)>,
 }
 
 impl fmt::Debug for ApiKeys {
     // Keys are secrets: never print them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ApiKeys({} keys)", self.keys.len())
+        write!(f, "ApiKeys({} keys)", self.keys.len() + self.hashed.len())
     }
+}
+
+/// The prefix of a key configured by its SHA-256.
+pub const SHA256_PREFIX: &str = "sha256:";
+
+/// SHA-256 of a presented key.
+pub fn key_digest(key: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Lower-case hex of a digest (the configured form).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `sha256:<hex>` → the digest; None when the hex part is not 64 hex digits.
+fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Equality whose time does not depend on where the digests differ.
+fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 impl FromStr for ApiKeys {
@@ -64,6 +101,7 @@ impl FromStr for ApiKeys {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut keys = HashMap::new();
+        let mut hashed: Vec<([u8; 32], Grant)> = Vec::new();
         for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let (key, scopes) = entry
                 .split_once('=')
@@ -82,7 +120,16 @@ impl FromStr for ApiKeys {
                 }
                 None => (scopes, None),
             };
-            if key.len() < 8 {
+            let digest = match key.strip_prefix(SHA256_PREFIX) {
+                Some(hex) => Some(parse_digest(hex.trim()).ok_or_else(|| {
+                    format!(
+                        "API key {:?}: `sha256:` must be followed by 64 hex digits",
+                        redact(key)
+                    )
+                })?),
+                None => None,
+            };
+            if digest.is_none() && key.len() < 8 {
                 return Err(format!(
                     "API key {:?} is shorter than 8 characters",
                     redact(key)
@@ -111,11 +158,19 @@ impl FromStr for ApiKeys {
                 scopes: granted,
                 location_id,
             };
-            if keys.insert(key.to_owned(), grant).is_some() {
+            let twice = match digest {
+                Some(d) => {
+                    let seen = hashed.iter().any(|(h, _)| h == &d);
+                    hashed.push((d, grant));
+                    seen
+                }
+                None => keys.insert(key.to_owned(), grant).is_some(),
+            };
+            if twice {
                 return Err(format!("API key {:?} is listed twice", redact(key)));
             }
         }
-        Ok(ApiKeys { keys })
+        Ok(ApiKeys { keys, hashed })
     }
 }
 
@@ -125,15 +180,31 @@ fn redact(key: &str) -> String {
 
 impl ApiKeys {
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.is_empty() && self.hashed.is_empty()
     }
 
     pub fn scopes(&self, key: &str) -> Option<&[Scope]> {
-        self.keys.get(key).map(|g| g.scopes.as_slice())
+        self.grant(key).map(|g| g.scopes.as_slice())
     }
 
+    /// What `key` may do: a plaintext entry, else an entry of its SHA-256. Every hashed entry
+    /// is compared, each in constant time, so the answer's timing tells nothing of which
+    /// configured digest came close.
     pub fn grant(&self, key: &str) -> Option<&Grant> {
-        self.keys.get(key)
+        if let Some(g) = self.keys.get(key) {
+            return Some(g);
+        }
+        if self.hashed.is_empty() {
+            return None;
+        }
+        let digest = key_digest(key);
+        let mut found = None;
+        for (h, g) in &self.hashed {
+            if same_digest(h, &digest) && found.is_none() {
+                found = Some(g);
+            }
+        }
+        found
     }
 }
 
@@ -291,6 +362,29 @@ mod tests {
         assert!(bound.require_location("TW002").is_err());
         assert!("store-7-tablet=read@".parse::<ApiKeys>().is_err());
         assert!("store-7-tablet=read@TW.1".parse::<ApiKeys>().is_err());
+    }
+
+    #[test]
+    fn a_key_configured_by_its_hash_is_known_by_the_key() {
+        let key = "osk_0123456789abcdef";
+        let config = format!(
+            "{SHA256_PREFIX}{}=read|reserve@TW001",
+            hex(&key_digest(key))
+        );
+        let k: ApiKeys = config.parse().expect("valid");
+        let g = k.grant(key).expect("the key itself authenticates");
+        assert_eq!(g.scopes, [Scope::Read, Scope::Reserve]);
+        assert_eq!(g.location_id.as_deref(), Some("TW001"));
+        assert!(k.grant("osk_0123456789abcdeF").is_none());
+        // The digest itself is not a key.
+        assert!(k.grant(&config[..config.find('=').expect("=")]).is_none());
+        assert!(!k.is_empty());
+        assert!("sha256:abc=read".parse::<ApiKeys>().is_err());
+        assert!(format!("sha256:{}=read", "g".repeat(64))
+            .parse::<ApiKeys>()
+            .is_err());
+        let twice = format!("{config},{config}");
+        assert!(twice.parse::<ApiKeys>().is_err());
     }
 
     #[test]

@@ -271,6 +271,8 @@ async fn list(
     let filter = ListFilter {
         status,
         location_id,
+        sku: None,
+        order_id: None,
         after: after.as_ref(),
         limit,
     };

@@ -12,6 +12,7 @@ mod import;
 mod ingest;
 mod model;
 mod movements;
+mod ops_cli;
 mod page;
 mod races;
 mod reconcile;
