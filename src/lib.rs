@@ -30,6 +30,7 @@ pub mod jobs;
 pub mod loadgen;
 pub mod metrics;
 pub mod ops;
+pub mod otel;
 pub mod outbox;
 pub mod reconcile;
 pub mod reservations;
