@@ -94,7 +94,10 @@ fn request_span(req: &Request) -> Span {
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
     let method = req.method().as_str();
     let name = match route {
         Some(route) => format!("{method} {route}"),
@@ -174,7 +177,9 @@ impl FromStr for CorsOrigins {
                 let rest = origin
                     .strip_prefix("https://")
                     .or_else(|| origin.strip_prefix("http://"))
-                    .ok_or_else(|| format!("origin {origin:?} must start with https:// or http://"))?;
+                    .ok_or_else(|| {
+                        format!("origin {origin:?} must start with https:// or http://")
+                    })?;
                 if rest.is_empty() || rest.contains(['/', '?', '#', '*']) {
                     return Err(format!(
                         "origin {origin:?} must be scheme://host[:port], with no path or wildcard"
@@ -204,11 +209,7 @@ impl CorsOrigins {
                     Method::PATCH,
                     Method::DELETE,
                 ])
-                .allow_headers([
-                    header::AUTHORIZATION,
-                    header::CONTENT_TYPE,
-                    X_REQUEST_ID,
-                ])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, X_REQUEST_ID])
                 .expose_headers([X_REQUEST_ID, header::RETRY_AFTER])
                 .max_age(Duration::from_secs(600)),
         )

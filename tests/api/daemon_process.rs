@@ -81,7 +81,10 @@ impl Daemon {
                 }
             }
             if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!("omnistock exited at start ({status}):\n{}", daemon.log_text());
+                panic!(
+                    "omnistock exited at start ({status}):\n{}",
+                    daemon.log_text()
+                );
             }
             assert!(
                 Instant::now() < deadline,

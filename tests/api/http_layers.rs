@@ -91,7 +91,10 @@ async fn a_large_json_answer_is_gzipped_only_when_the_client_asks() {
     let app = spawn_app().await;
     many_locations(&app).await;
     let get = |encoding: Option<&'static str>| {
-        let mut req = app.http.get(app.url("/v1/locations")).bearer_auth(ADMIN_KEY);
+        let mut req = app
+            .http
+            .get(app.url("/v1/locations"))
+            .bearer_auth(ADMIN_KEY);
         if let Some(e) = encoding {
             req = req.header(ACCEPT_ENCODING, e);
         }
@@ -103,7 +106,11 @@ async fn a_large_json_answer_is_gzipped_only_when_the_client_asks() {
     assert!(plain.headers().get(CONTENT_ENCODING).is_none());
     let plain = plain.bytes().await.expect("body");
     let listed: Value = serde_json::from_slice(&plain).expect("plain JSON");
-    assert!(plain.len() > 2_000, "{} bytes: not a large answer", plain.len());
+    assert!(
+        plain.len() > 2_000,
+        "{} bytes: not a large answer",
+        plain.len()
+    );
 
     let zipped = get(Some("gzip")).await.expect("request");
     assert_eq!(zipped.status(), 200);
@@ -146,7 +153,10 @@ async fn a_live_stream_outlives_the_request_timeout_and_is_never_compressed() {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
     assert!(
         stream.headers().get(CONTENT_ENCODING).is_none(),
         "a live stream must not be compressed (gzip buffers events)"
@@ -164,10 +174,7 @@ async fn a_live_stream_outlives_the_request_timeout_and_is_never_compressed() {
             .expect("the stream is still open");
         match chunk {
             Some(bytes) => seen.extend_from_slice(&bytes),
-            None => panic!(
-                "the stream was cut: {}",
-                String::from_utf8_lossy(&seen)
-            ),
+            None => panic!("the stream was cut: {}", String::from_utf8_lossy(&seen)),
         }
     }
 }
@@ -214,7 +221,10 @@ async fn cors_answers_only_the_configured_origins() {
         .to_ascii_lowercase();
     assert!(headers.contains("authorization"), "{headers}");
     assert!(headers.contains("x-request-id"), "{headers}");
-    assert!(ok.headers().get("access-control-allow-credentials").is_none());
+    assert!(ok
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
 
     let refused = preflight(&app, "https://evil.example").await;
     assert_eq!(allowed_origin(&refused), None);

@@ -43,7 +43,9 @@ async fn log_lines_of_a_request_carry_its_id_and_a_panic_answers_a_plain_500() {
         .expect("the daemon answers a panicking request");
     assert_eq!(r.status(), 500);
     assert_eq!(
-        r.headers().get("x-request-id").and_then(|v| v.to_str().ok()),
+        r.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
         Some("panic-me-456")
     );
     let body = r.text().await.expect("body");
@@ -85,10 +87,7 @@ async fn log_lines_of_a_request_carry_its_id_and_a_panic_answers_a_plain_500() {
         .iter()
         .find(|l| span_request_id(l) == Some("panic-me-456") && l["level"] == "ERROR")
         .expect("the panic's line");
-    assert!(
-        panic_line.to_string().contains("panicked"),
-        "{panic_line}"
-    );
+    assert!(panic_line.to_string().contains("panicked"), "{panic_line}");
     // No API key reaches a log line.
     let text = daemon.log_text();
     assert!(!text.contains(READ_KEY), "an API key was logged");
@@ -165,7 +164,10 @@ async fn spans_are_exported_over_otlp_when_an_endpoint_is_set_and_flushed_at_shu
     let daemon = Daemon::start(
         &iso,
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{port}")),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{port}"),
+            ),
             ("OTEL_SERVICE_NAME", "omnistock-otel-test".to_owned()),
             // Nothing is sent on a schedule during the test: what arrives, the shutdown flushed.
             ("OTEL_BSP_SCHEDULE_DELAY", "600000".to_owned()),
@@ -189,7 +191,10 @@ async fn spans_are_exported_over_otlp_when_an_endpoint_is_set_and_flushed_at_shu
         assert_eq!(content_type, "application/x-protobuf");
     }
     let all: Vec<u8> = exports.iter().flat_map(|(_, b)| b.to_vec()).collect();
-    assert!(contains(&all, b"omnistock-otel-test"), "service.name missing");
+    assert!(
+        contains(&all, b"omnistock-otel-test"),
+        "service.name missing"
+    );
     assert!(
         contains(&all, b"GET /v1/locations/{location_id}"),
         "the request's span is missing"
