@@ -342,7 +342,10 @@ impl Application {
 
         tracing::info!(%addr, "omnistock serving");
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
-        let app = http::router(state.clone(), auth);
+        let app = http::layers::wrap(
+            http::router(state.clone(), auth),
+            &config.cors_allow_origins,
+        );
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .into_future();

@@ -289,6 +289,13 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub ops: OpsThresholds,
+
+    /// Browser origins allowed to call the API (CORS): comma-separated exact origins
+    /// (`https://shop.example,http://localhost:3000`), or `*` for any. Empty: no CORS headers,
+    /// so browsers on other origins are refused. Cookies are never allowed (the API key goes in
+    /// `Authorization`).
+    #[arg(long, env = "OMNISTOCK_CORS_ALLOW_ORIGINS", default_value = "")]
+    pub cors_allow_origins: crate::http::layers::CorsOrigins,
 }
 
 /// The traffic lights of the ops view (`GET /v1/ops/summary`): a value at or above `amber`

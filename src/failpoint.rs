@@ -26,3 +26,12 @@ pub fn crash_if_armed(name: &str) {
         std::process::abort();
     }
 }
+
+/// Adds a route that panics (`GET /failpoint/panic`), to show that a panic while answering a
+/// request becomes a 500 with the standard body.
+pub const HTTP_PANIC: &str = "http_panic";
+
+/// Whether `name` is armed (for fail points that change behaviour rather than crash).
+pub fn is_armed(name: &str) -> bool {
+    armed().iter().any(|a| a == name)
+}

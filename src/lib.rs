@@ -31,6 +31,7 @@ pub mod loadgen;
 pub mod metrics;
 pub mod nats_config;
 pub mod ops;
+pub mod otel;
 pub mod outbox;
 pub mod reconcile;
 pub mod reservations;

@@ -4,7 +4,9 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     omnistock::telemetry::init();
     let cli = omnistock::cli::Cli::parse();
-    match omnistock::cli::run(cli).await {
+    let outcome = omnistock::cli::run(cli).await;
+    omnistock::telemetry::shutdown().await;
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("omnistock: {e:#}");

@@ -1,21 +1,42 @@
 //! Logging: human-readable on a terminal, JSON lines otherwise (for log shippers).
-//! The filter comes from `RUST_LOG` (default `info`).
+//! The filter comes from `RUST_LOG` (default `info`). Spans are also exported over OTLP when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`crate::otel`]).
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 pub fn init() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,async_nats=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = if std::io::stderr().is_terminal() {
-        builder.try_init()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if std::io::stderr().is_terminal() {
+        fmt.boxed()
     } else {
-        builder.json().flatten_event(true).try_init()
+        fmt.json().flatten_event(true).boxed()
     };
+    let (otel, otel_error) = match crate::otel::layer() {
+        Ok(layer) => (layer, None),
+        Err(e) => (None, Some(e)),
+    };
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init();
     // Already initialised (tests call this once per app): keep the first subscriber.
-    let _ = result;
+    if result.is_ok() {
+        if let Some(e) = otel_error {
+            tracing::error!(error = %e, "spans are not exported");
+        }
+    }
+}
+
+/// Flushes what the process still has to report (the last spans); call once it has stopped.
+pub async fn shutdown() {
+    if crate::otel::enabled() {
+        let _ = tokio::task::spawn_blocking(crate::otel::shutdown).await;
+    }
 }

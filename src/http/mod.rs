@@ -7,6 +7,7 @@ mod channels;
 pub mod error;
 mod extract;
 mod health;
+pub mod layers;
 mod levels;
 mod locations;
 mod movements;

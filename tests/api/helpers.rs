@@ -89,6 +89,7 @@ impl Isolation {
             limits: Default::default(),
             stream_secret: None,
             ops: Default::default(),
+            cors_allow_origins: Default::default(),
         }
     }
 }
