@@ -4,12 +4,14 @@
 mod cache;
 mod cache_staleness;
 mod channels;
+mod dashboards;
 mod events;
 mod helpers;
 mod hostile;
 mod http_api;
 mod import;
 mod ingest;
+mod metrics;
 mod model;
 mod movements;
 mod page;
