@@ -156,6 +156,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        // Before anything is counted: what is recorded without a recorder is lost.
+        crate::metrics::handle();
         let c = &config.connections;
         let pool = connect_daemon_db(c, &config.limits).await?;
         if config.migrate_on_start {
@@ -332,6 +334,17 @@ impl Application {
             let interval = Duration::from_secs(config.reconcile_interval_seconds);
             jobs.spawn("reconcile", move |t| {
                 crate::reconcile::run_job(pool.clone(), Arc::clone(&cache), interval, t)
+            });
+        }
+        {
+            let (pool, js, subjects) = (
+                st.pool.clone(),
+                jetstream::new(st.nats.clone()),
+                st.subjects.clone(),
+            );
+            jobs.every("metrics-poll", crate::metrics::poll::PERIOD, move |_| {
+                let (pool, js, subjects) = (pool.clone(), js.clone(), subjects.clone());
+                async move { crate::metrics::poll::tick(&pool, &js, &subjects).await }
             });
         }
         let trigger = token.clone();

@@ -5,6 +5,8 @@
 //! Redis. A crash in between loses nothing: the relay publishes the events later, and the cache
 //! sync (`cache::sync`) writes the levels, within the cache's staleness bound.
 
+use std::time::Instant;
+
 use sqlx::{Postgres, Transaction};
 
 use crate::cache::StockCache;
@@ -18,10 +20,15 @@ pub async fn commit(
     changed: &[LevelRow],
 ) -> Result<(), sqlx::Error> {
     tx.commit().await?;
+    let committed = Instant::now();
     failpoint::crash_if_armed(failpoint::AFTER_COMMIT_BEFORE_CACHE);
     crate::outbox::wake();
     if let Some(cache) = cache {
-        cache.publish(changed).await;
+        // Only a write Redis took: a level it did not take is visible after the resync, which
+        // `omnistock_cache_dirty_skus` and the write failures show instead.
+        if cache.publish(changed).await {
+            crate::metrics::observe(crate::metrics::COMMIT_TO_VISIBLE, committed.elapsed());
+        }
     }
     Ok(())
 }

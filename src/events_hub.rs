@@ -244,6 +244,7 @@ pub async fn run_fanout_job(
                     ),
                 }
                 hub.set_live(true);
+                crate::jobs::succeeded();
                 loop {
                     tokio::select! {
                         biased;
@@ -251,6 +252,7 @@ pub async fn run_fanout_job(
                         msg = sub.next() => match msg {
                             Some(m) => {
                                 METRICS.change_events_received.inc();
+                                crate::jobs::succeeded();
                                 let loc = m.subject.strip_prefix(location_prefix.as_str());
                                 match Change::parse(loc, &m.payload) {
                                     // No receiver is not an error: nobody is watching.

@@ -4,7 +4,6 @@
 //! [`MAX_BACKOFF`], back to [`FIRST_BACKOFF`] once a run has lasted [`HEALTHY_RUN`]).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -15,6 +14,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+use crate::metrics::{JOB_LAST_SUCCESS, JOB_RESTARTS, JOB_UP};
 
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -36,7 +37,11 @@ pub struct JobStatus {
 impl JobStatus {
     fn update(&self, name: &'static str, f: impl FnOnce(&mut JobState)) {
         if let Ok(mut jobs) = self.jobs.lock() {
-            f(jobs.entry(name).or_default());
+            let state = jobs.entry(name).or_default();
+            let restarts = state.restarts;
+            f(state);
+            metrics::gauge!(JOB_UP, "job" => name).set(f64::from(u8::from(state.up)));
+            metrics::counter!(JOB_RESTARTS, "job" => name).increment(state.restarts - restarts);
         }
     }
 
@@ -57,33 +62,37 @@ impl JobStatus {
             .unwrap_or(0)
     }
 
-    /// `omnistock_job_up` and `omnistock_job_restarts_total`, per job, in the Prometheus text
-    /// format.
-    pub fn render(&self, out: &mut String) {
+    /// Sets `omnistock_job_up` and `omnistock_job_restarts_total` from this daemon's jobs
+    /// (the recorder is per process; a process running several daemons, as the tests do, shows
+    /// the scraped one's).
+    pub fn publish(&self) {
         let jobs: Vec<(&'static str, JobState)> = self
             .jobs
             .lock()
             .map(|j| j.iter().map(|(n, s)| (*n, *s)).collect())
             .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "# HELP omnistock_job_up Whether a background job is running (1) or dead and waiting to be restarted (0).\n# TYPE omnistock_job_up gauge"
-        );
-        for (name, s) in &jobs {
-            let _ = writeln!(out, "omnistock_job_up{{job=\"{name}\"}} {}", u8::from(s.up));
-        }
-        let _ = writeln!(
-            out,
-            "# HELP omnistock_job_restarts_total Times a background job died (returned or panicked) and was restarted.\n# TYPE omnistock_job_restarts_total counter"
-        );
-        for (name, s) in &jobs {
-            let _ = writeln!(
-                out,
-                "omnistock_job_restarts_total{{job=\"{name}\"}} {}",
-                s.restarts
-            );
+        for (name, s) in jobs {
+            metrics::gauge!(JOB_UP, "job" => name).set(f64::from(u8::from(s.up)));
+            metrics::counter!(JOB_RESTARTS, "job" => name).absolute(s.restarts);
         }
     }
+}
+
+tokio::task_local! {
+    /// The name of the supervised job running on this task.
+    static JOB: &'static str;
+}
+
+/// Called by a job when it completes a unit of work (a batch, a tick, a refresh): sets its
+/// `omnistock_job_last_success_timestamp_seconds`, which an alert compares with the time to
+/// find a job that runs but no longer gets anything done. Outside a supervised job, nothing.
+pub fn succeeded() {
+    let _ = JOB.try_with(|name| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        metrics::gauge!(JOB_LAST_SUCCESS, "job" => *name).set(now);
+    });
 }
 
 /// Starts jobs, restarts the dead ones, and waits for them all at shutdown.
@@ -215,8 +224,9 @@ pub async fn refresh_on_announce<F, Fut>(
             _ = tick.tick() => {}
             got = announced => if !got { changes = None; },
         }
-        if let Err(e) = refresh().await {
-            tracing::warn!(error = %e, what, "refresh failed");
+        match refresh().await {
+            Ok(()) => succeeded(),
+            Err(e) => tracing::warn!(error = %e, what, "refresh failed"),
         }
     }
 }
@@ -236,8 +246,11 @@ async fn supervise<F, Fut>(
         let started = Instant::now();
         // A panic unwinds to here instead of ending the task silently; the job's state was
         // its own, and a fresh run starts from scratch.
-        let outcome = AssertUnwindSafe(start(shutdown.clone()))
-            .catch_unwind()
+        let outcome = JOB
+            .scope(
+                name,
+                AssertUnwindSafe(start(shutdown.clone())).catch_unwind(),
+            )
             .await;
         if shutdown.is_cancelled() {
             if let Err(panic) = outcome {
@@ -290,6 +303,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_dead_job_is_down_until_restarted_and_a_clean_stop_is_not_a_death() {
+        crate::metrics::handle();
         let token = CancellationToken::new();
         let mut jobs = Supervisor::new(token.clone(), JobStatus::default());
         let runs = Arc::new(AtomicU32::new(0));
@@ -318,8 +332,8 @@ mod tests {
         token.cancel();
         assert!(jobs.join(Duration::from_secs(1)).await);
         assert!(status.down().is_empty(), "stopping is not dying");
-        let mut text = String::new();
-        status.render(&mut text);
+        status.publish();
+        let text = crate::metrics::render();
         assert!(text.contains("omnistock_job_up{job=\"flaky\"} 1"), "{text}");
         assert!(text.contains("omnistock_job_restarts_total{job=\"flaky\"} 2"));
     }

@@ -212,7 +212,10 @@ async fn bounded<T>(read: impl std::future::Future<Output = anyhow::Result<T>>) 
 }
 
 /// (num_pending, num_ack_pending) of the ingest consumer.
-async fn consumer_lag(js: &jetstream::Context, subjects: &Subjects) -> anyhow::Result<(u64, u64)> {
+pub(crate) async fn consumer_lag(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+) -> anyhow::Result<(u64, u64)> {
     let stream = js.get_stream(subjects.movements_stream()).await?;
     let info = stream.consumer_info(crate::ingest::CONSUMER).await?;
     Ok((info.num_pending, info.num_ack_pending as u64))

@@ -198,8 +198,14 @@ pub async fn run_relay(
     let mut last_cleanup = Instant::now();
     loop {
         match relay_once(&pool, &js, &subjects, Finish::MarkSent).await {
-            Ok(n) if n as i64 == BATCH => continue,
-            Ok(_) => backoff = Duration::from_millis(100),
+            Ok(n) if n as i64 == BATCH => {
+                crate::jobs::succeeded();
+                continue;
+            }
+            Ok(_) => {
+                crate::jobs::succeeded();
+                backoff = Duration::from_millis(100);
+            }
             Err(e) => {
                 METRICS.events_publish_failures.inc();
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed; events stay queued");

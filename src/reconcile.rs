@@ -441,7 +441,10 @@ pub async fn run_job(
             r = run(&pool, cache.store(), true) => r,
         };
         match outcome {
-            Ok(report) => record(&report),
+            Ok(report) => {
+                crate::jobs::succeeded();
+                record(&report);
+            }
             Err(e) => {
                 RECONCILIATION.failures.inc();
                 tracing::warn!(error = %format!("{e:#}"), "reconciliation failed; retrying at the next interval");

@@ -26,6 +26,7 @@ use crate::domain::reservation::{self, Shortfall, Status};
 use crate::domain::reservation_page::Cursor;
 use crate::domain::routing::OrderLine;
 use crate::events::{self, LevelChange};
+use crate::metrics;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LineView {
@@ -291,7 +292,30 @@ pub enum Created {
     Short(Vec<Shortfall>),
 }
 
+/// Takes a hold (or a preorder), idempotently by its id, timed in
+/// `omnistock_hold_duration_seconds` by outcome; one refused for want of stock also counts in
+/// `omnistock_oversell_attempts_total`.
 pub async fn create(
+    pool: &PgPool,
+    cache: &StockCache,
+    h: &NewHold<'_>,
+) -> Result<Created, sqlx::Error> {
+    let timer = metrics::Timed::start(metrics::HOLD_SECONDS);
+    let created = create_timed(pool, cache, h).await;
+    timer.finish(match &created {
+        Ok(Created::New(_)) => "created",
+        Ok(Created::Replay(_)) => "replay",
+        Ok(Created::UnknownLocation) => "unknown_location",
+        Ok(Created::Short(_)) => {
+            metrics::oversell_attempt("hold", h.channel);
+            "insufficient"
+        }
+        Err(_) => "error",
+    });
+    created
+}
+
+async fn create_timed(
     pool: &PgPool,
     cache: &StockCache,
     h: &NewHold<'_>,
@@ -456,7 +480,10 @@ pub async fn run_expiry_job(pool: PgPool, cache: Arc<StockCache>, shutdown: Canc
     crate::jobs::periodic(&shutdown, Duration::from_millis(500), || async {
         loop {
             match expire_due(&pool, &cache, 500).await {
-                Ok(0) => break,
+                Ok(0) => {
+                    crate::jobs::succeeded();
+                    break;
+                }
                 Ok(n) => tracing::info!(reservations = n, "expired holds released"),
                 Err(e) => {
                     tracing::warn!(error = %e, "expiry sweep failed; retrying");

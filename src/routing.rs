@@ -22,6 +22,7 @@ use crate::domain::availability::available;
 use crate::domain::location::Location;
 use crate::domain::reservation;
 use crate::domain::routing::{self, Candidate, Fulfilment, OrderLine, RouteOutcome, RouteRequest};
+use crate::metrics;
 use crate::reservations::{hold_in, NewHold, NotHeld};
 
 /// How often a route is decided again after losing a race for its stock.
@@ -179,7 +180,34 @@ fn response(
 }
 
 /// Routes an order and holds its stock (unless `dry_run`), idempotently by `order_id`.
+/// Timed in `omnistock_route_duration_seconds` by outcome; an order no location could serve
+/// also counts in `omnistock_oversell_attempts_total` (unless a dry run).
 pub async fn route_order(
+    pool: &PgPool,
+    cache: &StockCache,
+    directory: &Directory,
+    order: &Order,
+    dry_run: bool,
+) -> Result<Routed, RouteError> {
+    let timer = metrics::Timed::start(metrics::ROUTE_SECONDS);
+    let routed = route_timed(pool, cache, directory, order, dry_run).await;
+    timer.finish(match &routed {
+        Ok(Routed::Done(_)) if dry_run => "dry_run",
+        Ok(Routed::Done(_)) => "routed",
+        Ok(Routed::Replay(_)) => "replay",
+        Ok(Routed::NoOption(_)) if dry_run => "dry_run_no_option",
+        Ok(Routed::NoOption(_)) => {
+            metrics::oversell_attempt("route", order.channel.as_deref());
+            "no_option"
+        }
+        Err(RouteError::Invalid(_)) => "invalid",
+        Err(RouteError::Contended) => "contended",
+        Err(RouteError::Db(_)) => "error",
+    });
+    routed
+}
+
+async fn route_timed(
     pool: &PgPool,
     cache: &StockCache,
     directory: &Directory,

@@ -171,10 +171,10 @@ impl StockCache {
     }
 
     /// Writes levels changed by a committed transaction. Never fails: a level Redis did not
-    /// take is remembered and resynced later.
-    pub async fn publish(&self, changed: &[LevelRow]) {
+    /// take is remembered and resynced later. Returns whether Redis took them now.
+    pub async fn publish(&self, changed: &[LevelRow]) -> bool {
         if changed.is_empty() {
-            return;
+            return false;
         }
         let result = if self.skipping() {
             Err(None)
@@ -187,7 +187,9 @@ impl StockCache {
             }
             METRICS.cache_write_failures.inc();
             self.mark_dirty(changed.iter().map(|l| l.sku.as_str()));
+            return false;
         }
+        true
     }
 
     /// The levels of each SKU, in the order asked, where they came from (`Database` if any SKU
@@ -386,8 +388,11 @@ pub async fn run_resync_job(
             tracing::debug!(error = %e, "cache sync postponed; reads use PostgreSQL meanwhile");
         }
         match cache.resync().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(skus = n, "cache caught up with PostgreSQL"),
+            Ok(0) => crate::jobs::succeeded(),
+            Ok(n) => {
+                crate::jobs::succeeded();
+                tracing::info!(skus = n, "cache caught up with PostgreSQL");
+            }
             Err(e) => tracing::debug!(error = %e, "cache resync postponed"),
         }
     })

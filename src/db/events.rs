@@ -139,6 +139,16 @@ pub async fn unsent(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow
     .await
 }
 
+/// Events not yet published, counted up to `cap`.
+pub async fn unsent_count(conn: &mut PgConnection, cap: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE sent_at IS NULL LIMIT $1) AS unsent",
+    )
+    .bind(cap)
+    .fetch_one(conn)
+    .await
+}
+
 pub async fn mark_sent(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)")
         .bind(ids)

@@ -77,7 +77,10 @@ async fn watch_loop(pool: &sqlx::PgPool, health: &DbHealth) {
         {
             listener.eager_reconnect(false);
             health.set(true);
-            while alive(&mut listener).await {}
+            crate::jobs::succeeded();
+            while alive(&mut listener).await {
+                crate::jobs::succeeded();
+            }
         }
         health.set(false);
         tokio::time::sleep(RETRY_EVERY).await;

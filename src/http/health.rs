@@ -137,21 +137,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    let dirty = state.cache.dirty_count() as i64;
-    let locations = state.directory.snapshot().len() as i64;
-    let mut text = metrics::render(&[
-        (
-            "omnistock_cache_dirty_skus",
-            "SKUs whose latest level has not reached Redis yet.",
-            dirty,
-        ),
-        (
-            "omnistock_locations",
-            "Locations known to this daemon.",
-            locations,
-        ),
-    ]);
-    state.jobs.render(&mut text);
+    // Values this daemon holds rather than counts: set from it at each scrape.
+    ::metrics::gauge!(metrics::CACHE_DIRTY_SKUS).set(state.cache.dirty_count() as f64);
+    ::metrics::gauge!(metrics::LOCATIONS).set(state.directory.snapshot().len() as f64);
+    state.jobs.publish();
+    let text = metrics::render();
     (
         [(
             axum::http::header::CONTENT_TYPE,

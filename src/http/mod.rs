@@ -10,6 +10,7 @@ mod health;
 pub mod layers;
 mod levels;
 mod locations;
+mod metrics_layer;
 mod movements;
 mod ops;
 mod orders;
@@ -38,7 +39,6 @@ use crate::db::health::DbHealth;
 use crate::directory::Directory;
 use crate::events_hub::ChangeHub;
 use crate::jobs::JobStatus;
-use crate::metrics::METRICS;
 use auth::Auth;
 use error::ApiError;
 pub use health::Readiness;
@@ -137,7 +137,7 @@ pub fn router(state: AppState, auth: Auth) -> Router {
             state.deadlines.clone(),
             time_limit,
         ))
-        .layer(middleware::from_fn(count_requests))
+        .layer(middleware::from_fn(metrics_layer::record))
         .with_state(state)
 }
 
@@ -159,10 +159,4 @@ async fn time_limit(State(d): State<Deadlines>, req: Request, next: Next) -> Res
             ApiError::TimedOut(d.request).into_response()
         }
     }
-}
-
-async fn count_requests(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
-    METRICS.http_requests.inc(response.status().as_str());
-    response
 }

@@ -17,7 +17,7 @@ use super::Ingest;
 use crate::apply;
 use crate::db;
 use crate::domain::movement::{decode_message, Incoming, Movement, RejectReason, Rejection};
-use crate::metrics::METRICS;
+use crate::metrics::{self, METRICS};
 
 struct InFlight {
     msg: jetstream::Message,
@@ -306,9 +306,18 @@ pub(super) async fn process(ingest: &Ingest, msgs: Vec<jetstream::Message>) {
         }
     }
     METRICS.ingest_batches.inc();
-    METRICS
-        .ingest_batch_micros
-        .add(started.elapsed().as_micros() as u64);
+    metrics::observe(metrics::INGEST_BATCH_SECONDS, started.elapsed());
+    metrics::observe(metrics::INGEST_BATCH_SIZE, all.len() as f64);
+    // Committed by now: how long each message waited since JetStream took it (the same
+    // message redelivered after an outage shows the outage).
+    let committed = Utc::now();
+    for f in batch.iter().filter(|f| !f.movements.is_empty()) {
+        if let Some(published) = f.published_at {
+            let waited = (committed - published).to_std().unwrap_or_default();
+            metrics::observe(metrics::PUBLISH_TO_COMMIT, waited);
+        }
+    }
+    crate::jobs::succeeded();
     for f in batch {
         f.settle(ingest).await;
     }
