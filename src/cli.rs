@@ -95,6 +95,8 @@ pub enum Command {
         #[arg(long)]
         reservation_id: Option<String>,
     },
+    /// Print the OpenAPI document of the HTTP API (as served at /openapi.json).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -136,6 +138,10 @@ pub enum ExportWhat {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Openapi => {
+            print!("{}", crate::http::openapi::json());
+            Ok(())
+        }
         Command::Serve(config) => {
             let app = Application::build(*config).await?;
             app.run_until_stopped(shutdown::signal()).await

@@ -27,7 +27,7 @@ use crate::domain::reservation_page::Cursor;
 use crate::domain::routing::OrderLine;
 use crate::events::{self, LevelChange};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LineView {
     pub sku: String,
     pub quantity: i64,
@@ -40,7 +40,7 @@ pub struct LineView {
     pub supply: Vec<db::supply::AllocationRow>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReservationView {
     pub reservation_id: String,
     pub status: Status,

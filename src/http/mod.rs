@@ -4,12 +4,14 @@ mod atp;
 pub mod auth;
 mod availability;
 mod channels;
+mod docs;
 pub mod error;
 mod extract;
 mod health;
 mod levels;
 mod locations;
 mod movements;
+pub mod openapi;
 mod ops;
 mod orders;
 mod page;
@@ -128,6 +130,7 @@ pub fn router(state: AppState, auth: Auth) -> Router {
     Router::new()
         .merge(health::router())
         .merge(page::router())
+        .merge(docs::router())
         .merge(v1)
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -4,6 +4,7 @@
 mod cache;
 mod cache_staleness;
 mod channels;
+mod docs;
 mod events;
 mod helpers;
 mod hostile;
