@@ -214,7 +214,11 @@ fn refs(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
                         out.push((at.to_owned(), r.to_owned()));
                     }
                 }
-                refs(x, &format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out);
+                refs(
+                    x,
+                    &format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
             }
         }
         Value::Array(items) => {
@@ -232,8 +236,12 @@ fn every_reference_resolves() {
     let mut found = Vec::new();
     refs(&doc, "", &mut found);
     assert!(
-        found.iter().any(|(_, r)| r.starts_with("#/components/responses/"))
-            && found.iter().any(|(_, r)| r.starts_with("#/components/schemas/")),
+        found
+            .iter()
+            .any(|(_, r)| r.starts_with("#/components/responses/"))
+            && found
+                .iter()
+                .any(|(_, r)| r.starts_with("#/components/schemas/")),
         "too few references found: {found:?}"
     );
     let dangling: Vec<&(String, String)> = found
@@ -255,7 +263,10 @@ fn every_reference_resolves() {
         "",
         &mut bad,
     );
-    assert_eq!(bad, vec![("/a/0".to_owned(), "#/components/schemas/Nope".to_owned())]);
+    assert_eq!(
+        bad,
+        vec![("/a/0".to_owned(), "#/components/schemas/Nope".to_owned())]
+    );
 }
 
 #[test]
@@ -291,9 +302,17 @@ fn the_document_reads_back_as_openapi_3_1() {
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default()
     };
-    assert_eq!(ops(&back), ops(&v), "operations lost reading the document back");
+    assert_eq!(
+        ops(&back),
+        ops(&v),
+        "operations lost reading the document back"
+    );
     for kind in ["schemas", "responses", "securitySchemes"] {
-        assert_eq!(names(&back, kind), names(&v, kind), "{kind} lost reading it back");
+        assert_eq!(
+            names(&back, kind),
+            names(&v, kind),
+            "{kind} lost reading it back"
+        );
     }
     assert_eq!(v["openapi"], "3.1.0");
     for scheme in ["bearerAuth", "apiKeyHeader"] {

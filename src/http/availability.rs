@@ -3,18 +3,18 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use chrono::Utc;
 use chrono::DateTime;
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use utoipa::{OpenApi, ToSchema};
 
-use super::openapi as doc;
 use super::atp::{self, Supply};
 use super::auth::{Caller, Scope};
 use super::channels::resolve;
 use super::error::{ApiError, Details};
 use super::extract::{ApiJson, ApiQuery, SkuPath};
+use super::openapi as doc;
 use super::{validate, AppState};
 use crate::cache::{Answer, Source};
 use crate::channels::{includes, ChannelSet};

@@ -10,10 +10,10 @@ use serde::Serialize;
 
 use utoipa::{OpenApi, ToSchema};
 
-use super::openapi as doc;
 use super::auth::{Caller, Scope};
 use super::error::{ApiError, Details};
 use super::extract::{ApiJson, ApiPath};
+use super::openapi as doc;
 use super::{validate, AppState};
 use crate::channels::ChannelSet;
 use crate::db;

@@ -42,7 +42,10 @@ pub fn router() -> Router<AppState> {
 )]
 async fn openapi_json() -> Response {
     (
-        [(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "no-cache")],
+        [
+            (CONTENT_TYPE, "application/json"),
+            (CACHE_CONTROL, "no-cache"),
+        ],
         doc::json(),
     )
         .into_response()
@@ -89,7 +92,10 @@ async fn docs_file(Path(file): Path<String>) -> Result<Response, ApiError> {
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("swagger ui file {file:?}: {e}")))?;
     let f = found.ok_or_else(|| ApiError::NotFound(format!("docs file {file:?}")))?;
     Ok((
-        [(CONTENT_TYPE, f.content_type), (CACHE_CONTROL, "no-cache".to_owned())],
+        [
+            (CONTENT_TYPE, f.content_type),
+            (CACHE_CONTROL, "no-cache".to_owned()),
+        ],
         f.bytes.into_owned(),
     )
         .into_response())

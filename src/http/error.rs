@@ -122,23 +122,43 @@ pub struct ErrorBody {
 pub enum Details {
     /// `invalid_request` (and some conflicts): the field or path parameter at fault, by its
     /// JSON path when nested (`lines[0].quantity`).
-    Field { field: String },
+    Field {
+        field: String,
+    },
     /// `invalid_request` of a batch with too few or too many SKUs.
-    FieldCount { field: String, count: usize },
+    FieldCount {
+        field: String,
+        count: usize,
+    },
     /// `invalid_request` of a channel over locations that are not registered.
-    UnknownLocations { field: String, unknown: Vec<String> },
+    UnknownLocations {
+        field: String,
+        unknown: Vec<String>,
+    },
     /// `invalid_request` of a location body: every bad field at once.
-    Fields { fields: Vec<FieldError> },
+    Fields {
+        fields: Vec<FieldError>,
+    },
     /// `forbidden`: the scope the key lacks.
-    RequiredScope { required_scope: &'static str },
+    RequiredScope {
+        required_scope: &'static str,
+    },
     /// `forbidden`: a key bound to a location asked to act at another; this is its own.
-    Location { location_id: String },
+    Location {
+        location_id: String,
+    },
     /// `rate_limited` and `unavailable`: seconds to wait (also in `Retry-After`).
-    RetryAfter { retry_after_seconds: u64 },
+    RetryAfter {
+        retry_after_seconds: u64,
+    },
     /// `insufficient_stock`: every line that cannot be held (after merging repeated SKUs).
-    Shortfall { lines: Vec<Shortfall> },
+    Shortfall {
+        lines: Vec<Shortfall>,
+    },
     /// `reservation_not_held`: the reservation's status (`expired` for a lapsed hold).
-    Status { status: Status },
+    Status {
+        status: Status,
+    },
     /// `no_fulfilment_option`: why each location was or was not chosen and, for a pickup at a
     /// given location that cannot serve it, up to 5 nearest pickup stores that could.
     NoOption {

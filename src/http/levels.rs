@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use utoipa::{OpenApi, ToSchema};
 
-use super::openapi as doc;
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::{ApiQuery, SkuPath};
+use super::openapi as doc;
 use super::{validate, AppState};
 use crate::db;
 use crate::domain::availability::available;

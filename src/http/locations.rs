@@ -8,10 +8,10 @@ use serde::Serialize;
 
 use utoipa::{OpenApi, ToSchema};
 
-use super::openapi as doc;
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, LocationIdPath};
+use super::openapi as doc;
 use super::AppState;
 use crate::db;
 use crate::domain::location::{FieldError, Location, LocationInput};

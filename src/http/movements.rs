@@ -17,10 +17,10 @@ use serde_json::Value;
 
 use utoipa::{OpenApi, ToSchema};
 
-use super::openapi as doc;
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::ApiQuery;
+use super::openapi as doc;
 use super::{validate, AppState};
 use crate::apply;
 use crate::db;
@@ -48,7 +48,7 @@ pub struct Doc;
 #[serde(untagged)]
 #[allow(dead_code)]
 enum MovementBody {
-    One(Movement),
+    One(Box<Movement>),
     Many(Vec<Movement>),
 }
 

@@ -11,8 +11,7 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
-    ContentBuilder, ObjectBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder,
-    Type,
+    ContentBuilder, ObjectBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder, Type,
 };
 use utoipa::{Modify, OpenApi, ToResponse};
 
@@ -23,7 +22,8 @@ use super::{
 };
 
 /// Path parameter descriptions shared by several operations.
-pub const LOCATIONIDPATH: &str = "Location id, case-sensitive (`^[A-Za-z0-9_-]{1,64}$`, else 422 with field `location_id`).";
+pub const LOCATIONIDPATH: &str =
+    "Location id, case-sensitive (`^[A-Za-z0-9_-]{1,64}$`, else 422 with field `location_id`).";
 pub const SKUPATH: &str = "SKU, case-sensitive; percent-encode spaces and `/` (`GIFT%20CARD%2F500`). An invalid SKU is a 422.";
 pub const RESERVATIONIDPATH: &str = "The `reservation_id` (client-given, or `res-…`/`ord-…` generated). One that is not 1-128 printable characters is a 422 with field `id`; an unknown one is a 404.";
 pub const CHANNELPATH: &str =

@@ -10,10 +10,10 @@ use serde_json::Value;
 
 use utoipa::{OpenApi, ToSchema};
 
-use super::openapi as doc;
 use super::auth::{Caller, Scope};
 use super::error::{Alternative, ApiError, Details};
 use super::extract::{ApiJson, ApiQuery};
+use super::openapi as doc;
 use super::reservations::valid_lines;
 use super::{validate, AppState};
 use crate::domain::routing::{Fulfilment, OrderLine};

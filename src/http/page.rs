@@ -22,8 +22,8 @@ use axum::Router;
 
 use utoipa::OpenApi;
 
-use super::openapi as doc;
 use super::error::ApiError;
+use super::openapi as doc;
 use super::AppState;
 
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \

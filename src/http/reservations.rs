@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use utoipa::{OpenApi, ToSchema};
 
-use super::openapi as doc;
 use super::auth::{Caller, Scope};
 use super::error::{ApiError, Details};
 use super::extract::{ApiJson, ApiQuery, ReservationIdPath};
+use super::openapi as doc;
 use super::{validate, AppState};
 use crate::domain::reservation::{self, Shortfall, Status};
 use crate::domain::reservation_page::{self as page, Cursor};

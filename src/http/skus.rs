@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use utoipa::{OpenApi, ToSchema};
 
-use super::openapi as doc;
 use super::auth::{Caller, Scope};
 use super::error::{ApiError, Details};
 use super::extract::{ApiJson, SkuPath};
+use super::openapi as doc;
 use super::AppState;
 use crate::db;
 

@@ -26,10 +26,10 @@ use tokio::sync::Semaphore;
 
 use utoipa::{OpenApi, ToSchema};
 
-use super::openapi as doc;
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::ApiQuery;
+use super::openapi as doc;
 use super::validate;
 use super::AppState;
 use crate::events_hub::{Delivery, Filter};

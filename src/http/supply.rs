@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use utoipa::{OpenApi, ToSchema};
 
-use super::openapi as doc;
 use super::auth::{Caller, Scope};
 use super::error::{ApiError, Details};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::openapi as doc;
 use super::{validate, AppState};
 use crate::domain::supply as rules;
 use crate::supply::{self, Cancel, Cancelled, NewSupply, SupplyView, Upserted};

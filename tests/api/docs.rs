@@ -81,10 +81,7 @@ fn answer_schema(doc: &Value, method: &str, path: &str, status: u16) -> Value {
             .unwrap_or_else(|| panic!("unresolved {name}"));
     }
     let s = r["content"]["application/json"]["schema"].clone();
-    assert!(
-        !s.is_null(),
-        "{method} {path}: no JSON schema for {status}"
-    );
+    assert!(!s.is_null(), "{method} {path}: no JSON schema for {status}");
     s
 }
 
