@@ -131,6 +131,8 @@ pub enum Command {
         #[arg(long, default_value_t = 3)]
         timeout_seconds: u64,
     },
+    /// Print the OpenAPI document of the HTTP API (as served at /openapi.json).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -181,6 +183,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let timeout = std::time::Duration::from_secs(timeout_seconds.max(1));
             crate::ops::healthcheck::run(http_addr, timeout).await
+        }
+        Command::Openapi => {
+            print!("{}", crate::http::openapi::json());
+            Ok(())
         }
         Command::Serve(config) => {
             let app = Application::build(*config).await?;

@@ -35,17 +35,19 @@ pub const NATS_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEAD_LETTER_CAP: usize = 10_000;
 const DEAD_LETTER_WINDOW: Duration = Duration::from_secs(3600);
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OpsSummary {
     pub as_of: DateTime<Utc>,
     /// The worst light of the network and of every location.
     pub light: Light,
+    /// The thresholds the lights were judged against (`OMNISTOCK_OPS_*`).
+    #[schema(value_type = Object)]
     pub thresholds: OpsThresholds,
     pub network: NetworkHealth,
     pub locations: Vec<LocationHealth>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NetworkHealth {
     /// Movement messages not yet delivered to the ingest consumer (null: not read in time).
     pub consumer_lag: Option<u64>,
@@ -58,7 +60,7 @@ pub struct NetworkHealth {
     pub dead_letters_capped: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LocationHealth {
     pub location_id: String,
     pub name: String,
@@ -81,7 +83,7 @@ pub struct LocationHealth {
     pub holds_expiring: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Lights {
     pub sync_delay: Light,
     pub commit_delay: Light,

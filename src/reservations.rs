@@ -28,7 +28,7 @@ use crate::domain::routing::OrderLine;
 use crate::events::{self, LevelChange};
 use crate::metrics;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LineView {
     pub sku: String,
     pub quantity: i64,
@@ -41,7 +41,7 @@ pub struct LineView {
     pub supply: Vec<db::supply::AllocationRow>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReservationView {
     pub reservation_id: String,
     pub status: Status,

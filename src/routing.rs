@@ -28,7 +28,7 @@ use crate::reservations::{hold_in, NewHold, NotHeld};
 /// How often a route is decided again after losing a race for its stock.
 const ATTEMPTS: usize = 10;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Customer {
     pub lat: f64,
@@ -52,7 +52,7 @@ pub struct Order {
     pub channel: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AssignmentView {
     pub location_id: String,
     pub distance_km: f64,
@@ -169,14 +169,31 @@ fn response(
             expires_at: holds.get(i).map(|h| h.1),
         })
         .collect();
-    serde_json::json!({
-        "order_id": order.order_id,
-        "fulfilment": order.fulfilment,
-        "dry_run": dry_run,
-        "placed_at_location_id": order.placed_at_location_id,
-        "assignments": assignments,
-        "explanation": outcome.explanation,
-    })
+    let answer = RouteAnswer {
+        order_id: order.order_id.clone(),
+        fulfilment: order.fulfilment,
+        dry_run,
+        placed_at_location_id: order.placed_at_location_id.clone(),
+        assignments,
+        explanation: outcome.explanation.clone(),
+    };
+    // The answer is stored as JSON (and replayed as stored), so it is kept as a value.
+    serde_json::to_value(answer).unwrap_or(Value::Null)
+}
+
+/// Where an order ships from (or is picked up), with the holds taken.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = RouteResponse)]
+pub struct RouteAnswer {
+    pub order_id: String,
+    pub fulfilment: Fulfilment,
+    /// True when nothing was held (`?dry_run=true`); a replay says false.
+    pub dry_run: bool,
+    pub placed_at_location_id: Option<String>,
+    /// One shipment (or pickup) per location chosen.
+    pub assignments: Vec<AssignmentView>,
+    /// Why each location considered was or was not chosen.
+    pub explanation: Vec<routing::Considered>,
 }
 
 /// Routes an order and holds its stock (unless `dry_run`), idempotently by `order_id`.

@@ -27,7 +27,7 @@ use crate::events;
 use crate::reservations::{self, Held, NewHold, NotHeld};
 
 /// A supply line as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SupplyView {
     pub supply_id: String,
     pub location_id: String,
@@ -200,7 +200,7 @@ pub async fn get(pool: &PgPool, supply_id: &str) -> Result<Option<SupplyView>, s
 }
 
 /// What cancelling a line did with the preorders on it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Cancelled {
     pub supply: SupplyView,
     /// Preorders moved to other open lines or to stock available now.

@@ -1,11 +1,19 @@
-//! `docs/openapi.yaml` against the router: every route registered in `src/http` is documented
-//! with the same methods, and every documented path is a route. No server, no YAML parser: the
-//! routes are read from the sources (`.route("/path", get(..).post(..))`) and the paths from the
-//! document's text (keys indented two spaces under `paths:`, methods four spaces under a path).
+//! The OpenAPI document generated from the code (`omnistock::http::openapi`) against the
+//! router and against itself: every route registered in `src/http` is documented with the
+//! same methods and every documented path is a route; every `$ref` resolves; the document reads
+//! back as OpenAPI 3.1 with utoipa's own types; and `docs/openapi.json` is that document.
+//!
+//! The routes are read from the sources (`.route("/path", get(..).post(..))`) rather than from
+//! a router built with utoipa-axum: registration stays plain axum (the auth `route_layer`, the
+//! other layers), and this reader catches a handler registered without `#[utoipa::path]` as
+//! surely as a router built from the annotations would, without making every router depend on
+//! the documentation crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use serde_json::Value;
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "patch", "head", "options", "trace",
@@ -128,50 +136,29 @@ fn router_routes() -> BTreeMap<String, BTreeSet<String>> {
     routes
 }
 
-/// Every path documented in `docs/openapi.yaml`, with its operations' methods.
+/// The generated document as JSON.
+fn document() -> Value {
+    serde_json::to_value(omnistock::http::openapi::document()).expect("the document is JSON")
+}
+
+/// Every documented path, with its operations' methods.
 fn documented_paths() -> BTreeMap<String, BTreeSet<String>> {
-    let file = root().join("docs/openapi.yaml");
-    let text = fs::read_to_string(&file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
-    let mut paths: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut in_paths = false;
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        let line = line.trim_end();
-        if line.is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        if !line.starts_with(' ') {
-            in_paths = line == "paths:";
-            current = None;
-            continue;
-        }
-        if !in_paths {
-            continue;
-        }
-        if let Some(key) = line.strip_prefix("  /") {
-            let key = key
-                .strip_suffix(':')
-                .unwrap_or_else(|| panic!("path line {line:?}"));
-            let path = format!("/{key}");
-            assert!(
-                !paths.contains_key(&path),
-                "{path} is documented twice in docs/openapi.yaml"
-            );
-            paths.insert(path.clone(), BTreeSet::new());
-            current = Some(path);
-        } else if let Some(key) = line.strip_prefix("  ").filter(|k| !k.starts_with(' ')) {
-            panic!("unexpected key under paths: {key:?} (paths are unquoted, starting with `/`)");
-        } else if let (Some(path), Some(key)) = (&current, line.strip_prefix("    ")) {
-            if let Some(method) = key.strip_suffix(':').filter(|m| METHODS.contains(m)) {
-                paths
-                    .entry(path.clone())
-                    .or_default()
-                    .insert(method.to_owned());
-            }
-        }
-    }
-    assert!(!paths.is_empty(), "no paths found in docs/openapi.yaml");
+    let doc = document();
+    let paths = doc["paths"].as_object().expect("`paths` is an object");
+    assert!(!paths.is_empty(), "no paths in the document");
     paths
+        .iter()
+        .map(|(path, item)| {
+            let methods = item
+                .as_object()
+                .expect("a path item is an object")
+                .keys()
+                .filter(|k| METHODS.contains(&k.as_str()))
+                .cloned()
+                .collect();
+            (path.clone(), methods)
+        })
+        .collect()
 }
 
 #[test]
@@ -183,7 +170,7 @@ fn every_route_is_documented() {
         .collect();
     assert!(
         missing.is_empty(),
-        "routes registered in src/http but missing from docs/openapi.yaml: {missing:?}"
+        "routes registered in src/http without #[utoipa::path] (or not listed in their module's `Doc`): {missing:?}"
     );
 }
 
@@ -196,7 +183,7 @@ fn every_documented_path_is_a_route() {
         .collect();
     assert!(
         stale.is_empty(),
-        "paths in docs/openapi.yaml that no router registers (stale or misspelt): {stale:?}"
+        "paths in the OpenAPI document that no router registers (stale or misspelt): {stale:?}"
     );
 }
 
@@ -212,9 +199,185 @@ fn documented_methods_match_the_router() {
         }
         assert_eq!(
             doc, &methods,
-            "methods of {route}: docs/openapi.yaml (left) differs from the router (right)"
+            "methods of {route}: the OpenAPI document (left) differs from the router (right)"
         );
     }
+}
+
+/// Every `$ref` in `v`, with the JSON pointer where it sits.
+fn refs(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(map) => {
+            for (k, x) in map {
+                if k == "$ref" {
+                    if let Some(r) = x.as_str() {
+                        out.push((at.to_owned(), r.to_owned()));
+                    }
+                }
+                refs(
+                    x,
+                    &format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
+            }
+        }
+        Value::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                refs(x, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_reference_resolves() {
+    let doc = document();
+    let mut found = Vec::new();
+    refs(&doc, "", &mut found);
+    assert!(
+        found
+            .iter()
+            .any(|(_, r)| r.starts_with("#/components/responses/"))
+            && found
+                .iter()
+                .any(|(_, r)| r.starts_with("#/components/schemas/")),
+        "too few references found: {found:?}"
+    );
+    let dangling: Vec<&(String, String)> = found
+        .iter()
+        .filter(|(_, r)| {
+            r.strip_prefix('#')
+                .and_then(|pointer| doc.pointer(pointer))
+                .is_none()
+        })
+        .collect();
+    assert!(
+        dangling.is_empty(),
+        "references that point nowhere (at, $ref): {dangling:?}"
+    );
+    // The walk sees a dangling reference.
+    let mut bad = Vec::new();
+    refs(
+        &serde_json::json!({"a": [{"$ref": "#/components/schemas/Nope"}]}),
+        "",
+        &mut bad,
+    );
+    assert_eq!(
+        bad,
+        vec![("/a/0".to_owned(), "#/components/schemas/Nope".to_owned())]
+    );
+}
+
+#[test]
+fn the_document_reads_back_as_openapi_3_1() {
+    let text = omnistock::http::openapi::json();
+    let mut de = serde_json::Deserializer::from_str(text);
+    let doc: utoipa::openapi::OpenApi = serde_path_to_error::deserialize(&mut de)
+        .unwrap_or_else(|e| panic!("not utoipa's OpenApi at {}: {}", e.path(), e.inner()));
+    assert!(
+        matches!(doc.openapi, utoipa::openapi::OpenApiVersion::Version31),
+        "not OpenAPI 3.1"
+    );
+    // Read back, it still has every operation and every schema (utoipa's types normalise some
+    // details, e.g. the order of keys, so the texts are not compared).
+    let back = serde_json::to_value(&doc).expect("json");
+    let v = document();
+    let ops = |d: &Value| -> BTreeSet<String> {
+        d["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(p, item)| {
+                item.as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(move |(m, _)| format!("{m} {p}"))
+            })
+            .collect()
+    };
+    let names = |d: &Value, kind: &str| -> BTreeSet<String> {
+        d["components"][kind]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        ops(&back),
+        ops(&v),
+        "operations lost reading the document back"
+    );
+    for kind in ["schemas", "responses", "securitySchemes"] {
+        assert_eq!(
+            names(&back, kind),
+            names(&v, kind),
+            "{kind} lost reading it back"
+        );
+    }
+    assert_eq!(v["openapi"], "3.1.0");
+    for scheme in ["bearerAuth", "apiKeyHeader"] {
+        assert!(
+            v["components"]["securitySchemes"][scheme].is_object(),
+            "security scheme {scheme} missing"
+        );
+    }
+}
+
+/// Every operation says what it needs: a scope (`x-required-scope`, and in its description)
+/// under `/v1`, no key elsewhere; and every authenticated one documents the errors of the key
+/// check, the rate limit and the deadline.
+#[test]
+fn every_operation_names_its_scope_and_errors() {
+    let doc = document();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let name = format!("{} {path}", method.to_uppercase());
+            let description = op["description"].as_str().unwrap_or_default();
+            assert!(
+                op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{name}: no summary"
+            );
+            if path.starts_with("/v1/") {
+                for status in ["401", "403", "429", "500", "503"] {
+                    assert!(
+                        op["responses"][status].is_object(),
+                        "{name}: no {status} response"
+                    );
+                }
+                if path == "/v1/whoami" {
+                    continue; // any valid key
+                }
+                let scope = op["x-required-scope"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{name}: no x-required-scope"));
+                assert!(
+                    ["read", "reserve", "write", "admin"].contains(&scope),
+                    "{name}: scope {scope:?}"
+                );
+                assert!(
+                    description.contains(&format!("`{scope}`")),
+                    "{name}: the description does not name the scope `{scope}`"
+                );
+            } else {
+                assert_eq!(
+                    op["security"],
+                    serde_json::json!([{}]),
+                    "{name}: a route outside /v1 needs no key and should say so"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_committed_document_is_the_generated_one() {
+    let file = root().join("docs/openapi.json");
+    let committed = fs::read_to_string(&file).unwrap_or_default();
+    assert!(
+        committed == omnistock::http::openapi::json(),
+        "docs/openapi.json differs from the document the code generates; regenerate it with\n\
+         \tcargo run --quiet -- openapi > docs/openapi.json"
+    );
 }
 
 #[test]
@@ -246,96 +409,4 @@ fn the_route_reader_copes_with_formatting() {
     );
     assert!(routes_in(r#".route("/e", on(MethodFilter::GET, h))"#).is_err());
     assert!(routes_in(r#".nest("/v2", other())"#).is_err());
-}
-
-/// Keys repeated within one mapping of `text` (line-based: block mappings, `- ` list items and
-/// `|` / `>` block scalars, which is all the document uses), as (line, key).
-fn duplicate_keys(text: &str) -> Vec<(usize, String)> {
-    let mut dups = Vec::new();
-    // Open mappings: (indent of their keys, keys seen).
-    let mut open: Vec<(usize, BTreeSet<String>)> = Vec::new();
-    let mut scalar_above: Option<usize> = None;
-    for (n, raw) in text.lines().enumerate() {
-        let trimmed = raw.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let mut indent = raw.len() - trimmed.len();
-        if let Some(key_indent) = scalar_above {
-            if indent > key_indent {
-                continue;
-            }
-            scalar_above = None;
-        }
-        let mut rest = trimmed;
-        let item = rest.starts_with("- ");
-        if item {
-            rest = &rest[2..];
-            indent += 2;
-        }
-        open.retain(|(i, _)| *i < indent || (*i == indent && !item));
-        let Some((key, value)) = rest.split_once(':') else {
-            continue;
-        };
-        if key.contains(' ') && !key.starts_with('\'') || key.starts_with('{') {
-            continue;
-        }
-        let value = value.trim();
-        if matches!(value, "|" | ">" | ">-" | "|-") {
-            scalar_above = Some(indent);
-        }
-        match open.last_mut() {
-            Some((i, keys)) if *i == indent => {
-                if !keys.insert(key.to_owned()) {
-                    dups.push((n + 1, key.to_owned()));
-                }
-            }
-            _ => open.push((indent, BTreeSet::from([key.to_owned()]))),
-        }
-    }
-    dups
-}
-
-#[test]
-fn no_mapping_in_the_document_repeats_a_key() {
-    let text = fs::read_to_string(root().join("docs/openapi.yaml")).expect("read openapi.yaml");
-    let dups = duplicate_keys(&text);
-    assert!(
-        dups.is_empty(),
-        "keys repeated in one mapping of docs/openapi.yaml (a YAML parser keeps only the last): {dups:?}"
-    );
-    // The checker itself sees a repeat, and not keys of sibling mappings or of list items.
-    let sample = "a:\n  b: 1\n  c: |\n    b: text\n  b: 2\nd:\n  - e: 1\n  - e: 2\n";
-    assert_eq!(duplicate_keys(sample), vec![(5, "b".to_owned())]);
-}
-
-#[test]
-fn every_schema_reference_resolves() {
-    let text = fs::read_to_string(root().join("docs/openapi.yaml")).expect("read openapi.yaml");
-    let mut defined = BTreeSet::new();
-    let mut kind = "";
-    for line in text.lines() {
-        if line.starts_with("  ") && !line.starts_with("   ") && line.trim_end().ends_with(':') {
-            kind = line.trim().trim_end_matches(':');
-        } else if line.starts_with("    ") && !line.starts_with("     ") {
-            if let Some(name) = line.trim().strip_suffix(':') {
-                defined.insert(format!("#/components/{kind}/{name}"));
-            }
-        }
-    }
-    let missing: BTreeSet<&str> = text
-        .lines()
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("- ")
-                .unwrap_or(l.trim())
-                .strip_prefix("$ref: ")
-        })
-        .map(|r| r.trim_matches('\''))
-        .filter(|r| !defined.contains(*r))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "$ref targets not defined in docs/openapi.yaml: {missing:?}"
-    );
 }

@@ -30,7 +30,7 @@ use crate::domain::availability::LevelQuantities;
 use crate::metrics::METRICS;
 
 /// Where a read was answered from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Cache,

@@ -215,7 +215,8 @@ pub async fn allocate(
     .map(|_| ())
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = PreorderAllocation)]
 pub struct AllocationRow {
     #[serde(skip)]
     pub id: i64,

@@ -70,7 +70,7 @@ pub struct LocationTerms {
     pub safety_stock: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LocationAvailability {
     pub location_id: String,
     pub kind: LocationKind,
@@ -82,7 +82,7 @@ pub struct LocationAvailability {
 }
 
 /// Stock on its way to one destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct InTransit {
     pub to_location_id: String,
     pub quantity: i64,

@@ -53,7 +53,7 @@ impl Selector {
 }
 
 /// `"all"`, `"ship_from"` or a list of location ids, as the API shows and takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum LocationsField {
     Named(String),
@@ -79,7 +79,7 @@ pub struct ChannelDef {
 }
 
 /// A channel as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChannelView {
     pub channel: String,
     pub locations: LocationsField,
@@ -160,7 +160,7 @@ impl Terms {
 }
 
 /// A per-SKU override; `None` is the channel's value.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SkuOverride {
     pub buffer_units: Option<i64>,
@@ -200,7 +200,7 @@ fn invalid(field: &'static str, message: impl Into<String>) -> Invalid {
 
 /// `PUT /v1/channels/{channel}`: the whole definition (left-out buffer and percent are the
 /// defaults).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelInput {
     pub locations: Option<LocationsField>,

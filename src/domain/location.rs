@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::is_valid_location_id;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LocationKind {
     Store,
@@ -32,7 +32,7 @@ impl LocationKind {
 }
 
 /// A location as stored and served.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Location {
     pub location_id: String,
     pub name: String,
@@ -50,29 +50,39 @@ pub struct Location {
 }
 
 /// The body of `PUT /v1/locations/{id}` (and a row of `import locations`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocationInput {
+    /// 1-200 characters after trimming surrounding whitespace (stored trimmed).
     pub name: String,
     pub kind: LocationKind,
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     pub lon: f64,
+    /// Customers may pick up orders here (stores only are considered for pickup).
     #[serde(default)]
     pub pickup: bool,
+    /// Ships to customers (warehouses and the e-shop ship regardless).
     #[serde(default)]
     pub ship_from: bool,
+    /// Units kept back from `available` at this location (0 to 1000000000).
     #[serde(default)]
     pub safety_stock: i64,
+    /// Orders routed here per local day; null means unlimited.
     #[serde(default)]
     pub daily_order_capacity: Option<i64>,
+    /// IANA time zone known to PostgreSQL (e.g. `Asia/Taipei`); "today" for capacity is
+    /// counted in it. Null means `UTC`.
     #[serde(default)]
     pub timezone: Option<String>,
+    /// Low-stock alert threshold here (a SKU's own wins); null means the daemon's default.
     #[serde(default)]
     pub low_stock_threshold: Option<i64>,
 }
 
 /// One invalid field: which, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: &'static str,
     pub problem: String,

@@ -22,7 +22,7 @@ pub fn max_clock_skew() -> Duration {
     Duration::hours(24)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MovementKind {
     Receipt,
@@ -103,7 +103,7 @@ impl MovementKind {
 }
 
 /// A validated movement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Movement {
     pub event_id: String,
     pub location_id: String,

@@ -10,7 +10,7 @@ pub const MAX_TTL_SECONDS: i64 = 24 * 3600;
 /// Most lines one reservation or order may carry.
 pub const MAX_LINES: usize = 200;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Held,
@@ -67,7 +67,7 @@ pub fn valid_ttl(ttl_seconds: i64) -> Result<i64, String> {
 }
 
 /// A line that cannot be held.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Shortfall {
     pub sku: String,
     pub requested: i64,

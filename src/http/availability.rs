@@ -3,21 +3,24 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use chrono::DateTime;
 use chrono::Utc;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+
+use utoipa::{OpenApi, ToSchema};
 
 use super::atp::{self, Supply};
 use super::auth::{Caller, Scope};
 use super::channels::resolve;
-use super::error::ApiError;
+use super::error::{ApiError, Details};
 use super::extract::{ApiJson, ApiQuery, SkuPath};
+use super::openapi as doc;
 use super::{validate, AppState};
-use crate::cache::Answer;
+use crate::cache::{Answer, Source};
 use crate::channels::{includes, ChannelSet};
 use crate::db;
 use crate::directory::Directory;
-use crate::domain::availability::{available, summarize_with};
+use crate::domain::availability::{available, summarize_with, InTransit, LocationAvailability};
 use crate::domain::channel::{pool_available, ChannelDef};
 use crate::domain::geo::haversine_km;
 use crate::domain::location::LocationKind;
@@ -32,18 +35,47 @@ pub fn router() -> Router<AppState> {
         .route("/v1/availability/{sku}/nearby", get(nearby))
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(batch, one, nearby))]
+pub struct Doc;
+
 #[derive(Deserialize)]
 struct ChannelQuery {
     channel: Option<String>,
     at: Option<String>,
 }
 
+/// Availability of one SKU, per location
+///
+/// Scope: `read`. `available` summed over the locations of the channel, each location's
+/// `on_hand`, `reserved`, `available` and `in_transit`, and stock in transit per
+/// destination. A checkout shows "in stock" from `available` (channel `online`); a store
+/// tablet shows where the item is (channel `all`). A SKU never seen answers 200 with
+/// `available` 0 and no locations.
+#[utoipa::path(
+    get,
+    path = "/v1/availability/{sku}",
+    tag = "availability",
+    operation_id = "getAvailability",
+    params(
+        ("sku" = String, Path, description = doc::SKUPATH),
+        ("channel" = Option<String>, Query, description = doc::CHANNELQUERY),
+        ("at" = Option<String>, Query, description = doc::ATQUERY),
+    ),
+    responses(
+        (status = 200, description = "The SKU's availability.", body = SkuAnswer),
+        (status = 400, response = doc::Malformed),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Invalid),
+    ),
+    extensions(("x-required-scope" = json!("read"))),
+)]
 async fn one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     SkuPath(sku): SkuPath,
     ApiQuery(q): ApiQuery<ChannelQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SkuAnswer>, ApiError> {
     caller.require(Scope::Read)?;
     let (set, channel) = resolve(&state, q.channel.as_deref()).await?;
     let at = atp::parse(q.at.as_deref())?;
@@ -63,16 +95,51 @@ async fn one(
         |id, t| includes(&channel, id, t),
         promise(&set, &channel, &sku, supply.as_ref()),
     );
-    Ok(Json(json!({
-        "sku": sku,
-        "channel": channel.channel,
-        "available": a.available,
-        "locations": a.locations,
-        "in_transit": a.in_transit,
-        "as_of": Utc::now(),
-        "source": answer.source,
-        "age_ms": age_ms(&answer),
-    })))
+    Ok(Json(SkuAnswer {
+        sku,
+        channel: channel.channel,
+        available: a.available,
+        locations: a.locations,
+        in_transit: a.in_transit,
+        as_of: Utc::now(),
+        source: answer.source,
+        age_ms: age_ms(&answer),
+    }))
+}
+
+/// One SKU's availability: the channel's total and each location's part.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Availability)]
+struct SkuAnswer {
+    sku: String,
+    channel: String,
+    /// Summed over the channel's locations (its share at each).
+    available: i64,
+    locations: Vec<LocationAvailability>,
+    /// Per destination, what transfers have shipped and not yet delivered.
+    in_transit: Vec<InTransit>,
+    as_of: DateTime<Utc>,
+    /// Where the numbers came from: Redis (`cache`) or PostgreSQL (`database`).
+    source: Source,
+    /// How old the answer may be, in milliseconds (null when Redis had no watermark to tell).
+    age_ms: Option<u64>,
+}
+
+/// Totals of many SKUs, one item per SKU asked, in request order.
+#[derive(Serialize, ToSchema)]
+#[schema(as = BatchAvailability)]
+struct BatchAnswer {
+    channel: String,
+    items: Vec<BatchItem>,
+    as_of: DateTime<Utc>,
+    source: Source,
+    age_ms: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct BatchItem {
+    sku: String,
+    available: i64,
 }
 
 /// What a channel may promise of one SKU at a location: its share of the available there,
@@ -98,7 +165,7 @@ fn age_ms(answer: &Answer) -> Option<u64> {
         .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchRequest {
     skus: Vec<String>,
@@ -109,16 +176,40 @@ struct BatchRequest {
     at: Option<String>,
 }
 
+/// Availability of many SKUs at once
+///
+/// Scope: `read`. Totals only, for 1 to 500 SKUs: what a checkout or a product listing
+/// page asks for a cart or a page of products. Repeated SKUs are answered once per
+/// occurrence, in request order. Answered from Redis, or from PostgreSQL when Redis misses
+/// or fails (`source`).
+#[utoipa::path(
+    post,
+    path = "/v1/availability",
+    tag = "availability",
+    operation_id = "batchAvailability",
+    request_body(content = BatchRequest, example = json!({"skus": ["TEE-112-BLK-L", "GIFT CARD/500"], "channel": "online"})),
+    responses(
+        (status = 200, description = "One item per requested SKU.", body = BatchAnswer),
+        (status = 400, response = doc::Malformed),
+        (status = 404, response = doc::NotFound),
+        (status = 413, response = doc::PayloadTooLarge),
+        (status = 422, response = doc::Invalid),
+    ),
+    extensions(("x-required-scope" = json!("read"))),
+)]
 async fn batch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<BatchRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchAnswer>, ApiError> {
     caller.require(Scope::Read)?;
     if req.skus.is_empty() || req.skus.len() > MAX_BATCH_SKUS {
         return Err(ApiError::Invalid {
             message: format!("`skus` must hold 1 to {MAX_BATCH_SKUS} SKUs"),
-            details: json!({ "field": "skus", "count": req.skus.len() }),
+            details: Details::FieldCount {
+                field: "skus".into(),
+                count: req.skus.len(),
+            },
         });
     }
     for sku in &req.skus {
@@ -137,7 +228,7 @@ async fn batch(
             levels.iter().flatten().map(|l| l.location_id.as_str()),
         )
         .await?;
-    let items: Vec<Value> = skus
+    let items: Vec<BatchItem> = skus
         .iter()
         .zip(levels)
         .map(|(sku, l)| {
@@ -147,16 +238,19 @@ async fn batch(
                 |id, t| includes(&channel, id, t),
                 promise(&set, &channel, sku, supply.as_ref()),
             );
-            json!({ "sku": sku, "available": a.available })
+            BatchItem {
+                sku: sku.to_string(),
+                available: a.available,
+            }
         })
         .collect();
-    Ok(Json(json!({
-        "channel": channel.channel,
-        "items": items,
-        "as_of": Utc::now(),
-        "source": answer.source,
-        "age_ms": age_ms(&answer),
-    })))
+    Ok(Json(BatchAnswer {
+        channel: channel.channel,
+        items,
+        as_of: Utc::now(),
+        source: answer.source,
+        age_ms: age_ms(&answer),
+    }))
 }
 
 pub const DEFAULT_RADIUS_KM: f64 = 50.0;
@@ -173,15 +267,43 @@ struct NearbyQuery {
     at: Option<String>,
 }
 
-/// Stores near a point that have the SKU, nearest first, for store staff helping a customer.
-/// Each says how old its latest movement and latest count are, so staff know how much to trust
-/// the number. Read from PostgreSQL: the cache does not carry those timestamps.
+/// Stores near a point that have the SKU
+///
+/// Scope: `read`. Stores (kind `store`) within `radius_km` of (`lat`, `lon`) whose
+/// `available` is above 0, nearest first (ties: location id), at most `limit`. Each says
+/// how old its latest movement and latest count are, so store staff on a tablet know how
+/// far to trust the number before sending a customer there. Read from PostgreSQL.
+#[utoipa::path(
+    get,
+    path = "/v1/availability/{sku}/nearby",
+    tag = "availability",
+    operation_id = "nearbyAvailability",
+    params(
+        ("sku" = String, Path, description = doc::SKUPATH),
+        ("at" = Option<String>, Query, description = doc::ATQUERY),
+        ("lat" = f64, Query, description = "Latitude of the customer or store (required with `lon`; else 422 with field `lat`)."),
+        ("lon" = f64, Query, description = "Longitude (required with `lat`; an invalid one is reported as field `lat`)."),
+        ("radius_km" = Option<f64>, Query),
+        ("limit" = Option<i64>, Query, description = "Most stores returned. A negative or non-integer value is a 400."),
+        ("channel" = Option<String>, Query, description = doc::CHANNELQUERY),
+    ),
+    responses(
+        (status = 200, description = "Stores that have it, nearest first.", body = NearbyAnswer),
+        (status = 400, response = doc::Malformed),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Invalid),
+    ),
+    extensions(("x-required-scope" = json!("read"))),
+)]
+// Stores near a point that have the SKU, nearest first, for store staff helping a customer.
+// Each says how old its latest movement and latest count are, so staff know how much to trust
+// the number. Read from PostgreSQL: the cache does not carry those timestamps.
 async fn nearby(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     SkuPath(sku): SkuPath,
     ApiQuery(q): ApiQuery<NearbyQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NearbyAnswer>, ApiError> {
     caller.require(Scope::Read)?;
     let at = atp::parse(q.at.as_deref())?;
     let field = ApiError::field;
@@ -213,7 +335,7 @@ async fn nearby(
         .covering(&state.pool, levels.iter().map(|l| l.location_id.as_str()))
         .await?;
     let now = Utc::now();
-    let mut stores: Vec<(f64, Value)> = levels
+    let mut stores: Vec<(f64, NearbyStore)> = levels
         .iter()
         .filter_map(|lv| {
             let loc = locations.get(&lv.location_id)?;
@@ -232,35 +354,66 @@ async fn nearby(
                     |t: Option<chrono::DateTime<Utc>>| t.map(|t| (now - t).num_seconds().max(0));
                 (
                     d,
-                    json!({
-                        "location_id": loc.location_id,
-                        "name": loc.name,
-                        "distance_km": (d * 100.0).round() / 100.0,
-                        "available": avail,
-                        "pickup": loc.pickup,
-                        "last_movement_at": lv.last_movement_at,
-                        "last_movement_age_seconds": age(lv.last_movement_at),
-                        "last_count_at": lv.last_count_at,
-                        "last_count_age_seconds": age(lv.last_count_at),
-                    }),
+                    NearbyStore {
+                        location_id: loc.location_id.clone(),
+                        name: loc.name.clone(),
+                        distance_km: (d * 100.0).round() / 100.0,
+                        available: avail,
+                        pickup: loc.pickup,
+                        last_movement_at: lv.last_movement_at,
+                        last_movement_age_seconds: age(lv.last_movement_at),
+                        last_count_at: lv.last_count_at,
+                        last_count_age_seconds: age(lv.last_count_at),
+                    },
                 )
             })
         })
         .collect();
     stores.sort_by(|a, b| {
-        a.0.total_cmp(&b.0).then_with(|| {
-            a.1["location_id"]
-                .as_str()
-                .cmp(&b.1["location_id"].as_str())
-        })
+        a.0.total_cmp(&b.0)
+            .then_with(|| a.1.location_id.cmp(&b.1.location_id))
     });
     stores.truncate(limit);
-    Ok(Json(json!({
-        "sku": sku,
-        "channel": channel.channel,
-        "origin": { "lat": lat, "lon": lon },
-        "radius_km": radius,
-        "stores": stores.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
-        "as_of": now,
-    })))
+    Ok(Json(NearbyAnswer {
+        sku: sku.clone(),
+        channel: channel.channel.clone(),
+        origin: Point { lat, lon },
+        radius_km: radius,
+        stores: stores.into_iter().map(|(_, v)| v).collect(),
+        as_of: now,
+    }))
+}
+
+/// Stores near a point that have the SKU, nearest first.
+#[derive(Serialize, ToSchema)]
+#[schema(as = NearbyStores)]
+struct NearbyAnswer {
+    sku: String,
+    channel: String,
+    origin: Point,
+    radius_km: f64,
+    stores: Vec<NearbyStore>,
+    as_of: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Point {
+    lat: f64,
+    lon: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct NearbyStore {
+    location_id: String,
+    name: String,
+    /// Great-circle distance from the point, rounded to 10 m.
+    distance_km: f64,
+    available: i64,
+    pickup: bool,
+    /// `occurred_at` of its newest movement of the SKU, and how long ago.
+    last_movement_at: Option<DateTime<Utc>>,
+    last_movement_age_seconds: Option<i64>,
+    /// `occurred_at` of its latest count of the SKU, and how long ago.
+    last_count_at: Option<DateTime<Utc>>,
+    last_count_age_seconds: Option<i64>,
 }

@@ -7,11 +7,13 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::Serialize;
-use serde_json::json;
+
+use utoipa::{OpenApi, ToSchema};
 
 use super::auth::{Caller, Scope};
-use super::error::ApiError;
+use super::error::{ApiError, Details};
 use super::extract::{ApiJson, ApiPath};
+use super::openapi as doc;
 use super::{validate, AppState};
 use crate::channels::ChannelSet;
 use crate::db;
@@ -28,6 +30,10 @@ pub fn router() -> Router<AppState> {
             get(get_override).put(put_override).delete(delete_override),
         )
 }
+
+#[derive(OpenApi)]
+#[openapi(paths(list, get_one, put, get_override, put_override, delete_override))]
+pub struct Doc;
 
 fn invalid(e: Invalid) -> ApiError {
     ApiError::field(e.field, e.message)
@@ -73,11 +79,24 @@ pub async fn resolve(
     Ok((set, def))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ChannelList {
     channels: Vec<ChannelView>,
 }
 
+/// Every sales channel
+///
+/// Scope `read`. The built-in `all` and `online`, and every defined channel, by name.
+#[utoipa::path(
+    get,
+    path = "/v1/channels",
+    tag = "channels",
+    operation_id = "listChannels",
+    responses(
+        (status = 200, description = "The channels.", body = ChannelList),
+    ),
+    extensions(("x-required-scope" = json!("read"))),
+)]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -96,6 +115,24 @@ async fn known(state: &AppState, name: &str) -> Result<ChannelDef, ApiError> {
         .ok_or_else(|| not_found(name))
 }
 
+/// One sales channel
+///
+/// Scope `read`.
+#[utoipa::path(
+    get,
+    path = "/v1/channels/{channel}",
+    tag = "channels",
+    operation_id = "getChannel",
+    params(
+        ("channel" = String, Path, description = doc::CHANNELPATH),
+    ),
+    responses(
+        (status = 200, description = "The channel.", body = ChannelView),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Invalid),
+    ),
+    extensions(("x-required-scope" = json!("read"))),
+)]
 async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -105,8 +142,35 @@ async fn get_one(
     Ok(Json(ChannelView::from(&known(&state, &name).await?)))
 }
 
-/// Creates (201) or replaces (200) a channel. Every SKU's totals may change with it: all are
-/// marked for the channel feed, which publishes those that did.
+/// Create or replace a sales channel's pool
+///
+/// Scope `admin`. Creates (201) or replaces (200) the channel whole: `locations` (a list of
+/// registered location ids, `"ship_from"` or `"all"`), `buffer_units` (>= 0, default 0),
+/// `max_percent` (1-100, default 100). The built-in `all` and `online` take a buffer and a
+/// percent, but their locations are fixed (`locations`, if given, must be theirs). Bad
+/// input is a 422 naming the field; a list with unknown locations lists them in
+/// `details.unknown`. Every daemon reloads its channels; totals that changed are published
+/// on `inventory.channels.<channel>`.
+#[utoipa::path(
+    put,
+    path = "/v1/channels/{channel}",
+    tag = "channels",
+    operation_id = "putChannel",
+    params(
+        ("channel" = String, Path, description = doc::CHANNELPATH),
+    ),
+    request_body(content = ChannelInput, example = json!({"locations": ["WH-TPE", "TW001"], "buffer_units": 2, "max_percent": 50})),
+    responses(
+        (status = 200, description = "Replaced.", body = ChannelView),
+        (status = 201, description = "Created.", body = ChannelView),
+        (status = 400, response = doc::Malformed),
+        (status = 413, response = doc::PayloadTooLarge),
+        (status = 422, response = doc::Invalid),
+    ),
+    extensions(("x-required-scope" = json!("admin"))),
+)]
+// Creates (201) or replaces (200) a channel. Every SKU's totals may change with it: all are
+// marked for the channel feed, which publishes those that did.
 async fn put(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -117,14 +181,21 @@ async fn put(
     let def = input.validate(&name).map_err(invalid)?;
     if let Selector::Locations(ids) = &def.selector {
         let known = db::locations::known_ids(&state.pool, ids).await?;
-        let unknown: Vec<&String> = ids.iter().filter(|id| !known.contains(*id)).collect();
+        let unknown: Vec<String> = ids
+            .iter()
+            .filter(|id| !known.contains(*id))
+            .cloned()
+            .collect();
         if !unknown.is_empty() {
             return Err(ApiError::Invalid {
                 message: format!(
                     "{} of the listed locations are not registered",
                     unknown.len()
                 ),
-                details: json!({ "field": "locations", "unknown": unknown }),
+                details: Details::UnknownLocations {
+                    field: "locations".into(),
+                    unknown,
+                },
             });
         }
     }
@@ -143,7 +214,7 @@ async fn put(
 }
 
 /// An override as the API shows it: what is set (null: the channel's), and the terms in force.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct OverrideView {
     channel: String,
     sku: String,
@@ -153,7 +224,7 @@ struct OverrideView {
     effective: Effective,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Effective {
     buffer_units: i64,
     max_percent: i64,
@@ -183,6 +254,25 @@ async fn path(state: &AppState, name: &str, sku: &str) -> Result<ChannelDef, Api
     known(state, name).await
 }
 
+/// A SKU's override in a channel
+///
+/// Scope `read`. What is set (null fields are the channel's) and the terms in force.
+#[utoipa::path(
+    get,
+    path = "/v1/channels/{channel}/skus/{sku}",
+    tag = "channels",
+    operation_id = "getChannelSkuOverride",
+    params(
+        ("channel" = String, Path, description = doc::CHANNELPATH),
+        ("sku" = String, Path, description = doc::SKUPATH),
+    ),
+    responses(
+        (status = 200, description = "The override (all null when there is none).", body = OverrideView),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Invalid),
+    ),
+    extensions(("x-required-scope" = json!("read"))),
+)]
 async fn get_override(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -194,7 +284,31 @@ async fn get_override(
     Ok(Json(override_view(&def, &sku, o.as_ref())))
 }
 
-/// Creates (201) or replaces (200) a SKU's override; fields left out are the channel's.
+/// Override a channel's terms for one SKU
+///
+/// Scope `admin`. Creates (201) or replaces (200) the override: `buffer_units` (>= 0),
+/// `max_percent` (1-100), `enabled` (false: the channel sells none of this SKU); fields
+/// left out or null are the channel's. Unknown channel: 404.
+#[utoipa::path(
+    put,
+    path = "/v1/channels/{channel}/skus/{sku}",
+    tag = "channels",
+    operation_id = "putChannelSkuOverride",
+    params(
+        ("channel" = String, Path, description = doc::CHANNELPATH),
+        ("sku" = String, Path, description = doc::SKUPATH),
+    ),
+    request_body(content = SkuOverride, example = json!({"max_percent": 80})),
+    responses(
+        (status = 200, description = "Replaced.", body = OverrideView),
+        (status = 201, description = "Created.", body = OverrideView),
+        (status = 400, response = doc::Malformed),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Invalid),
+    ),
+    extensions(("x-required-scope" = json!("admin"))),
+)]
+// Creates (201) or replaces (200) a SKU's override; fields left out are the channel's.
 async fn put_override(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -218,15 +332,35 @@ async fn put_override(
     Ok((status, Json(override_view(&def, &sku, Some(&o)))))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Deleted {
     deleted: bool,
     #[serde(flatten)]
     now: OverrideView,
 }
 
-/// Removes a SKU's override (the channel's terms apply again). Idempotent: `deleted` says
-/// whether there was one.
+/// Remove a SKU's override
+///
+/// Scope `admin`. The channel's terms apply to the SKU again. Idempotent: `deleted` says
+/// whether there was an override.
+#[utoipa::path(
+    delete,
+    path = "/v1/channels/{channel}/skus/{sku}",
+    tag = "channels",
+    operation_id = "deleteChannelSkuOverride",
+    params(
+        ("channel" = String, Path, description = doc::CHANNELPATH),
+        ("sku" = String, Path, description = doc::SKUPATH),
+    ),
+    responses(
+        (status = 200, description = "The SKU's terms now.", body = Deleted),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Invalid),
+    ),
+    extensions(("x-required-scope" = json!("admin"))),
+)]
+// Removes a SKU's override (the channel's terms apply again). Idempotent: `deleted` says
+// whether there was one.
 async fn delete_override(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -6,11 +6,14 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::auth::Scope;
 use crate::db::{self, Unavailable};
 use crate::domain::location::FieldError;
+use crate::domain::reservation::{Shortfall, Status};
+use crate::domain::routing::Considered;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -33,12 +36,12 @@ pub enum ApiError {
     Conflict {
         code: &'static str,
         message: String,
-        details: Value,
+        details: Details,
     },
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
     #[error("invalid request: {message}")]
-    Invalid { message: String, details: Value },
+    Invalid { message: String, details: Details },
     #[error("rate limit exceeded")]
     RateLimited(Duration),
     #[error("{0} is unavailable")]
@@ -56,7 +59,7 @@ impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
         ApiError::Invalid {
             message: message.into(),
-            details: Value::Null,
+            details: Details::None,
         }
     }
 
@@ -64,14 +67,14 @@ impl ApiError {
     pub fn field(field: &str, message: impl Into<String>) -> Self {
         ApiError::Invalid {
             message: message.into(),
-            details: json!({ "field": field }),
+            details: Details::field(field),
         }
     }
 
     pub fn invalid_fields(errors: Vec<FieldError>) -> Self {
         ApiError::Invalid {
             message: "some fields are invalid".into(),
-            details: json!({ "fields": errors }),
+            details: Details::Fields { fields: errors },
         }
     }
 
@@ -94,6 +97,97 @@ impl ApiError {
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
+}
+
+/// The one error body of the API.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// Stable code: `malformed_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `method_not_allowed`, `payload_too_large`, `invalid_request`, `insufficient_stock`,
+    /// `no_fulfilment_option`, `reservation_not_held`, `contended`, `supply_preordered`,
+    /// `transfer_supply`, `rate_limited`, `unavailable` or `internal`.
+    #[schema(example = "not_found")]
+    pub error: &'static str,
+    /// For people; not stable.
+    pub message: String,
+    /// Machine-readable details for the code, or null.
+    pub details: Details,
+}
+
+/// What a client needs to act on an error, by code; null when there is nothing to add.
+/// Kept as one untagged enum so that every shape the API sends is written down here.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Details {
+    /// `invalid_request` (and some conflicts): the field or path parameter at fault, by its
+    /// JSON path when nested (`lines[0].quantity`).
+    Field {
+        field: String,
+    },
+    /// `invalid_request` of a batch with too few or too many SKUs.
+    FieldCount {
+        field: String,
+        count: usize,
+    },
+    /// `invalid_request` of a channel over locations that are not registered.
+    UnknownLocations {
+        field: String,
+        unknown: Vec<String>,
+    },
+    /// `invalid_request` of a location body: every bad field at once.
+    Fields {
+        fields: Vec<FieldError>,
+    },
+    /// `forbidden`: the scope the key lacks.
+    RequiredScope {
+        required_scope: &'static str,
+    },
+    /// `forbidden`: a key bound to a location asked to act at another; this is its own.
+    Location {
+        location_id: String,
+    },
+    /// `rate_limited` and `unavailable`: seconds to wait (also in `Retry-After`).
+    RetryAfter {
+        retry_after_seconds: u64,
+    },
+    /// `insufficient_stock`: every line that cannot be held (after merging repeated SKUs).
+    Shortfall {
+        lines: Vec<Shortfall>,
+    },
+    /// `reservation_not_held`: the reservation's status (`expired` for a lapsed hold).
+    Status {
+        status: Status,
+    },
+    /// `no_fulfilment_option`: why each location was or was not chosen and, for a pickup at a
+    /// given location that cannot serve it, up to 5 nearest pickup stores that could.
+    NoOption {
+        explanation: Vec<Considered>,
+        alternatives: Vec<Alternative>,
+    },
+    /// `supply_preordered`: what preorders hold on the line, and what the change would leave.
+    Preordered {
+        field: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        remaining: Option<i64>,
+        preordered: i64,
+    },
+    None,
+}
+
+impl Details {
+    pub fn field(field: impl Into<String>) -> Self {
+        Details::Field {
+            field: field.into(),
+        }
+    }
+}
+
+/// A pickup store that could serve an order the asked one cannot.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Alternative {
+    pub location_id: String,
+    pub distance_km: f64,
 }
 
 /// Seconds a client is told to wait before retrying a 503.
@@ -131,13 +225,21 @@ impl IntoResponse for ApiError {
             ApiError::Invalid { details, .. } | ApiError::Conflict { details, .. } => {
                 details.clone()
             }
-            ApiError::Forbidden(scope) => json!({ "required_scope": scope.as_str() }),
-            ApiError::OtherLocation(own) => json!({ "location_id": own }),
-            ApiError::RateLimited(wait) => json!({ "retry_after_seconds": wait.as_secs().max(1) }),
+            ApiError::Forbidden(scope) => Details::RequiredScope {
+                required_scope: scope.as_str(),
+            },
+            ApiError::OtherLocation(own) => Details::Location {
+                location_id: own.clone(),
+            },
+            ApiError::RateLimited(wait) => Details::RetryAfter {
+                retry_after_seconds: wait.as_secs().max(1),
+            },
             ApiError::Unavailable(_) | ApiError::Retry(_) | ApiError::TimedOut(_) => {
-                json!({ "retry_after_seconds": RETRY_AFTER.as_secs() })
+                Details::RetryAfter {
+                    retry_after_seconds: RETRY_AFTER.as_secs(),
+                }
             }
-            _ => Value::Null,
+            _ => Details::None,
         };
         let message = match &self {
             ApiError::Invalid { message, .. } | ApiError::Conflict { message, .. } => {
@@ -151,7 +253,11 @@ impl IntoResponse for ApiError {
         };
         let mut response = (
             status,
-            Json(json!({ "error": code, "message": message, "details": details })),
+            Json(ErrorBody {
+                error: code,
+                message,
+                details,
+            }),
         )
             .into_response();
         let retry_after = match self {

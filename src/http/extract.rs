@@ -189,7 +189,11 @@ mod tests {
     /// (status, error code, details) of the answer to a body.
     fn answer(body: &str) -> (u16, &'static str, Value) {
         match from_json::<Body>(body.as_bytes()).expect_err("rejected") {
-            ApiError::Invalid { details, .. } => (422, "invalid_request", details),
+            ApiError::Invalid { details, .. } => (
+                422,
+                "invalid_request",
+                serde_json::to_value(details).expect("details are JSON"),
+            ),
             ApiError::Malformed(_) => (400, "malformed_request", Value::Null),
             other => panic!("{body:?}: unexpected {other:?}"),
         }
@@ -266,7 +270,7 @@ mod tests {
                 matches!(
                     &e,
                     ApiError::Invalid {
-                        details: Value::Null,
+                        details: crate::http::error::Details::None,
                         ..
                     }
                 ),

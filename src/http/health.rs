@@ -9,8 +9,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::json;
 use tokio::sync::Mutex;
+
+use utoipa::{OpenApi, ToSchema};
 
 use super::AppState;
 use crate::db;
@@ -23,8 +24,31 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics_text))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(OpenApi)]
+#[openapi(paths(healthz, readyz, metrics_text))]
+pub struct Doc;
+
+/// Liveness
+///
+/// No key. 200 while the process serves HTTP; for the orchestrator's liveness probe.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    responses(
+        (status = 200, description = "Alive.", body = Alive),
+    ),
+    security(()),
+)]
+async fn healthz() -> Json<Alive> {
+    Json(Alive { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+struct Alive {
+    /// Always `ok`.
+    status: &'static str,
 }
 
 /// How long one probe of PostgreSQL and Redis answers `/readyz`: a load balancer polling
@@ -82,7 +106,7 @@ impl Readiness {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Checks {
     postgres: &'static str,
     redis: &'static str,
@@ -90,7 +114,8 @@ struct Checks {
     jobs: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Readiness)]
 struct ReadinessBody {
     status: &'static str,
     checks: Checks,
@@ -98,10 +123,29 @@ struct ReadinessBody {
     down_jobs: Vec<&'static str>,
 }
 
-/// Ready when PostgreSQL and NATS answer and every background job runs. Redis down is
-/// reported as `degraded` but stays ready: reads fall back to PostgreSQL, and pulling every
-/// instance out of the load balancer because the cache is down would turn a slowdown into an
-/// outage.
+/// Readiness
+///
+/// No key. Ready (200) when PostgreSQL and NATS answer and every background job runs. Redis
+/// down is `degraded` but still 200 (reads fall back to PostgreSQL); PostgreSQL or NATS
+/// down, or a background job dead (waiting to be restarted; `down_jobs` names it), is
+/// `unavailable` with 503. PostgreSQL and Redis are probed at most about once a second; the
+/// probe is shared by the calls within that second. For load balancers. The 503 body is
+/// this object, not the error body.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready (`ready`) or ready without Redis (`degraded`).", body = ReadinessBody),
+        (status = 503, description = "Not ready (`unavailable`).", body = ReadinessBody),
+    ),
+    security(()),
+)]
+// Ready when PostgreSQL and NATS answer and every background job runs. Redis down is
+// reported as `degraded` but stays ready: reads fall back to PostgreSQL, and pulling every
+// instance out of the load balancer because the cache is down would turn a slowdown into an
+// outage.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let mut probe = state.readiness.probe(&state).await;
     // The watch knows of a lost server at once; the cached probe may be a second old.
@@ -136,6 +180,19 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (code, Json(body))
 }
 
+/// Prometheus metrics
+///
+/// No key. Counters and gauges in the Prometheus text format (version 0.0.4), for scrapers.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition.", body = String, content_type = "text/plain; version=0.0.4"),
+    ),
+    security(()),
+)]
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     // Values this daemon holds rather than counts: set from it at each scrape.
     ::metrics::gauge!(metrics::CACHE_DIRTY_SKUS).set(state.cache.dirty_count() as f64);

@@ -9,9 +9,12 @@ use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use utoipa::{OpenApi, ToSchema};
+
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::{ApiQuery, SkuPath};
+use super::openapi as doc;
 use super::{validate, AppState};
 use crate::db;
 use crate::domain::availability::available;
@@ -21,19 +24,23 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/levels/{sku}", get(levels))
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(levels))]
+pub struct Doc;
+
 #[derive(Deserialize)]
 struct LevelsQuery {
     location_id: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LevelsAnswer {
     sku: String,
     levels: Vec<Level>,
     as_of: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Level {
     location_id: String,
     name: String,
@@ -51,6 +58,27 @@ struct Level {
     last_count_age_seconds: Option<i64>,
 }
 
+/// Each location's level of one SKU, with how fresh it is
+///
+/// Scope: `read`. Read from PostgreSQL (the truth), not the Redis cache: every location
+/// with a level of the SKU (including those with nothing available), by location id, with
+/// the time of its newest movement and of its latest count and their ages in seconds. The
+/// store page shows these beside each number.
+#[utoipa::path(
+    get,
+    path = "/v1/levels/{sku}",
+    tag = "availability",
+    operation_id = "getLevels",
+    params(
+        ("sku" = String, Path, description = doc::SKUPATH),
+        ("location_id" = Option<String>, Query, description = "Only this location's level."),
+    ),
+    responses(
+        (status = 200, description = "The levels.", body = LevelsAnswer),
+        (status = 422, response = doc::Invalid),
+    ),
+    extensions(("x-required-scope" = json!("read"))),
+)]
 async fn levels(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -4,6 +4,7 @@ mod atp;
 pub mod auth;
 mod availability;
 mod channels;
+mod docs;
 pub mod error;
 mod extract;
 mod health;
@@ -12,6 +13,7 @@ mod levels;
 mod locations;
 mod metrics_layer;
 mod movements;
+pub mod openapi;
 mod ops;
 mod orders;
 mod page;
@@ -129,6 +131,7 @@ pub fn router(state: AppState, auth: Auth) -> Router {
     Router::new()
         .merge(health::router())
         .merge(page::router())
+        .merge(docs::router())
         .merge(v1)
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

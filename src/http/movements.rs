@@ -15,9 +15,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use utoipa::{OpenApi, ToSchema};
+
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::ApiQuery;
+use super::openapi as doc;
 use super::{validate, AppState};
 use crate::apply;
 use crate::db;
@@ -35,13 +38,28 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/movements", get(history).post(post))
 }
 
-#[derive(Serialize)]
+#[derive(OpenApi)]
+#[openapi(paths(post, history))]
+pub struct Doc;
+
+/// The body: one movement or an array of 1 to 1,000. Only documents it: the body is read as
+/// JSON and checked element by element, so that a bad element is answered alone.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum MovementBody {
+    One(Box<Movement>),
+    Many(Vec<Movement>),
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = MovementResults)]
 struct PostAnswer {
     results: Vec<ElementResult>,
 }
 
 /// What became of one posted element, in the order posted.
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Clone, ToSchema)]
 struct ElementResult {
     /// Null when the element carries no valid `event_id`.
     event_id: Option<String>,
@@ -52,7 +70,7 @@ struct ElementResult {
     message: Option<String>,
 }
 
-#[derive(Serialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Serialize, Clone, Copy, PartialEq, Eq, Debug, ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum Status {
     Applied,
@@ -75,6 +93,34 @@ impl ElementResult {
     }
 }
 
+/// Record movements over HTTP (for systems that cannot speak NATS)
+///
+/// Scope: `write`. One movement or an array of 1 to 1,000, with the same body and the same
+/// rules as on `inventory.movements.<location_id>`; each element's own `location_id` is its
+/// "subject". Valid movements are applied in one transaction (a movement the database
+/// refuses is isolated and rejected alone) and the answer comes after the commit, one
+/// result per element in order. An `event_id` counts once whichever way it came (NATS or
+/// HTTP): one already in the ledger, or repeated in the body, is a `duplicate`.
+/// Rejected elements are answered here, not dead-lettered; their `reason` is the
+/// dead-letter reason (`unknown_location`, `invalid_quantity`, …) or `forbidden_location`.
+/// A key bound to a location may post only that location's movements: others are rejected
+/// per element (`forbidden_location`), and a request with none of its own is a 403.
+/// Errors of the whole body: not JSON 400; an empty array or more than 1,000 elements 422
+/// (field `body`).
+#[utoipa::path(
+    post,
+    path = "/v1/movements",
+    tag = "movements",
+    operation_id = "postMovements",
+    request_body(content = MovementBody),
+    responses(
+        (status = 200, description = "Committed; one result per element, in order.", body = PostAnswer),
+        (status = 400, response = doc::Malformed),
+        (status = 413, response = doc::PayloadTooLarge),
+        (status = 422, response = doc::Invalid),
+    ),
+    extensions(("x-required-scope" = json!("write"))),
+)]
 async fn post(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -253,14 +299,15 @@ struct HistoryQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = MovementHistory)]
 struct HistoryAnswer {
     movements: Vec<HistoryItem>,
     /// Pass as `cursor` for the next (older) page; null on the last page.
     next_cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct HistoryItem {
     event_id: String,
     location_id: String,
@@ -314,6 +361,32 @@ impl From<HistoryRow> for HistoryItem {
     }
 }
 
+/// The movement ledger, newest first
+///
+/// Scope: `read`. What is behind a number: every recorded movement, newest recorded first,
+/// `limit` per page (default 50, at most 500). Pass `next_cursor` back as `cursor` for the
+/// next (older) page; it is null on the last. The order is the ledger id (insertion order),
+/// so paging never repeats a row and skips none of the rows committed when it started;
+/// rows recorded while paging show on a new first page. A key bound to a location sees only that location (another
+/// `location_id` is a 403). A bad parameter is a 422 naming it.
+#[utoipa::path(
+    get,
+    path = "/v1/movements",
+    tag = "movements",
+    operation_id = "listMovements",
+    params(
+        ("sku" = Option<String>, Query),
+        ("location_id" = Option<String>, Query),
+        ("since" = Option<String>, Query, description = "RFC 3339 time with offset; only movements that occurred at or after it (`occurred_at`, not `recorded_at`)."),
+        ("limit" = Option<i64>, Query),
+        ("cursor" = Option<String>, Query, description = "Opaque; `next_cursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "One page of the ledger.", body = HistoryAnswer),
+        (status = 422, response = doc::Invalid),
+    ),
+    extensions(("x-required-scope" = json!("read"))),
+)]
 async fn history(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

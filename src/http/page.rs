@@ -20,7 +20,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use utoipa::OpenApi;
+
 use super::error::ApiError;
+use super::openapi as doc;
 use super::AppState;
 
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -66,10 +69,50 @@ pub fn router() -> Router<AppState> {
         .route("/page/{asset}", get(asset))
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(index, asset))]
+pub struct Doc;
+
+/// The staff page (store app and ops view)
+///
+/// No key to load; the page asks for one and keeps it in the tab's `sessionStorage`. HTML
+/// embedded in the binary, with `Content-Security-Policy: default-src 'none'; script-src
+/// 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none';
+/// form-action 'none'; frame-ancestors 'none'`, `Cache-Control: no-cache` and an `ETag`
+/// (`If-None-Match` → 304).
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "page",
+    operation_id = "staffPage",
+    responses(
+        (status = 200, description = "The page.", body = String, content_type = "text/html"),
+        (status = 304, description = "Unchanged since the `ETag` given in `If-None-Match`."),
+    ),
+    security(()),
+)]
 async fn index(headers: HeaderMap) -> Response {
     serve(&INDEX, &headers)
 }
 
+/// A script, style sheet or image of the staff page
+///
+/// No key. Same headers as `/`. Anything else is a 404.
+#[utoipa::path(
+    get,
+    path = "/page/{asset}",
+    tag = "page",
+    operation_id = "pageAsset",
+    params(
+        ("asset" = String, Path),
+    ),
+    responses(
+        (status = 200, description = "The asset (`text/javascript`, `text/css` or `image/svg+xml`)."),
+        (status = 304, description = "Unchanged since the `ETag` given in `If-None-Match`."),
+        (status = 404, response = doc::NotFound),
+    ),
+    security(()),
+)]
 async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let asset = ASSETS
         .iter()

@@ -22,12 +22,14 @@ use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::Semaphore;
+
+use utoipa::{OpenApi, ToSchema};
 
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::extract::ApiQuery;
+use super::openapi as doc;
 use super::validate;
 use super::AppState;
 use crate::events_hub::{Delivery, Filter};
@@ -53,14 +55,35 @@ pub fn router() -> Router<AppState> {
         .route("/v1/stream/token", post(token))
 }
 
-#[derive(Serialize)]
+#[derive(OpenApi)]
+#[openapi(paths(stream, token))]
+pub struct Doc;
+
+#[derive(Serialize, ToSchema)]
 struct TokenAnswer {
     /// Opens `GET /v1/stream?token=` until `expires_at`; grants nothing else.
     token: String,
     expires_at: DateTime<Utc>,
 }
 
-/// Trades a key with the `read` scope for a short-lived stream token.
+/// A short-lived token that opens the live stream from a browser
+///
+/// Scope: `read`. Trades the caller's key for a token that opens `GET /v1/stream?token=`
+/// for 300 seconds and grants nothing else (no other route accepts it). It is signed with
+/// HMAC-SHA256 under `OMNISTOCK_STREAM_SECRET` (every daemon sharing the secret accepts
+/// it; unset, a random per-process secret, so a token works only on the daemon that issued
+/// it) and carries its expiry and the key's bound location, never the key. No body.
+#[utoipa::path(
+    post,
+    path = "/v1/stream/token",
+    tag = "stream",
+    operation_id = "streamToken",
+    responses(
+        (status = 200, description = "The token.", body = TokenAnswer),
+    ),
+    extensions(("x-required-scope" = json!("read"))),
+)]
+// Trades a key with the `read` scope for a short-lived stream token.
 async fn token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -68,6 +91,12 @@ async fn token(
     caller.require(Scope::Read)?;
     let (token, expires_at) = state.stream_tokens.issue(caller.grant(), Utc::now());
     Ok(Json(TokenAnswer { token, expires_at }))
+}
+
+/// Data of a `lagged` event: how many changes this client missed.
+#[derive(Serialize)]
+struct Lagged {
+    skipped: u64,
 }
 
 #[derive(Deserialize)]
@@ -101,10 +130,44 @@ fn event(d: Delivery) -> Event {
         }
         Delivery::Lagged(n) => Event::default()
             .event("lagged")
-            .data(json!({ "skipped": n }).to_string()),
+            .json_data(Lagged { skipped: n })
+            .unwrap_or_else(|_| Event::default().event("lagged")),
     }
 }
 
+/// Live level changes as server-sent events
+///
+/// Scope: `read`. For store tablets and staff pages that show stock live. The stream opens
+/// with `retry: 3000` and the comment `: connected`; then each level change is an event
+/// named `change` whose `id` is the change's `event_id` and whose `data` is the change
+/// event's JSON on one line (schema `ChangeEvent`, as published on
+/// `inventory.changes.<location_id>`). A client more than 4,096 events behind receives an
+/// event named `lagged` with data `{"skipped": n}` (schema `LaggedEvent`) and should re-read
+/// `/v1/availability`; the stream goes on. A comment line every 15 s keeps it open through
+/// proxies. Nothing is replayed (`Last-Event-ID` is ignored): on (re)connecting, read
+/// `/v1/availability` and apply changes with a higher `version`. The stream ends when the
+/// daemon stops. At most `OMNISTOCK_SSE_MAX_CONNECTIONS` streams (default 1000) are open at
+/// once; over it, 503 `unavailable` with `Retry-After`. A browser `EventSource` cannot send the
+/// key header: instead of a key it may pass `token` from `POST /v1/stream/token` (never the
+/// key itself in a URL). A token is checked when the stream opens; an open stream is not cut
+/// when it expires.
+#[utoipa::path(
+    get,
+    path = "/v1/stream",
+    tag = "stream",
+    operation_id = "streamChanges",
+    params(
+        ("token" = Option<String>, Query, description = "A stream token from `POST /v1/stream/token`, used only when the request carries no key. Invalid or expired → 401."),
+        ("sku" = Option<String>, Query, description = "Only changes of this SKU (exact, case-sensitive, percent-encoded)."),
+        ("location_id" = Option<String>, Query, description = "Only changes at this location."),
+    ),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`.", body = String, content_type = "text/event-stream", example = json!("retry: 3000\n: connected\n\nevent: change\nid: chg-123\ndata: {\"event_id\":\"chg-123\",\"location_id\":\"TW001\",\"sku\":\"TEE-112-BLK-L\",\"on_hand\":7,\"reserved\":1,\"available\":6,\"in_transit\":0,\"version\":42,\"changed_at\":\"2026-11-23T02:00:00.12Z\",\"cause\":\"sale\",\"reference\":\"pos-TW001-20261123-000123\"}\n\nevent: lagged\ndata: {\"skipped\":17}\n")),
+        (status = 400, response = doc::Malformed),
+        (status = 422, response = doc::Invalid),
+    ),
+    extensions(("x-required-scope" = json!("read"))),
+)]
 async fn stream(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

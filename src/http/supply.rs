@@ -7,11 +7,13 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+
+use utoipa::{OpenApi, ToSchema};
 
 use super::auth::{Caller, Scope};
-use super::error::ApiError;
+use super::error::{ApiError, Details};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::openapi as doc;
 use super::{validate, AppState};
 use crate::domain::supply as rules;
 use crate::supply::{self, Cancel, Cancelled, NewSupply, SupplyView, Upserted};
@@ -22,7 +24,11 @@ pub fn router() -> Router<AppState> {
         .route("/v1/supply/{id}", get(show).delete(cancel))
 }
 
-#[derive(Deserialize)]
+#[derive(OpenApi)]
+#[openapi(paths(upsert, list, show, cancel))]
+pub struct Doc;
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SupplyRequest {
     supply_id: String,
@@ -32,6 +38,31 @@ struct SupplyRequest {
     expected_at: DateTime<Utc>,
 }
 
+/// Create or replace an expected receipt
+///
+/// Scope: `admin`. Stock expected at a location: a purchase order, production, an inbound
+/// delivery. The same `supply_id` again replaces the line (200): what receipts brought so
+/// far still counts (`remaining` = new `quantity` − `received`), and never below what
+/// preorders hold on it (409 `supply_preordered`, field `quantity`); a line with
+/// preorders cannot move to another location or SKU (409, field `location_id`).
+/// 422 naming the field: `quantity` ≤ 0 or > 1,000,000,000, `expected_at` more than a day
+/// in the past, an unregistered `location_id`, a `supply_id` starting with `transfer:`
+/// (those are transfers in transit, kept by their movements).
+#[utoipa::path(
+    post,
+    path = "/v1/supply",
+    tag = "supply",
+    operation_id = "upsertSupply",
+    request_body(content = SupplyRequest, example = json!({"supply_id": "PO-2026-0042", "location_id": "WH1", "sku": "TEE-112-BLK-L", "quantity": 120, "expected_at": "2026-12-05T09:00:00+08:00"})),
+    responses(
+        (status = 200, description = "Replaced.", body = SupplyView),
+        (status = 201, description = "Created.", body = SupplyView),
+        (status = 409, description = "`supply_preordered` (preorders hold more than the new line leaves) or `transfer_supply`.", body = super::error::ErrorBody),
+        (status = 422, response = doc::Invalid),
+        (status = 400, response = doc::Malformed),
+    ),
+    extensions(("x-required-scope" = json!("admin"))),
+)]
 async fn upsert(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -65,14 +96,22 @@ async fn upsert(
             message: format!(
                 "preorders hold {allocated} on this line; the new quantity leaves {remaining}"
             ),
-            details: json!({ "field": "quantity", "remaining": remaining, "preordered": allocated }),
+            details: Details::Preordered {
+                field: "quantity",
+                remaining: Some(remaining),
+                preordered: allocated,
+            },
         }),
         Upserted::Moved { allocated } => Err(ApiError::Conflict {
             code: "supply_preordered",
             message: format!(
                 "preorders hold {allocated} on this line: it cannot move to another location or SKU"
             ),
-            details: json!({ "field": "location_id", "preordered": allocated }),
+            details: Details::Preordered {
+                field: "location_id",
+                remaining: None,
+                preordered: allocated,
+            },
         }),
         Upserted::Transfer => Err(transfer_line()),
     }
@@ -82,7 +121,7 @@ fn transfer_line() -> ApiError {
     ApiError::Conflict {
         code: "transfer_supply",
         message: "a transfer in transit is kept by its movements".into(),
-        details: json!({ "field": "supply_id" }),
+        details: Details::field("supply_id"),
     }
 }
 
@@ -92,11 +131,33 @@ struct ListQuery {
     location_id: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SupplyList {
     supply: Vec<SupplyView>,
 }
 
+/// Open supply lines
+///
+/// Scope: `read`. Open lines (at most 1,000), by SKU, location and expected arrival, with
+/// `remaining` and what preorders hold on it (`preordered`). Transfers in transit to a
+/// registered destination are listed as `transfer:<transfer_id>:<sku>` with source
+/// `transfer` and the `expected_at` its transfer_out gave (null when it gave none).
+#[utoipa::path(
+    get,
+    path = "/v1/supply",
+    tag = "supply",
+    operation_id = "listSupply",
+    params(
+        ("sku" = Option<String>, Query),
+        ("location_id" = Option<String>, Query),
+    ),
+    responses(
+        (status = 200, description = "The open lines.", body = SupplyList),
+        (status = 422, response = doc::Invalid),
+        (status = 400, response = doc::Malformed),
+    ),
+    extensions(("x-required-scope" = json!("read"))),
+)]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -113,6 +174,24 @@ async fn list(
     Ok(Json(SupplyList { supply }))
 }
 
+/// One supply line, whatever its status
+///
+/// Scope: `read`.
+#[utoipa::path(
+    get,
+    path = "/v1/supply/{id}",
+    tag = "supply",
+    operation_id = "getSupply",
+    params(
+        ("id" = String, Path, description = "The supply id."),
+    ),
+    responses(
+        (status = 200, description = "The line.", body = SupplyView),
+        (status = 404, response = doc::NotFound),
+        (status = 400, response = doc::Malformed),
+    ),
+    extensions(("x-required-scope" = json!("read"))),
+)]
 async fn show(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -124,6 +203,31 @@ async fn show(
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("supply {id:?}")))
 }
+
+/// Cancel what remains of a line
+///
+/// Scope: `admin`. The line becomes `cancelled`. Preorders holding on it, oldest first,
+/// move whole to other open lines of the same location and SKU (earliest expected first)
+/// or to stock available now; one that does not fit is released (the reservation as a
+/// whole), so no preorder is left waiting on nothing. The answer lists both. Cancelling a
+/// line that is not open changes nothing. A transfer in transit cannot be cancelled (409
+/// `transfer_supply`).
+#[utoipa::path(
+    delete,
+    path = "/v1/supply/{id}",
+    tag = "supply",
+    operation_id = "cancelSupply",
+    params(
+        ("id" = String, Path, description = "The supply id."),
+    ),
+    responses(
+        (status = 200, description = "Cancelled.", body = Cancelled),
+        (status = 404, response = doc::NotFound),
+        (status = 409, description = "`transfer_supply`.", body = super::error::ErrorBody),
+        (status = 400, response = doc::Malformed),
+    ),
+    extensions(("x-required-scope" = json!("admin"))),
+)]
 
 async fn cancel(
     State(state): State<AppState>,

@@ -5,6 +5,8 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::Serialize;
 
+use utoipa::{OpenApi, ToSchema};
+
 use super::auth::Caller;
 use super::AppState;
 
@@ -12,7 +14,11 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/whoami", get(whoami))
 }
 
-#[derive(Serialize)]
+#[derive(OpenApi)]
+#[openapi(paths(whoami))]
+pub struct Doc;
+
+#[derive(Serialize, ToSchema)]
 struct WhoAmI {
     /// `read`, `reserve`, `write`, `admin`.
     scopes: Vec<&'static str>,
@@ -20,6 +26,19 @@ struct WhoAmI {
     location_id: Option<String>,
 }
 
+/// What the caller's key may do
+///
+/// Any valid key. Its scopes and the location it is bound to (or null), so a client can
+/// disable what it may not do. The key itself is never echoed.
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "page",
+    operation_id = "whoAmI",
+    responses(
+        (status = 200, description = "The key's grant.", body = WhoAmI),
+    ),
+)]
 async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
     let g = caller.grant();
     Json(WhoAmI {

@@ -6,6 +6,7 @@ mod cache_staleness;
 mod channels;
 mod daemon_process;
 mod dashboards;
+mod docs;
 mod events;
 mod helpers;
 mod hostile;
