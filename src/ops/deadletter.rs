@@ -234,11 +234,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             json,
         } => {
             let (js, subjects, pool) = connect(&connections).await?;
-            let letter = get(&js, &subjects, sequence).await?;
-            let letter = with_replays(&pool, &subjects, vec![letter])
-                .await?
-                .pop()
-                .context("the letter was lost on the way")?;
+            let letter = one_with_replays(&js, &subjects, &pool, sequence).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&letter)?);
             } else {
@@ -252,11 +248,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             force,
         } => {
             let (js, subjects, pool) = connect(&connections).await?;
-            let letter = get(&js, &subjects, sequence).await?;
-            let letter = with_replays(&pool, &subjects, vec![letter])
-                .await?
-                .pop()
-                .context("the letter was lost on the way")?;
+            let letter = one_with_replays(&js, &subjects, &pool, sequence).await?;
             if let (Some(at), false) = (letter.replayed_at, force) {
                 anyhow::bail!(
                     "dead letter {sequence} was already replayed at {} (to {}): refused; \
@@ -421,6 +413,20 @@ async fn read(
         pending = pending.saturating_sub(got);
     }
     Ok((kept.into(), matched))
+}
+
+/// One letter by its stream sequence, with the replays recorded for it.
+async fn one_with_replays(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    pool: &PgPool,
+    sequence: u64,
+) -> anyhow::Result<Letter> {
+    let letter = get(js, subjects, sequence).await?;
+    with_replays(pool, subjects, vec![letter])
+        .await?
+        .pop()
+        .context("the letter was lost on the way")
 }
 
 async fn with_replays(
