@@ -364,6 +364,8 @@ do_install() {
         missing+=(redis-server)
     fi
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    # tests/faults/nats_security.rs makes its TLS certificates with openssl.
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     # Building omnistock compiles some C (ring, for NATS TLS): a C compiler must be there.
     command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
     command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
