@@ -139,7 +139,7 @@ impl Supervisor {
             self.status.clone(),
         );
         self.tasks
-            .spawn(supervised.instrument(tracing::info_span!("job", name)));
+            .spawn(supervised.instrument(tracing::info_span!("job", job = name)));
     }
 
     /// Supervises a periodic job: `tick` runs every `period` (the first time one period after
