@@ -123,6 +123,31 @@ async fn nats_security(
 
 /// The pool of one-off commands: no statement or lock bound (an import or export may rightly
 /// run one long statement).
+/// Creates the streams, retrying for a bounded time: a daemon started together with its NATS
+/// cluster (compose, Kubernetes, a restart of both) can ask before the cluster's JetStream has
+/// heard from every peer, and a replicated stream is then refused ("no suitable peers") for a
+/// few seconds although nothing is wrong.
+async fn ensure_streams_patiently(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    replicas: usize,
+) -> anyhow::Result<jetstream::stream::Stream> {
+    const PATIENCE: Duration = Duration::from_secs(30);
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match ingest::ensure_streams_replicated(js, subjects, replicas).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if started.elapsed() + pause < PATIENCE => {
+                tracing::warn!(error = %e, "JetStream refused the streams; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub async fn connect_db(c: &Connections) -> anyhow::Result<PgPool> {
     let mut settings = PoolSettings::new(&c.database_url, c.db_max_connections);
     settings.acquire_timeout = c.db_acquire_timeout();
@@ -166,7 +191,7 @@ impl Application {
         let nats = connect_nats(c).await?;
         let subjects = Subjects::new(&c.subject_prefix);
         let js = jetstream::new(nats.clone());
-        let stream = ingest::ensure_streams_replicated(&js, &subjects, config.stream_replicas)
+        let stream = ensure_streams_patiently(&js, &subjects, config.stream_replicas)
             .await
             .context("creating the JetStream streams (is JetStream enabled on the server?)")?;
         ingest::ensure_consumer(
