@@ -18,7 +18,7 @@ use crate::config::{redact_url, Connections, Limits, NatsAuth, ServeConfig, Subj
 use crate::db::health::DbHealth;
 use crate::db::PoolSettings;
 use crate::directory::{self, Directory};
-use crate::events_hub::{self, ChangeHub};
+use crate::events::hub::{self, ChangeHub};
 use crate::http::{self, auth::Auth, AppState, Deadlines, Readiness, StreamSlots, StreamTokens};
 use crate::jobs::{JobStatus, Supervisor};
 use crate::{db, ingest};
@@ -201,7 +201,8 @@ impl Application {
             config.ingest_max_deliver,
         )
         .await?;
-        crate::outbox::ensure_streams_replicated(&js, &subjects, config.stream_replicas).await?;
+        crate::events::relay::ensure_streams_replicated(&js, &subjects, config.stream_replicas)
+            .await?;
         crate::events::set_default_low_stock_threshold(config.low_stock_threshold);
         let store = RedisStore::new(&c.redis_url, &c.redis_prefix).context("REDIS_URL")?;
         let db_health = DbHealth::default();
@@ -296,7 +297,7 @@ impl Application {
         {
             let (pool, js, subjects) = (st.pool.clone(), ingest.js.clone(), st.subjects.clone());
             jobs.spawn("outbox-relay", move |t| {
-                crate::outbox::run_relay(pool.clone(), js.clone(), subjects.clone(), t)
+                crate::events::relay::run_relay(pool.clone(), js.clone(), subjects.clone(), t)
             });
         }
         jobs.spawn("ingest", move |t| ingest::run(ingest.clone(), t));
@@ -319,7 +320,7 @@ impl Application {
         {
             let (pool, cache) = (st.pool.clone(), Arc::clone(&st.cache));
             jobs.spawn("reservation-expiry", move |t| {
-                crate::reservations::run_expiry_job(pool.clone(), Arc::clone(&cache), t)
+                crate::holds::reservations::run_expiry_job(pool.clone(), Arc::clone(&cache), t)
             });
         }
         {
@@ -351,14 +352,14 @@ impl Application {
         {
             let (hub, nats, subjects) = (st.changes.clone(), st.nats.clone(), st.subjects.clone());
             jobs.spawn("change-fanout", move |t| {
-                events_hub::run_fanout_job(hub.clone(), nats.clone(), subjects.clone(), t)
+                hub::run_fanout_job(hub.clone(), nats.clone(), subjects.clone(), t)
             });
         }
         {
             let (pool, cache) = (st.pool.clone(), Arc::clone(&st.cache));
             let interval = Duration::from_secs(config.reconcile_interval_seconds);
             jobs.spawn("reconcile", move |t| {
-                crate::reconcile::run_job(pool.clone(), Arc::clone(&cache), interval, t)
+                crate::ops::reconcile::run_job(pool.clone(), Arc::clone(&cache), interval, t)
             });
         }
         {

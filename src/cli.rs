@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 use crate::app::{self, Application};
 use crate::cache::{RedisStore, StockCache};
 use crate::config::{Connections, ServeConfig, Subjects};
-use crate::{db, export, import, shutdown};
+use crate::ops::{export, import};
+use crate::{db, shutdown};
 
 #[derive(Parser)]
 #[command(
@@ -72,7 +73,7 @@ pub enum Command {
         #[command(flatten)]
         connections: Connections,
         #[command(flatten)]
-        args: crate::loadgen::LoadArgs,
+        args: crate::ops::loadgen::LoadArgs,
     },
     /// Write the NATS users (nats-server include `users.conf` and NKey seeds): one per location,
     /// which may publish only its own movements, plus the daemon's and the operators'. Re-run
@@ -293,7 +294,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load { connections, args } => {
             let pool = app::connect_db(&connections).await?;
             let js = async_nats::jetstream::new(app::connect_nats(&connections).await?);
-            let report = crate::loadgen::run(
+            let report = crate::ops::loadgen::run(
                 &pool,
                 &js,
                 &Subjects::new(&connections.subject_prefix),
@@ -371,7 +372,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn reconcile(c: &Connections, repair: bool, json: bool) -> anyhow::Result<()> {
     let pool = app::connect_db(c).await?;
     let store = RedisStore::new(&c.redis_url, &c.redis_prefix).context("REDIS_URL")?;
-    let report = crate::reconcile::run(&pool, &store, repair).await?;
+    let report = crate::ops::reconcile::run(&pool, &store, repair).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

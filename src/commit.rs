@@ -22,7 +22,7 @@ pub async fn commit(
     tx.commit().await?;
     let committed = Instant::now();
     failpoint::crash_if_armed(failpoint::AFTER_COMMIT_BEFORE_CACHE);
-    crate::outbox::wake();
+    crate::events::relay::wake();
     if let Some(cache) = cache {
         // Only a write Redis took: a level it did not take is visible after the resync, which
         // `omnistock_cache_dirty_skus` and the write failures show instead.

@@ -13,7 +13,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
-use crate::apply::change;
 use crate::cache::StockCache;
 use crate::commit;
 use crate::db;
@@ -24,7 +23,8 @@ use crate::domain::movement::{Movement, MovementKind};
 use crate::domain::reservation::{Shortfall, Status};
 use crate::domain::supply::{self as rules, LineState};
 use crate::events;
-use crate::reservations::{self, Held, NewHold, NotHeld};
+use crate::holds::reservations::{self, Held, NewHold, NotHeld};
+use crate::ingest::apply::change;
 
 /// A supply line as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -204,7 +204,7 @@ async fn put(
     db::channels::mark_all_dirty(&mut *tx).await?;
     tx.commit().await?;
     state.channels_changed().await;
-    crate::outbox::wake();
+    crate::events::relay::wake();
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -323,7 +323,7 @@ async fn put_override(
     db::channels::mark_dirty(&mut *tx, &[sku.as_str()]).await?;
     tx.commit().await?;
     state.channels_changed().await;
-    crate::outbox::wake();
+    crate::events::relay::wake();
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -376,7 +376,7 @@ async fn delete_override(
     tx.commit().await?;
     if deleted {
         state.channels_changed().await;
-        crate::outbox::wake();
+        crate::events::relay::wake();
     }
     Ok(Json(Deleted {
         deleted,

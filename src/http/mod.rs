@@ -39,7 +39,7 @@ use crate::channels::Channels;
 use crate::config::Subjects;
 use crate::db::health::DbHealth;
 use crate::directory::Directory;
-use crate::events_hub::ChangeHub;
+use crate::events::hub::ChangeHub;
 use crate::jobs::JobStatus;
 use auth::Auth;
 use error::ApiError;

@@ -22,11 +22,11 @@ use super::error::ApiError;
 use super::extract::ApiQuery;
 use super::openapi as doc;
 use super::{validate, AppState};
-use crate::apply;
 use crate::db;
 use crate::db::movements::{HistoryFilter, HistoryRow};
 use crate::domain::ids::is_valid_client_id;
 use crate::domain::movement::{self, Incoming, Movement, RejectReason, MAX_BATCH};
+use crate::ingest::apply;
 use crate::ingest::isolate::{is_poison, isolate};
 use crate::metrics::METRICS;
 

@@ -9,7 +9,7 @@ use utoipa::OpenApi;
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::AppState;
-use crate::ops::{summary, OpsSummary, Sources};
+use crate::ops::summary::{summary, OpsSummary, Sources};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/ops/summary", get(ops_summary))

@@ -17,7 +17,7 @@ use super::openapi as doc;
 use super::reservations::valid_lines;
 use super::{validate, AppState};
 use crate::domain::routing::{Fulfilment, OrderLine};
-use crate::routing::{route_order, Customer, Order, RouteAnswer, RouteError, Routed};
+use crate::holds::routing::{route_order, Customer, Order, RouteAnswer, RouteError, Routed};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/orders/route", post(route))

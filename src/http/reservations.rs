@@ -17,7 +17,7 @@ use super::{validate, AppState};
 use crate::domain::reservation::{self, Shortfall, Status};
 use crate::domain::reservation_page::{self as page, Cursor};
 use crate::domain::routing::{merge_lines, OrderLine};
-use crate::reservations::{
+use crate::holds::reservations::{
     self as holds, Confirmed, Created, Extended, ListFilter, NewHold, Released, ReservationView,
 };
 

@@ -32,7 +32,7 @@ use super::extract::ApiQuery;
 use super::openapi as doc;
 use super::validate;
 use super::AppState;
-use crate::events_hub::{Delivery, Filter};
+use crate::events::hub::{Delivery, Filter};
 
 /// Interval of the keep-alive comment, so proxies and tablets do not drop an idle stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);

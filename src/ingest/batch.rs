@@ -14,9 +14,9 @@ use chrono::{DateTime, Utc};
 use super::deadletter::{self, Origin};
 use super::isolate::{is_poison, isolate};
 use super::Ingest;
-use crate::apply;
 use crate::db;
 use crate::domain::movement::{decode_message, Incoming, Movement, RejectReason, Rejection};
+use crate::ingest::apply;
 use crate::metrics::{self, METRICS};
 
 struct InFlight {

@@ -4,6 +4,7 @@
 //! Several daemons may share the consumer: JetStream hands each message to one of them, and
 //! the ledger's unique `event_id` (see `apply`) makes a redelivery to another daemon harmless.
 
+pub mod apply;
 mod batch;
 pub mod deadletter;
 pub mod isolate;

@@ -21,7 +21,7 @@ pub const OUTBOX_CAP: i64 = 100_000;
 
 /// One reading of every polled gauge.
 pub async fn tick(pool: &PgPool, js: &jetstream::Context, subjects: &Subjects) {
-    let lag = tokio::time::timeout(TIMEOUT, crate::ops::consumer_lag(js, subjects));
+    let lag = tokio::time::timeout(TIMEOUT, crate::ops::summary::consumer_lag(js, subjects));
     let backlog = async {
         let mut conn = pool.acquire().await?;
         db::events::unsent_count(&mut conn, OUTBOX_CAP).await

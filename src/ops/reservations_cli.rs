@@ -10,7 +10,7 @@ use crate::cache::{RedisStore, StockCache};
 use crate::config::Connections;
 use crate::domain::reservation::Status;
 use crate::domain::reservation_page::MAX_LIMIT;
-use crate::reservations::{self, ListFilter, ReservationView};
+use crate::holds::reservations::{self, ListFilter, ReservationView};
 
 #[derive(Subcommand)]
 pub enum Command {

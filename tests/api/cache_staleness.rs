@@ -246,7 +246,7 @@ async fn after_the_dirty_set_overflows_reads_bypass_redis_until_rebuilt() {
         .enumerate()
         .map(|(i, s)| receipt(&format!("ovf-{i}"), s, 1).into())
         .collect();
-    omnistock::apply::apply_batch(&pool, Some(&cache), &moves)
+    omnistock::ingest::apply::apply_batch(&pool, Some(&cache), &moves)
         .await
         .expect("apply");
     assert!(cache.rebuild_pending(), "the overflow asks for a rebuild");

@@ -1,7 +1,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use omnistock::outbox::{self, Finish};
+use omnistock::events::relay::{self, Finish};
 
 use crate::helpers::{
     movement, movement_at, spawn_app, wait_until, Isolation, TestApp, READ_KEY, RESERVE_KEY,
@@ -158,7 +158,7 @@ async fn relay_without_daemon() -> (
         .expect("nats");
     let js = async_nats::jetstream::new(nats);
     let subjects = omnistock::config::Subjects::new(&iso.subject_prefix);
-    outbox::ensure_streams(&js, &subjects)
+    relay::ensure_streams(&js, &subjects)
         .await
         .expect("streams");
     sqlx::query("INSERT INTO locations (location_id, name, kind, lat, lon) VALUES ('TW001', 'S', 'store', 25, 121)")
@@ -186,13 +186,13 @@ async fn a_relay_crash_between_publish_and_mark_loses_nothing_and_repeats_only_t
                 .into()
         })
         .collect::<Vec<omnistock::domain::movement::Incoming>>();
-    omnistock::apply::apply_batch(&pool, None, &movements)
+    omnistock::ingest::apply::apply_batch(&pool, None, &movements)
         .await
         .expect("apply");
 
     // 30 changes, and each of the 3 SKUs came back in stock once (no network alerts: the store
     // does not ship).
-    let crashed = outbox::relay_once(&pool, &js, &subjects, Finish::CrashBeforeMark)
+    let crashed = relay::relay_once(&pool, &js, &subjects, Finish::CrashBeforeMark)
         .await
         .expect("relay");
     assert_eq!(crashed, 33);
@@ -201,12 +201,12 @@ async fn a_relay_crash_between_publish_and_mark_loses_nothing_and_repeats_only_t
         .await
         .expect("n");
     assert_eq!(unsent, 33, "nothing marked: the crash came first");
-    let again = outbox::relay_once(&pool, &js, &subjects, Finish::MarkSent)
+    let again = relay::relay_once(&pool, &js, &subjects, Finish::MarkSent)
         .await
         .expect("relay");
     assert_eq!(again, 33, "the same events are published again");
     assert_eq!(
-        outbox::relay_once(&pool, &js, &subjects, Finish::MarkSent)
+        relay::relay_once(&pool, &js, &subjects, Finish::MarkSent)
             .await
             .expect("relay"),
         0
@@ -239,7 +239,7 @@ async fn a_relay_crash_between_publish_and_mark_loses_nothing_and_repeats_only_t
             .await
             .expect("ids")
             .into_iter()
-            .map(|id| outbox::event_id("changes.TW001", id))
+            .map(|id| relay::event_id("changes.TW001", id))
             .collect();
     assert_eq!(ids, expected, "every committed change was published");
     let mut alerts = js
@@ -386,7 +386,7 @@ async fn a_failed_publish_never_lets_a_later_event_of_its_sku_overtake_it() {
         })
         .collect::<Vec<omnistock::domain::movement::Incoming>>();
     for m in &movements {
-        omnistock::apply::apply_batch(&pool, None, std::slice::from_ref(m))
+        omnistock::ingest::apply::apply_batch(&pool, None, std::slice::from_ref(m))
             .await
             .expect("apply");
     }
@@ -416,11 +416,11 @@ async fn a_failed_publish_never_lets_a_later_event_of_its_sku_overtake_it() {
     config.max_message_size = ((sizes[0].max(sizes[2]) + sizes[1]) / 2) as i32;
     js.update_stream(config.clone()).await.expect("limit");
 
-    let failed = outbox::relay_once(&pool, &js, &subjects, Finish::MarkSent).await;
+    let failed = relay::relay_once(&pool, &js, &subjects, Finish::MarkSent).await;
     assert!(failed.is_err(), "event 2 was refused");
     config.max_message_size = -1;
     js.update_stream(config).await.expect("no limit");
-    while outbox::relay_once(&pool, &js, &subjects, Finish::MarkSent)
+    while relay::relay_once(&pool, &js, &subjects, Finish::MarkSent)
         .await
         .expect("relay")
         > 0

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use chrono::Utc;
-use omnistock::import;
+use omnistock::ops::import;
 
 use crate::helpers::{spawn_app, READ_KEY};
 

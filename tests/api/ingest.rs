@@ -688,7 +688,7 @@ async fn an_import_count_whose_effect_overflows_fails_the_import_and_changes_not
         format!("location_id,sku,on_hand,counted_at\nTW015,SKU-I,1000000000,{counted}\n"),
     )
     .expect("csv");
-    let e = omnistock::import::stock(&app.pool, None, &file, chrono::Utc::now())
+    let e = omnistock::ops::import::stock(&app.pool, None, &file, chrono::Utc::now())
         .await
         .expect_err("the count does not fit");
     // The reason sits under the "importing <file>" context.

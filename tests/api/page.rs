@@ -344,7 +344,7 @@ async fn the_ops_commit_delay_runs_from_the_publish_not_from_when_a_movement_occ
         Utc::now(),
     )
     .expect("valid");
-    omnistock::apply::apply_batch(&app.pool, None, &[count.into()])
+    omnistock::ingest::apply::apply_batch(&app.pool, None, &[count.into()])
         .await
         .expect("applied");
     app.wait_for_ledger(3).await;

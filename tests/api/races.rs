@@ -118,7 +118,7 @@ async fn confirm_racing_expiry_has_exactly_one_winner() {
         tokio::spawn(async move {
             let mut sweeps = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                omnistock::reservations::expire_due(&pool, &cache, 500)
+                omnistock::holds::reservations::expire_due(&pool, &cache, 500)
                     .await
                     .expect("expiry sweep");
                 sweeps += 1;
@@ -375,9 +375,13 @@ async fn concurrent_transfers_between_stores_keep_the_network_total() {
                     if direct {
                         let mv = omnistock::domain::movement::validate(&loc, m, Utc::now())
                             .expect("valid movement");
-                        omnistock::apply::apply_batch(&app.pool, Some(&cache), &[mv.into()])
-                            .await
-                            .expect("apply");
+                        omnistock::ingest::apply::apply_batch(
+                            &app.pool,
+                            Some(&cache),
+                            &[mv.into()],
+                        )
+                        .await
+                        .expect("apply");
                     } else {
                         app.publish(&loc, m).await;
                     }

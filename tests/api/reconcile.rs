@@ -1,7 +1,7 @@
 use std::collections::BTreeSet;
 
 use omnistock::cache::RedisStore;
-use omnistock::reconcile::{self, RedisFindings};
+use omnistock::ops::reconcile::{self, RedisFindings};
 use redis::aio::MultiplexedConnection;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -258,7 +258,7 @@ async fn export_writes_every_level_as_csv() {
     assert_eq!(status, 201, "{body}");
 
     let mut out = Vec::new();
-    let n = omnistock::export::stock(&app.pool, &mut out)
+    let n = omnistock::ops::export::stock(&app.pool, &mut out)
         .await
         .expect("export");
     assert_eq!(n, 3);
@@ -270,7 +270,7 @@ async fn export_writes_every_level_as_csv() {
         .iter()
         .map(str::to_owned)
         .collect();
-    assert_eq!(header, omnistock::export::STOCK_HEADER);
+    assert_eq!(header, omnistock::ops::export::STOCK_HEADER);
     let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.expect("record")).collect();
     type Level = (
         String,
@@ -322,7 +322,7 @@ async fn export_writes_every_level_as_csv() {
     let dir = std::env::temp_dir().join(format!("omnistock-export-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir(&dir).expect("dir");
     let path = dir.join("stock.csv");
-    omnistock::export::stock_to_file(&app.pool, &path)
+    omnistock::ops::export::stock_to_file(&app.pool, &path)
         .await
         .expect("export to file");
     assert_eq!(std::fs::read(&path).expect("read"), out);

@@ -332,7 +332,7 @@ async fn two_daemons_on_a_three_node_cluster_survive_a_node_and_a_daemon_dying()
     let events = change_events(&bus.js, &bus.subjects.changes_stream()).await;
     let missing = outbox
         .iter()
-        .filter(|id| !events.contains_key(&omnistock::outbox::event_id("changes.", **id)))
+        .filter(|id| !events.contains_key(&omnistock::events::relay::event_id("changes.", **id)))
         .count();
     checks.check(
         !outbox.is_empty() && missing == 0,

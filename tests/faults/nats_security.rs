@@ -49,7 +49,7 @@ pub async fn database_with_locations(dir: &Path, ids: &[&str]) -> String {
         .map(|id| format!("{id},Store {id},store,52.5,13.4\n"))
         .collect();
     std::fs::write(&csv, format!("location_id,name,kind,lat,lon\n{rows}")).expect("csv");
-    omnistock::import::locations(&pool, &csv)
+    omnistock::ops::import::locations(&pool, &csv)
         .await
         .expect("import locations");
     pool.close().await;

@@ -1,8 +1,12 @@
 //! Change events and stock alerts, written to the outbox in the transaction of the change.
 //!
 //! Every writer of levels (movements, holds, releases, expiry) hands its changes here before it
-//! commits, so an event exists if and only if its change committed. The relay (`outbox`)
-//! publishes them afterwards.
+//! commits, so an event exists if and only if its change committed. The relay ([`relay`])
+//! publishes them afterwards; [`hub`] fans them out to this process's live streams.
+
+pub mod channel_feed;
+pub mod hub;
+pub mod relay;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -8,12 +8,6 @@
 //! NATS read has a timeout; one that fails or times out is reported as unknown (null), and the
 //! summary is still answered.
 
-// Operator commands (`omnistock deadletter|reservations|keys|healthcheck`).
-pub mod deadletter;
-pub mod healthcheck;
-pub mod keys;
-pub mod reservations_cli;
-
 use std::collections::HashMap;
 use std::time::Duration;
 

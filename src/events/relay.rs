@@ -212,7 +212,7 @@ pub async fn run_relay(
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
-        if let Err(e) = crate::channel_feed::catch_up(&pool, &js, &subjects).await {
+        if let Err(e) = crate::events::channel_feed::catch_up(&pool, &js, &subjects).await {
             METRICS.events_publish_failures.inc();
             tracing::warn!(error = %e, "channel feed failed; its SKUs stay marked");
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -235,7 +235,7 @@ pub async fn run_relay(
     if let Err(e) = relay_once(&pool, &js, &subjects, Finish::MarkSent).await {
         tracing::warn!(error = %e, "final outbox relay failed; the next daemon publishes the rest");
     }
-    if let Err(e) = crate::channel_feed::catch_up(&pool, &js, &subjects).await {
+    if let Err(e) = crate::events::channel_feed::catch_up(&pool, &js, &subjects).await {
         tracing::warn!(error = %e, "final channel feed run failed; the next daemon publishes the rest");
     }
 }

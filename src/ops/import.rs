@@ -20,12 +20,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use crate::apply;
 use crate::cache::StockCache;
 use crate::db;
 use crate::domain::ids::is_valid_sku;
 use crate::domain::location::{LocationInput, LocationKind};
 use crate::domain::movement::{max_clock_skew, Incoming, Movement, MovementKind, MAX_QUANTITY};
+use crate::ingest::apply;
 
 /// Most row errors listed before giving up.
 const MAX_ERRORS: usize = 20;

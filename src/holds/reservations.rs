@@ -14,7 +14,6 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::change;
 use crate::cache::StockCache;
 use crate::channels::HoldPool;
 use crate::commit;
@@ -26,6 +25,7 @@ use crate::domain::reservation::{self, Shortfall, Status};
 use crate::domain::reservation_page::Cursor;
 use crate::domain::routing::OrderLine;
 use crate::events::{self, LevelChange};
+use crate::ingest::apply::change;
 use crate::metrics;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -22,8 +22,8 @@ use crate::domain::availability::available;
 use crate::domain::location::Location;
 use crate::domain::reservation;
 use crate::domain::routing::{self, Candidate, Fulfilment, OrderLine, RouteOutcome, RouteRequest};
+use crate::holds::reservations::{hold_in, NewHold, NotHeld};
 use crate::metrics;
-use crate::reservations::{hold_in, NewHold, NotHeld};
 
 /// How often a route is decided again after losing a race for its stock.
 const ATTEMPTS: usize = 10;

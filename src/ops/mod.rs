@@ -1,0 +1,12 @@
+//! Operating omnistock: the ops view, operator commands, and the maintenance tools
+//! (reconcile, import, export, load generation).
+
+pub mod deadletter;
+pub mod export;
+pub mod healthcheck;
+pub mod import;
+pub mod keys;
+pub mod loadgen;
+pub mod reconcile;
+pub mod reservations_cli;
+pub mod summary;
