@@ -62,6 +62,9 @@ if [[ -n "$stale" ]]; then
 fi
 
 failed=()
+# The test runner's own summary scrolls away under the steps after it: keep its log, and repeat
+# the failing tests in the last lines of the run (which is all a CI report may show).
+TEST_LOG="$(mktemp "${TMPDIR:-/tmp}/omnistock-tests.XXXXXX")"
 
 say "browser test prerequisites (chromium, node, tests/browser npm packages)"
 bash "$ROOT/scripts/browser-deps.sh" || failed+=(browser-deps)
@@ -74,10 +77,10 @@ cargo clippy --all-targets -- -D warnings || failed+=(clippy)
 
 if cargo nextest --version >/dev/null 2>&1; then
     say "cargo nextest run --no-fail-fast"
-    cargo nextest run --no-fail-fast || failed+=(tests)
+    cargo nextest run --no-fail-fast 2>&1 | tee "$TEST_LOG" || failed+=(tests)
 else
     say "cargo test --no-fail-fast (cargo-nextest not installed)"
-    cargo test --no-fail-fast || failed+=(tests)
+    cargo test --no-fail-fast 2>&1 | tee "$TEST_LOG" || failed+=(tests)
 fi
 
 # The deploy files, without Docker or a cluster: the Dockerfile's steps run or checked (the
@@ -91,6 +94,12 @@ say "fuzz: movement decoder (short)"
 bash "$ROOT/scripts/fuzz.sh" short || failed+=(fuzz)
 
 if ((${#failed[@]})); then
+    if [[ " ${failed[*]} " == *" tests "* ]]; then
+        echo "test.sh: failing tests:" >&2
+        grep -E '^ *(FAIL|TIMEOUT|SIGSEGV|SIGABRT|SIGKILL|LEAK-FAIL) \[|^test .* FAILED$|^error: ' "$TEST_LOG" \
+            | sort -u | tail -n 40 >&2 || true
+    fi
     echo "test.sh: failed steps: ${failed[*]}" >&2
     exit 1
 fi
+rm -f "$TEST_LOG"
