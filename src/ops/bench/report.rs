@@ -162,7 +162,11 @@ fn big_scale(r: &Results) -> Option<String> {
         .iter()
         .map(|s| s.to_string())
         .find(|s| scales.contains(s))
-        .or_else(|| scales.into_iter().find(|s| s != "demo"))
+        .or_else(|| {
+            scales
+                .into_iter()
+                .find(|s| !s.starts_with("demo") && !s.ends_with("-after"))
+        })
 }
 
 fn at_least(v: Option<f64>, min: f64, what: &str) -> Verdict {
