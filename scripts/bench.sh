@@ -25,7 +25,7 @@ if [[ "$QUICK" == 1 ]]; then
     SCALES="${BENCH_SCALES:-quick}"
     SECS="${BENCH_SECONDS:-3}"
     MOVEMENTS="${BENCH_MOVEMENTS:-10000}"
-    PROBES=40
+    PROBES=20
 else
     SCALES="${BENCH_SCALES:-1m 10m}"
     SECS="${BENCH_SECONDS:-15}"
@@ -436,7 +436,12 @@ measure() {
     local rate
     for rate in 1000 5000; do
         local cmd=("$BIN" bench visible --http "$HTTP1" --rate "$rate" --samples "$PROBES" --interval-ms 20)
-        out="$(bounded 600 "${cmd[@]}")" || die "visible probe failed"
+        if ! out="$(bounded 600 "${cmd[@]}" 2>"$WORK/visible.err")"; then
+            # a probe that never shows is a result (the daemon is behind), not a harness failure
+            record "visible.$rate" "$scale" 0 "movements/s background" "${cmd[*]:1}" null null null 1 \
+                "failed: $(tail -n1 "$WORK/visible.err")"
+            continue
+        fi
         record "visible.$rate" "$scale" "$(jq .background_rate <<<"$out")" "movements/s background" \
             "omnistock bench visible --rate $rate --samples $PROBES --interval-ms 20 (HTTP poll of GET /v1/availability/BENCH-PROBE after each JetStream ack)" \
             "$(jq .p50_ms <<<"$out")" "$(jq .p99_ms <<<"$out")" null null "max $(jq .max_ms <<<"$out") ms"

@@ -23,7 +23,7 @@ pub enum Command {
     /// Publish→visible over HTTP under a background load of movements; prints one JSON line.
     Visible {
         #[command(flatten)]
-        connections: Connections,
+        connections: Box<Connections>,
         #[command(flatten)]
         args: visible::Args,
     },

@@ -186,7 +186,7 @@ fn at_most(v: Option<f64>, max: f64, what: &str) -> Verdict {
 }
 
 fn all(vs: Vec<Verdict>) -> Verdict {
-    if vs.iter().any(|v| *v == Verdict::NotMeasured) {
+    if vs.contains(&Verdict::NotMeasured) {
         return Verdict::NotMeasured;
     }
     let met = vs.iter().all(|v| matches!(v, Verdict::Met(_)));
@@ -287,12 +287,10 @@ pub fn targets(r: &Results) -> Vec<(&'static str, &'static str, Verdict)> {
 pub fn markdown(r: &Results, svg_name: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Performance\n");
-    let _ = writeln!(
-        s,
-        "Written by `make bench` (scripts/bench.sh, then `omnistock bench report`) from `{}`; \
-         do not edit by hand. Every figure below is listed with the exact command that measured \
-         it at the end of this page.\n",
-        "target/bench/results.json"
+    s.push_str(
+        "Written by `make bench` (scripts/bench.sh, then `omnistock bench report`) from \
+         `target/bench/results.json`; do not edit by hand. Every figure below is listed with the \
+         exact command that measured it at the end of this page (README, Benchmarks).\n\n",
     );
     if !r.note.is_empty() {
         let _ = writeln!(s, "> **{}**\n", r.note);
