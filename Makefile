@@ -2,7 +2,7 @@
 # managed by scripts/services.sh; their state lives in .omnistock/.
 SHELL := /bin/bash
 
-.PHONY: run test chaos fuzz services-up services-down services-status clean
+.PHONY: run test chaos fuzz bench bench-quick services-up services-down services-status clean
 
 ## run: start services (instance run), build, migrate, import demo data, serve on 127.0.0.1:8080
 run:
@@ -21,6 +21,16 @@ chaos:
 fuzz:
 	bash scripts/fuzz.sh long
 
+## bench: the same-run benchmark on the durable instance `bench`: this machine's ceilings, then
+## omnistock on the demo data, 1M and 10M stock rows; writes docs/performance.md (see README
+## "Benchmarks"; BENCH_SCALES, BENCH_QUICK, BENCH_KEEP override)
+bench:
+	bash scripts/bench.sh
+
+## bench-quick: the same harness on small data with short runs (proves it works; not figures to quote)
+bench-quick:
+	BENCH_QUICK=1 bash scripts/bench.sh
+
 services-up:
 	bash scripts/services.sh start run
 
@@ -34,4 +44,5 @@ services-status:
 clean:
 	bash scripts/services.sh clean run
 	bash scripts/services.sh clean test
+	bash scripts/services.sh clean bench
 	rm -rf .omnistock

@@ -1,8 +1,10 @@
 -- wrk script: POST /v1/orders/route with a fresh order id per request (so every request routes
--- and holds, none is an idempotent replay). Used by scripts/bench-route.sh.
+-- and holds, none is an idempotent replay). Used by scripts/bench-route.sh and scripts/bench.sh.
+-- BENCH_LINES (default 1) distinct random SKUs per order.
 local counter = 0
 local thread_id = 0
 local skus = {}
+local lines = tonumber(os.getenv("BENCH_LINES") or "1")
 
 function setup(thread)
   thread:set("thread_id", thread_id)
@@ -16,14 +18,21 @@ end
 
 function request()
   counter = counter + 1
-  local sku = skus[math.random(#skus)]
+  local picked, seen = {}, {}
+  while #picked < math.min(lines, #skus) do
+    local sku = skus[math.random(#skus)]
+    if not seen[sku] then
+      seen[sku] = true
+      picked[#picked + 1] = string.format('{"sku":"%s","quantity":1}', sku)
+    end
+  end
   -- Customers scattered over western Taiwan.
   local lat = 22.6 + math.random() * 2.5
   local lon = 120.2 + math.random() * 1.4
   local body = string.format(
-    '{"order_id":"bench-%d-%d-%d","lines":[{"sku":"%s","quantity":1}],' ..
+    '{"order_id":"bench-%d-%d-%d","lines":[%s],' ..
     '"fulfilment":"delivery","customer":{"lat":%.5f,"lon":%.5f},"allow_split":true,"ttl_seconds":60}',
-    os.time(), thread_id, counter, sku, lat, lon)
+    os.time(), thread_id, counter, table.concat(picked, ","), lat, lon)
   return wrk.format("POST", "/v1/orders/route", {["Content-Type"] = "application/json",
     ["Authorization"] = "Bearer " .. os.getenv("OMNISTOCK_BENCH_KEY")}, body)
 end
@@ -37,4 +46,10 @@ function done(summary, latency, requests)
   io.write(string.format("p50 %.1f ms, p90 %.1f ms, p99 %.1f ms over %d requests\n",
     latency:percentile(50) / 1000, latency:percentile(90) / 1000,
     latency:percentile(99) / 1000, summary.requests))
+  local e = summary.errors
+  io.write(string.format(
+    'BENCHJSON {"requests":%d,"duration_us":%d,"rps":%.2f,"p50_ms":%.3f,"p90_ms":%.3f,"p99_ms":%.3f,"non2xx":%d,"socket_errors":%d}\n',
+    summary.requests, summary.duration, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
+    e.status, e.connect + e.read + e.write + e.timeout))
 end

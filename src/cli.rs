@@ -134,6 +134,12 @@ pub enum Command {
     },
     /// Print the OpenAPI document of the HTTP API (as served at /openapi.json).
     Openapi,
+    /// The parts of `make bench` written in Rust (scripts/bench.sh calls them).
+    #[command(hide = true)]
+    Bench {
+        #[command(subcommand)]
+        what: crate::ops::bench::Command,
+    },
 }
 
 #[derive(Subcommand)]
@@ -185,6 +191,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let timeout = std::time::Duration::from_secs(timeout_seconds.max(1));
             crate::ops::healthcheck::run(http_addr, timeout).await
         }
+        Command::Bench { what } => crate::ops::bench::run(what).await,
         Command::Openapi => {
             print!("{}", crate::http::openapi::json());
             Ok(())

@@ -1,6 +1,7 @@
 //! Operating omnistock: the ops view, operator commands, and the maintenance tools
 //! (reconcile, import, export, load generation).
 
+pub mod bench;
 pub mod deadletter;
 pub mod export;
 pub mod healthcheck;
