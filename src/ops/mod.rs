@@ -1,5 +1,5 @@
 //! Operating omnistock: the ops view, operator commands, and the maintenance tools
-//! (reconcile, import, export, load generation).
+//! (reconcile, import, export, load generation, the retail-day simulator).
 
 pub mod deadletter;
 pub mod export;
@@ -9,4 +9,5 @@ pub mod keys;
 pub mod loadgen;
 pub mod reconcile;
 pub mod reservations_cli;
+pub mod simulate;
 pub mod summary;
