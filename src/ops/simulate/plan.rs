@@ -799,7 +799,7 @@ mod tests {
     #[test]
     fn a_window_without_the_flash_sale_plans_none_and_no_stores_is_an_error() {
         let mut cfg = config(2);
-        cfg.start_minute = 6 * 60;
+        cfg.start_minute = 0;
         cfg.sim_minutes = 6 * 60;
         let plan = generate(&demo_like(), &cfg).expect("plan");
         assert!(!plan.counts().contains_key(FLASH_LABEL));

@@ -81,6 +81,8 @@ pub struct Movements {
 }
 
 /// The check after the run: `omnistock check`'s ledger query, then reconcile (no repair).
+/// `clean` is about PostgreSQL (ledger, holds, transfers in transit); Redis differences are
+/// counted beside it (reconcile repairs them).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Check {
     pub clean: bool,
@@ -260,7 +262,7 @@ impl fmt::Display for Summary {
         let c = &self.check;
         writeln!(
             f,
-            "check:      {} (ledger {}, reserved {}, in transit {}, Redis unrepaired {})",
+            "check:      {} (levels against ledger {}, against holds {}, in transit {}; Redis entries differing {})",
             if c.clean { "clean" } else { "NOT CLEAN" },
             c.ledger_mismatches,
             c.reserved_mismatches,
