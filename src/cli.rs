@@ -75,6 +75,15 @@ pub enum Command {
         #[command(flatten)]
         args: crate::ops::loadgen::LoadArgs,
     },
+    /// A retail day on the network against a running daemon (POS, receipts, transfers,
+    /// counts, e-shop checkouts, BOPIS and delivery routes, a flash sale), then a summary, an
+    /// oversell audit and `check`; exit 1 if anything was oversold or the check is not clean.
+    Simulate {
+        #[command(flatten)]
+        connections: Connections,
+        #[command(flatten)]
+        args: crate::ops::simulate::SimulateArgs,
+    },
     /// Write the NATS users (nats-server include `users.conf` and NKey seeds): one per location,
     /// which may publish only its own movements, plus the daemon's and the operators'. Re-run
     /// after adding locations: existing seeds are kept.
@@ -309,6 +318,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             println!("{report}");
+            Ok(())
+        }
+        Command::Simulate { connections, args } => {
+            let summary = crate::ops::simulate::run(&connections, &args).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                println!("{summary}");
+            }
+            anyhow::ensure!(
+                summary.passed,
+                "the simulated day failed: {} oversell(s), check {}, {} of {} accepted movements in the ledger",
+                summary.oversells,
+                if summary.check.clean { "clean" } else { "not clean" },
+                summary.movements.in_ledger,
+                summary.movements.accepted
+            );
             Ok(())
         }
         Command::NatsConfig {

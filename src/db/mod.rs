@@ -12,6 +12,7 @@ pub mod movements;
 pub mod ops;
 pub mod orders;
 pub mod reservations;
+pub mod simulate;
 pub mod supply;
 pub mod transfers;
 

@@ -1,5 +1,5 @@
 //! Operating omnistock: the ops view, operator commands, and the maintenance tools
-//! (reconcile, import, export, load generation).
+//! (reconcile, import, export, load generation, the retail-day simulator).
 
 pub mod bench;
 pub mod deadletter;
@@ -10,4 +10,5 @@ pub mod keys;
 pub mod loadgen;
 pub mod reconcile;
 pub mod reservations_cli;
+pub mod simulate;
 pub mod summary;

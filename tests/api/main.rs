@@ -26,5 +26,6 @@ mod reservations;
 mod resilience;
 mod routing;
 mod routing_split;
+mod simulate;
 mod sse;
 mod supply;
