@@ -242,7 +242,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 r.recorded,
                 r.already_imported
             );
-            if r.recorded > 0 && r.cached_skus.is_none() && r.recorded as u64 > import::EVENT_LIMIT {
+            if r.recorded > 0 && r.cached_skus.is_none() && r.recorded as u64 > import::EVENT_LIMIT
+            {
                 eprintln!("Redis was not filled after the import: run `omnistock cache rebuild`");
             }
             Ok(())

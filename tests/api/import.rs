@@ -287,7 +287,10 @@ async fn the_error_report_is_capped_and_counts_the_rest() {
         .expect("import");
     let mut csv = String::from("location_id,sku,on_hand\n");
     for i in 0..500 {
-        csv.push_str(&format!("TW001,S{i},{}\n", if i % 2 == 0 { "x" } else { "1" }));
+        csv.push_str(&format!(
+            "TW001,S{i},{}\n",
+            if i % 2 == 0 { "x" } else { "1" }
+        ));
     }
     let err = import::stock(&app.pool, None, &temp_csv("s.csv", &csv), Utc::now())
         .await
@@ -299,6 +302,9 @@ async fn the_error_report_is_capped_and_counts_the_rest() {
     assert_eq!(err.matches("\n  line ").count(), 100, "{err}");
     assert_eq!(app.ledger_count().await, 0);
 }
+
+/// (location, SKU, on-hand, version, last count).
+type LevelSnapshot = (String, String, i64, i64, Option<chrono::DateTime<Utc>>);
 
 /// The same bulk file twice: the second run records nothing and changes no level, no
 /// version, and writes no event.
@@ -313,10 +319,13 @@ async fn the_same_bulk_file_twice_changes_nothing() {
     let first = import::stock(&app.pool, None, &file, Utc::now())
         .await
         .expect("first");
-    assert_eq!((first.rows, first.recorded, first.already_imported), (12_000, 12_000, 0));
+    assert_eq!(
+        (first.rows, first.recorded, first.already_imported),
+        (12_000, 12_000, 0)
+    );
     app.assert_ledger_consistent().await;
     let snapshot = || async {
-        let levels: Vec<(String, String, i64, i64, Option<chrono::DateTime<Utc>>)> = sqlx::query_as(
+        let levels: Vec<LevelSnapshot> = sqlx::query_as(
             "SELECT location_id, sku, on_hand, version, last_count_at FROM stock_levels
              ORDER BY location_id, sku",
         )
@@ -335,8 +344,14 @@ async fn the_same_bulk_file_twice_changes_nothing() {
     let again = import::stock(&app.pool, None, &file, Utc::now())
         .await
         .expect("again");
-    assert_eq!((again.rows, again.recorded, again.already_imported), (12_000, 0, 12_000));
-    assert!(snapshot().await == before, "the second import changed something");
+    assert_eq!(
+        (again.rows, again.recorded, again.already_imported),
+        (12_000, 0, 12_000)
+    );
+    assert!(
+        snapshot().await == before,
+        "the second import changed something"
+    );
 }
 
 /// A bulk import while movements stream in over NATS, on levels that already have history:
@@ -411,7 +426,11 @@ async fn a_bulk_import_while_movements_stream_in_keeps_the_as_of_rule() {
         .await
         .unwrap_or_else(|e| panic!("import failed: {e:#}"));
     assert_eq!((r.rows, r.recorded), (2 * SKUS, 2 * SKUS));
-    assert_eq!(r.cached_skus, Some(SKUS), "every imported SKU written to Redis");
+    assert_eq!(
+        r.cached_skus,
+        Some(SKUS),
+        "every imported SKU written to Redis"
+    );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let live = publisher.await.expect("publisher");
     let want = (2 + 2 * SKUS + live) as i64;
@@ -423,7 +442,11 @@ async fn a_bulk_import_while_movements_stream_in_keeps_the_as_of_rule() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(app.ledger_count().await, want, "nothing lost, nothing doubled");
+    assert_eq!(
+        app.ledger_count().await,
+        want,
+        "nothing lost, nothing doubled"
+    );
     assert!(app.deadletters().await.is_empty(), "nothing dead-lettered");
     app.assert_ledger_consistent().await;
 

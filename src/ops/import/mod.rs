@@ -58,7 +58,8 @@ struct Errors {
 impl Errors {
     fn push(&mut self, line: u64, msg: impl std::fmt::Display) {
         self.total += 1;
-        self.shown.insert((line, self.total), format!("line {line}: {msg}"));
+        self.shown
+            .insert((line, self.total), format!("line {line}: {msg}"));
         if self.shown.len() > MAX_ERRORS {
             self.shown.pop_last();
         }
@@ -178,7 +179,6 @@ pub async fn locations(pool: &PgPool, file: &Path) -> anyhow::Result<usize> {
     tx.commit().await?;
     Ok(rows.len())
 }
-
 
 /// Attempts of the stock merge when it meets a deadlock or serialization failure.
 const ATTEMPTS: u32 = 8;

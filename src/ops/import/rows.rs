@@ -41,7 +41,9 @@ impl Columns {
         let find = |name: &str| headers.iter().position(|h| h == name);
         let need = |name: &str| match find(name) {
             Some(i) => Ok(i),
-            None => bail!("line 1: missing column {name:?} (columns: location_id,sku,on_hand[,counted_at])"),
+            None => bail!(
+                "line 1: missing column {name:?} (columns: location_id,sku,on_hand[,counted_at])"
+            ),
         };
         Ok(Columns {
             location_id: need("location_id")?,
@@ -103,7 +105,11 @@ impl Checker {
         let (at, at_text) = if counted_at.is_empty() {
             (self.default_at.0, self.default_at.1.as_str())
         } else {
-            if self.last_at.as_ref().is_none_or(|(raw, _, _)| raw != counted_at) {
+            if self
+                .last_at
+                .as_ref()
+                .is_none_or(|(raw, _, _)| raw != counted_at)
+            {
                 let t = DateTime::parse_from_rfc3339(counted_at)
                     .map_err(|e| {
                         format!("counted_at {counted_at:?} is not an RFC 3339 timestamp: {e}")
@@ -161,10 +167,22 @@ mod tests {
     fn event_ids_are_stable_and_follow_every_part() {
         // The id of an import made before the streaming import: the same file must dedupe.
         let id = opening_event_id("TW001", "TEE-1", "2026-11-01T00:00:00+00:00", 5);
-        assert_eq!(id, opening_event_id("TW001", "TEE-1", "2026-11-01T00:00:00+00:00", 5));
-        assert_ne!(id, opening_event_id("TW001", "TEE-1", "2026-11-01T00:00:00+00:00", 6));
-        assert_ne!(id, opening_event_id("TW001", "TEE-2", "2026-11-01T00:00:00+00:00", 5));
-        assert_ne!(id, opening_event_id("TW00", "1TEE-1", "2026-11-01T00:00:00+00:00", 5));
+        assert_eq!(
+            id,
+            opening_event_id("TW001", "TEE-1", "2026-11-01T00:00:00+00:00", 5)
+        );
+        assert_ne!(
+            id,
+            opening_event_id("TW001", "TEE-1", "2026-11-01T00:00:00+00:00", 6)
+        );
+        assert_ne!(
+            id,
+            opening_event_id("TW001", "TEE-2", "2026-11-01T00:00:00+00:00", 5)
+        );
+        assert_ne!(
+            id,
+            opening_event_id("TW00", "1TEE-1", "2026-11-01T00:00:00+00:00", 5)
+        );
         assert!(id.starts_with("import-") && id.len() == 39);
     }
 }

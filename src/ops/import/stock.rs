@@ -50,8 +50,9 @@ pub const EVENT_LIMIT: u64 = 10_000;
 const CHUNK_ROWS: i64 = 200_000;
 /// Bytes of `COPY` text handed to PostgreSQL at a time (and at most 4 in flight).
 const COPY_BUFFER: usize = 1 << 20;
-/// SKUs per Redis fill page.
-const FILL_PAGE: i64 = 500;
+/// SKUs per Redis fill page (a page is one Redis script call per SKU group: 50 SKUs of 200
+/// locations is 10,000 levels, well inside the Redis response timeout).
+const FILL_PAGE: i64 = 50;
 
 /// What a stock import did.
 #[derive(Debug)]
@@ -98,15 +99,7 @@ pub async fn stock_with(
     // Its own session: the stage is TEMP, and goes when the connection closes.
     let mut conn = pool.acquire().await?.detach();
     let progress = Progress::new(options.quiet, size);
-    let result = run(
-        &mut conn,
-        cache,
-        file,
-        known,
-        default_counted_at,
-        &progress,
-    )
-    .await;
+    let result = run(&mut conn, cache, file, known, default_counted_at, &progress).await;
     progress.finish();
     let _ = conn.close().await;
     let r = result?;
@@ -139,7 +132,10 @@ async fn run(
             for r in &repeats {
                 errors.push(
                     r.line as u64,
-                    format!("{} / {:?} already on line {}", r.location_id, r.sku, r.first),
+                    format!(
+                        "{} / {:?} already on line {}",
+                        r.location_id, r.sku, r.first
+                    ),
                 );
             }
             errors.uncounted(n.saturating_sub(repeats.len() as i64) as u64);
@@ -187,7 +183,8 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 fn retryable(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<sqlx::Error>().is_some_and(db::is_retryable)
+    e.downcast_ref::<sqlx::Error>()
+        .is_some_and(db::is_retryable)
 }
 
 struct Pass {
