@@ -167,6 +167,9 @@ pub enum ImportWhat {
         /// When the counts were taken, for rows without `counted_at` (default: now).
         #[arg(long)]
         counted_at: Option<DateTime<Utc>>,
+        /// No progress bar (it is also hidden when stderr is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
     },
 }
 
@@ -232,6 +235,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     file,
                     connections,
                     counted_at,
+                    quiet,
                 },
         } => {
             let pool = migrated_pool(&connections).await?;
@@ -239,11 +243,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 RedisStore::new(&connections.redis_url, &connections.redis_prefix)?,
                 pool.clone(),
             );
-            let r = import::stock(
+            let r = import::stock_with(
                 &pool,
                 Some(&cache),
                 &file,
                 counted_at.unwrap_or_else(Utc::now),
+                import::Options { quiet },
             )
             .await?;
             println!(
@@ -253,6 +258,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 r.recorded,
                 r.already_imported
             );
+            if r.recorded > 0 && r.cached_skus.is_none() && r.recorded as u64 > import::EVENT_LIMIT
+            {
+                eprintln!("Redis was not filled after the import: run `omnistock cache rebuild`");
+            }
             Ok(())
         }
         Command::Cache {

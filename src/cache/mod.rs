@@ -330,6 +330,13 @@ impl StockCache {
         Ok(skus.len())
     }
 
+    /// Rewrites the given SKUs' levels from PostgreSQL as complete entries; returns the SKUs
+    /// written. For a writer that changed more levels than its after-commit step can carry
+    /// (a bulk import).
+    pub async fn rebuild_skus(&self, skus: &[String]) -> anyhow::Result<usize> {
+        self.fill(skus).await
+    }
+
     /// Rewrites every level from PostgreSQL, SKU page by SKU page; returns the SKUs written.
     /// Versioned writes make it safe while movements keep flowing.
     pub async fn rebuild(&self) -> anyhow::Result<usize> {

@@ -5,6 +5,7 @@ pub mod channels;
 pub mod deadletters;
 pub mod events;
 pub mod health;
+pub mod import;
 pub mod invariants;
 pub mod levels;
 pub mod locations;
