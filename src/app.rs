@@ -237,7 +237,9 @@ impl Application {
         };
         let shutdown = CancellationToken::new();
         let jobs = Supervisor::new(shutdown.clone(), JobStatus::default());
+        let holds = crate::holds::group::HoldQueues::new(pool.clone(), Arc::clone(&cache));
         let state = AppState {
+            holds,
             pool,
             cache,
             directory,

@@ -322,3 +322,92 @@ pub async fn fully_consumed(
     .fetch_all(conn)
     .await
 }
+
+/// Of the given reservation ids, those already taken.
+pub async fn existing(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT reservation_id FROM reservations WHERE reservation_id = ANY($1)")
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+}
+
+/// A location's safety stock, read in a snapshot of its own (after the caller's level locks);
+/// `None` when the location is not registered.
+pub async fn location_safety(
+    conn: &mut PgConnection,
+    location_id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT safety_stock FROM locations WHERE location_id = $1")
+        .bind(location_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Inserts new holds at one location, set-based; returns the ids it inserted, with their
+/// creation and expiry times as stored (an id another transaction took meanwhile is left out).
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    location_id: &str,
+    ids: &[&str],
+    expires_at: &[DateTime<Utc>],
+    order_ids: &[Option<&str>],
+) -> Result<Vec<(String, DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO reservations (reservation_id, location_id, status, expires_at, order_id)
+         SELECT i, $1, 'held', e, o
+         FROM UNNEST($2::text[], $3::timestamptz[], $4::text[]) AS t(i, e, o)
+         ON CONFLICT (reservation_id) DO NOTHING
+         RETURNING reservation_id, created_at, expires_at",
+    )
+    .bind(location_id)
+    .bind(ids)
+    .bind(expires_at)
+    .bind(order_ids)
+    .fetch_all(conn)
+    .await
+}
+
+/// The lines of several new holds at once, each held in full.
+pub async fn insert_lines_many(
+    conn: &mut PgConnection,
+    ids: &[&str],
+    skus: &[&str],
+    quantities: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO reservation_lines (reservation_id, sku, quantity, held)
+         SELECT i, s, q, q FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS t(i, s, q)",
+    )
+    .bind(ids)
+    .bind(skus)
+    .bind(quantities)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Adds the holds of a group to `reserved` of locked levels at one location, bumping each
+/// level's version once per hold (each hold has its own change event); returns the levels
+/// after.
+pub async fn add_held_group(
+    conn: &mut PgConnection,
+    location_id: &str,
+    skus: &[&str],
+    totals: &[i64],
+    holds: &[i64],
+) -> Result<Vec<LevelRow>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE stock_levels AS s SET reserved = s.reserved + n.q, version = s.version + n.k,
+                updated_at = now()
+         FROM UNNEST($2::text[], $3::int8[], $4::int8[]) AS n(sku, q, k)
+         WHERE s.location_id = $1 AND s.sku = n.sku
+         RETURNING s.location_id, s.sku, s.on_hand, s.reserved, s.in_transit, s.version,
+                   s.last_count_at, s.last_movement_at",
+    )
+    .bind(location_id)
+    .bind(skus)
+    .bind(totals)
+    .bind(holds)
+    .fetch_all(conn)
+    .await
+}

@@ -1,5 +1,7 @@
 //! Holds: the rules for taking, keeping and giving back reserved stock.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
@@ -94,6 +96,58 @@ pub fn check(lines: &[OrderLine], available: impl Fn(&str) -> i64) -> Result<(),
     }
 }
 
+/// What a group of holds on the same levels decided for one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Held: every line fits what the earlier holds of the group left.
+    Take,
+    /// The id is taken already, or by an earlier hold of the group: answered with that one.
+    Replay,
+    Short(Vec<Shortfall>),
+}
+
+/// Decides a group of holds in arrival order, each against what is available after the earlier
+/// ones it took (all lines or none, as `check`). `available(sku, taken)` is what is available
+/// of `sku` when the group has already taken `taken` of it; `exists(id)` tells an id already
+/// recorded. Equivalent to taking the holds one after another.
+pub fn plan_group<'a>(
+    holds: &[(&'a str, &'a [OrderLine])],
+    exists: impl Fn(&str) -> bool,
+    available: impl Fn(&str, i64) -> i64,
+) -> Vec<Decision> {
+    let mut taken: HashMap<&'a str, i64> = HashMap::new();
+    let mut ids: HashSet<&'a str> = HashSet::new();
+    holds
+        .iter()
+        .map(|&(id, lines)| {
+            if exists(id) || ids.contains(id) {
+                return Decision::Replay;
+            }
+            let so_far = |sku: &str| taken.get(sku).copied().unwrap_or(0);
+            if let Err(short) = check(lines, |sku| available(sku, so_far(sku))) {
+                return Decision::Short(short);
+            }
+            let mut next = taken.clone();
+            for l in lines {
+                let t = next.entry(l.sku.as_str()).or_insert(0);
+                match t.checked_add(l.quantity) {
+                    Some(n) => *t = n,
+                    None => {
+                        return Decision::Short(vec![Shortfall {
+                            sku: l.sku.clone(),
+                            requested: l.quantity,
+                            available: available(&l.sku, so_far(&l.sku)),
+                        }])
+                    }
+                }
+            }
+            taken = next;
+            ids.insert(id);
+            Decision::Take
+        })
+        .collect()
+}
+
 /// How much of a hold a sale (or transfer out) of `quantity` consumes.
 pub fn consumed(held: i64, quantity: i64) -> i64 {
     held.min(quantity).max(0)
@@ -145,6 +199,67 @@ mod tests {
                 && !Status::Fulfilled.is_live()
         );
         assert_eq!(Status::parse("expired"), Some(Status::Expired));
+    }
+
+    fn ids_of(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("r{i}")).collect()
+    }
+
+    #[test]
+    fn a_group_decides_in_arrival_order_and_replays_a_repeated_id() {
+        let one = [line("A", 2)];
+        let two = [line("A", 1), line("B", 1)];
+        let holds: Vec<(&str, &[OrderLine])> = vec![
+            ("x", &one),
+            ("y", &two),
+            ("x", &two),
+            ("z", &one),
+            ("old", &one),
+        ];
+        let d = plan_group(
+            &holds,
+            |id| id == "old",
+            |sku, taken| (if sku == "A" { 4 } else { 1 }) - taken,
+        );
+        assert_eq!(d[0], Decision::Take);
+        assert_eq!(d[1], Decision::Take);
+        assert_eq!(d[2], Decision::Replay);
+        assert_eq!(
+            d[3],
+            Decision::Short(vec![Shortfall {
+                sku: "A".into(),
+                requested: 2,
+                available: 1
+            }])
+        );
+        assert_eq!(d[4], Decision::Replay);
+    }
+
+    proptest! {
+        #[test]
+        fn a_group_never_takes_more_than_there_is(
+            stock in 0i64..50,
+            qs in proptest::collection::vec(1i64..10, 0..40),
+        ) {
+            let ids = ids_of(qs.len());
+            let lines: Vec<Vec<OrderLine>> = qs.iter().map(|q| vec![line("A", *q)]).collect();
+            let holds: Vec<(&str, &[OrderLine])> =
+                ids.iter().zip(&lines).map(|(i, l)| (i.as_str(), l.as_slice())).collect();
+            let d = plan_group(&holds, |_| false, |_, taken| stock - taken);
+            let mut left = stock;
+            for (q, d) in qs.iter().zip(&d) {
+                // The same as one after another.
+                if *q <= left {
+                    prop_assert_eq!(d, &Decision::Take);
+                    left -= q;
+                } else {
+                    let short = Decision::Short(vec![Shortfall {
+                        sku: "A".into(), requested: *q, available: left,
+                    }]);
+                    prop_assert_eq!(d, &short);
+                }
+            }
+        }
     }
 
     proptest! {

@@ -28,6 +28,8 @@ use crate::events::{self, LevelChange};
 use crate::ingest::apply::change;
 use crate::metrics;
 
+use super::group::HoldQueues;
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LineView {
     pub sku: String,
@@ -295,13 +297,21 @@ pub enum Created {
 /// Takes a hold (or a preorder), idempotently by its id, timed in
 /// `omnistock_hold_duration_seconds` by outcome; one refused for want of stock also counts in
 /// `omnistock_oversell_attempts_total`.
+///
+/// An ordinary hold goes through its levels' queue (`super::group`); a preorder is taken on its
+/// own.
 pub async fn create(
     pool: &PgPool,
     cache: &StockCache,
+    queues: &HoldQueues,
     h: &NewHold<'_>,
 ) -> Result<Created, sqlx::Error> {
     let timer = metrics::Timed::start(metrics::HOLD_SECONDS);
-    let created = create_timed(pool, cache, h).await;
+    let created = if h.preorder {
+        create_single(pool, cache, h).await
+    } else {
+        queues.hold(h).await
+    };
     timer.finish(match &created {
         Ok(Created::New(_)) => "created",
         Ok(Created::Replay(_)) => "replay",
@@ -315,7 +325,8 @@ pub async fn create(
     created
 }
 
-async fn create_timed(
+/// Takes one hold in a transaction of its own.
+pub(crate) async fn create_single(
     pool: &PgPool,
     cache: &StockCache,
     h: &NewHold<'_>,

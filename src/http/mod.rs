@@ -70,6 +70,8 @@ pub struct AppState {
     pub ops: crate::config::OpsThresholds,
     /// How long a request may take.
     pub deadlines: Deadlines,
+    /// Holds queued per hot level, group-committed.
+    pub holds: crate::holds::group::HoldQueues,
 }
 
 /// How long a request may take (making the response: the body of a live stream is not

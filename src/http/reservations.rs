@@ -143,7 +143,7 @@ async fn create(
         channel: channel.as_deref(),
         preorder: req.preorder,
     };
-    match holds::create(&state.pool, &state.cache, &hold).await? {
+    match holds::create(&state.pool, &state.cache, &state.holds, &hold).await? {
         Created::New(v) => Ok((StatusCode::CREATED, Json(v))),
         Created::Replay(v) => Ok((StatusCode::OK, Json(v))),
         Created::UnknownLocation => Err(ApiError::Invalid {

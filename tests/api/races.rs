@@ -431,3 +431,84 @@ async fn concurrent_transfers_between_stores_keep_the_network_total() {
         "in_transit disagrees with transfers: {bad:?}"
     );
 }
+
+/// A flash sale on one hot SKU: 10,000 holds at once on 2,500 units, of assorted sizes, group
+/// committed. Exactly the stock is held, every refusal names its own request and what was
+/// left, and `reserved` equals the sum of what the held lines hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_concurrent_holds_on_2500_units_hold_exactly_2500() {
+    const HOLDS: usize = 10_000;
+    const STOCK: i64 = 2_500;
+    let app = racing_app().await;
+    app.store("FLASH", 25.05306, 121.52639).await;
+    app.stock("FLASH", "HOT", STOCK).await;
+    let http = client();
+    let url = app.url("/v1/reservations");
+    let answers: Vec<(usize, u16, Value)> = futures::stream::iter(0..HOLDS)
+        .map(|i| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let body = json!({"reservation_id": format!("f{i}"), "location_id": "FLASH",
+                                  "lines": [{"sku": "HOT", "quantity": 1}]});
+                match http
+                    .post(url)
+                    .bearer_auth(RESERVE_KEY)
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        (i, status, r.json().await.unwrap_or(Value::Null))
+                    }
+                    Err(_) => (i, 0, Value::Null),
+                }
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
+    for (i, status, body) in &answers {
+        *by_status.entry(*status).or_default() += 1;
+        match status {
+            201 => {
+                assert_eq!(body["reservation_id"], format!("f{i}"), "{body}");
+                assert_eq!(body["lines"][0]["held"], 1, "{body}");
+            }
+            409 => {
+                assert_eq!(body["error"], "insufficient_stock", "{body}");
+                let line = &body["details"]["lines"][0];
+                assert_eq!(
+                    (line["requested"].clone(), line["available"].clone()),
+                    (json!(1), json!(0)),
+                    "{body}"
+                );
+            }
+            _ => {}
+        }
+    }
+    let held = STOCK as usize;
+    assert_eq!(
+        by_status,
+        BTreeMap::from([(201, held), (409, HOLDS - held)]),
+        "exactly the stock held, every other hold refused with 409"
+    );
+    assert_eq!(app.reserved("FLASH", "HOT").await, STOCK);
+    let (rows, lines): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM reservations WHERE status = 'held'),
+                (SELECT coalesce(sum(held), 0)::int8 FROM reservation_lines)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        (rows, lines),
+        (STOCK, STOCK),
+        "one row per hold; reserved = sum of held lines"
+    );
+    let (status, a) = app.get("/v1/availability/HOT", RESERVE_KEY).await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["available"], 0, "{a}");
+    app.assert_ledger_consistent().await;
+}

@@ -723,3 +723,163 @@ async fn bad_listing_parameters_are_a_422_naming_the_field() {
     let (status, body) = app.get("/v1/reservations?limit=500", RESERVE_KEY).await;
     assert_eq!((status, body["next_cursor"].clone()), (200, Value::Null));
 }
+
+/// Holds the level's row lock from outside the daemon, so that the holds sent meanwhile queue
+/// in the daemon and go in one group once `release` commits.
+async fn block_level(
+    app: &TestApp,
+    location: &str,
+    sku: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM stock_levels WHERE location_id = $1 AND sku = $2 FOR UPDATE")
+        .bind(location)
+        .bind(sku)
+        .execute(&mut *tx)
+        .await
+        .expect("lock level");
+    tx
+}
+
+/// Waits until a transaction of the daemon waits for a row lock (the group in front).
+async fn wait_for_lock_waiter(app: &TestApp) {
+    wait_until("a hold waiting for the level lock", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("activity")
+            > 0
+    })
+    .await;
+}
+
+fn spawn_hold(app: &TestApp, body: Value) -> tokio::task::JoinHandle<(u16, Value)> {
+    let (http, url) = (app.http.clone(), app.url("/v1/reservations"));
+    tokio::spawn(async move {
+        let r = http
+            .post(url)
+            .bearer_auth(RESERVE_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_repeats_in_one_group_answer_the_same_reservation() {
+    let app = spawn_app().await;
+    app.store("GRP1", 25.05306, 121.52639).await;
+    app.stock("GRP1", "HOT", 100).await;
+    let lock = block_level(&app, "GRP1", "HOT").await;
+    let front = spawn_hold(
+        &app,
+        json!({"reservation_id": "front", "location_id": "GRP1",
+                                        "lines": [{"sku": "HOT", "quantity": 1}]}),
+    );
+    wait_for_lock_waiter(&app).await;
+    // Queued behind the group in front: they go together once the lock is released.
+    let mut queued = Vec::new();
+    for copy in 0..8 {
+        for id in 0..3 {
+            let body = json!({"reservation_id": format!("dup-{id}"), "location_id": "GRP1",
+                              "lines": [{"sku": "HOT", "quantity": id + 1}]});
+            queued.push((id, copy, spawn_hold(&app, body)));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.commit().await.expect("release the level");
+    assert_eq!(front.await.expect("front").0, 201);
+    let mut first: Vec<Option<Value>> = vec![None; 3];
+    let mut created = [0; 3];
+    for (id, _, t) in queued {
+        let (status, mut body) = t.await.expect("hold");
+        assert!(status == 201 || status == 200, "{status} {body}");
+        if status == 201 {
+            created[id as usize] += 1;
+        }
+        assert_eq!(body["reservation_id"], format!("dup-{id}"), "{body}");
+        assert_eq!(body["lines"][0]["quantity"], id + 1, "{body}");
+        body.as_object_mut().expect("object").remove("status");
+        match &first[id as usize] {
+            None => first[id as usize] = Some(body),
+            Some(f) => assert_eq!(f, &body, "every copy answers the same reservation"),
+        }
+    }
+    assert_eq!(created, [1, 1, 1], "each id held once");
+    assert_eq!(app.reserved("GRP1", "HOT").await, 1 + 1 + 2 + 3);
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_that_fails_in_a_group_does_not_fail_the_others() {
+    let app = spawn_app().await;
+    app.store("GRP2", 25.05306, 121.52639).await;
+    app.stock("GRP2", "HOT", 100).await;
+    // A row the database refuses, as a broken hold would be: it fails its group's
+    // transaction, and the group is taken again one by one.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.reservation_id = 'poison' THEN RAISE EXCEPTION 'poisoned hold'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON reservation_lines
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("trigger");
+    let lock = block_level(&app, "GRP2", "HOT").await;
+    let front = spawn_hold(
+        &app,
+        json!({"reservation_id": "front", "location_id": "GRP2",
+                                        "lines": [{"sku": "HOT", "quantity": 1}]}),
+    );
+    wait_for_lock_waiter(&app).await;
+    let mut queued = Vec::new();
+    for i in 0..6 {
+        let id = if i == 3 {
+            "poison".to_owned()
+        } else {
+            format!("ok-{i}")
+        };
+        let body = json!({"reservation_id": id, "location_id": "GRP2",
+                          "lines": [{"sku": "HOT", "quantity": 2}]});
+        queued.push((id, spawn_hold(&app, body)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Queued last, and too much for what the others leave: refused on its own, with its own
+    // numbers.
+    let greedy = spawn_hold(
+        &app,
+        json!({"reservation_id": "greedy", "location_id": "GRP2",
+                                         "lines": [{"sku": "HOT", "quantity": 95}]}),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.commit().await.expect("release the level");
+    assert_eq!(front.await.expect("front").0, 201);
+    for (id, t) in queued {
+        let (status, body) = t.await.expect("hold");
+        if id == "poison" {
+            assert_eq!(status, 500, "{body}");
+        } else {
+            assert_eq!(status, 201, "{id}: {body}");
+        }
+    }
+    let (status, body) = greedy.await.expect("greedy");
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        body["details"]["lines"],
+        json!([{"sku": "HOT", "requested": 95, "available": 89}])
+    );
+    assert_eq!(app.reserved("GRP2", "HOT").await, 1 + 5 * 2);
+    let (status, _) = app.get("/v1/reservations/poison", RESERVE_KEY).await;
+    assert_eq!(status, 404, "nothing of the failed hold is left");
+    app.assert_ledger_consistent().await;
+}

@@ -2,6 +2,8 @@
 //! brute-force optimum.
 
 use super::*;
+use crate::domain::geo::haversine_km;
+use crate::domain::location::LocationKind;
 use proptest::prelude::*;
 
 const TAIPEI: (f64, f64) = (25.05306, 121.52639);
