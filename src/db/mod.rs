@@ -13,6 +13,7 @@ pub mod ops;
 pub mod orders;
 pub mod reservations;
 pub mod supply;
+pub mod totals;
 pub mod transfers;
 
 use std::time::{Duration, Instant};

@@ -28,3 +28,4 @@ mod routing;
 mod routing_split;
 mod sse;
 mod supply;
+mod totals;
