@@ -279,8 +279,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check { connections } => {
             let pool = app::connect_db(&connections).await?;
+            let totals = db::totals::mismatches(&pool, 20).await?;
+            for m in &totals {
+                println!(
+                    "{:?} channel {}: total {} but its levels sum to {} (`omnistock reconcile` repairs it)",
+                    m.sku, m.channel, m.stored, m.summed
+                );
+            }
             let bad = db::invariants::ledger_mismatches(&pool, 20).await?;
-            if bad.is_empty() {
+            if bad.is_empty() && totals.is_empty() {
                 println!("ok: every level equals what its ledger implies");
                 return Ok(());
             }
@@ -290,7 +297,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     m.location_id, m.sku, m.on_hand, m.implied
                 );
             }
-            anyhow::bail!("{} (or more) levels disagree with the ledger", bad.len())
+            anyhow::bail!(
+                "{} (or more) levels disagree with the ledger, {} (or more) totals with their levels",
+                bad.len(),
+                totals.len()
+            )
         }
         Command::Reconcile {
             connections,
@@ -431,6 +442,12 @@ async fn reconcile(c: &Connections, repair: bool, json: bool) -> anyhow::Result<
         anyhow::bail!(
             "{} Redis entries differ from PostgreSQL",
             report.redis_unrepaired()
+        );
+    }
+    if report.totals_unrepaired() > 0 {
+        anyhow::bail!(
+            "{} totals differ from their levels or from PostgreSQL",
+            report.totals_unrepaired()
         );
     }
     Ok(())

@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-pub use store::{Read, RedisStore};
+pub use store::{Read, RedisStore, TotalsRead};
 
 use crate::db;
 use crate::db::health::DbHealth;
 use crate::db::levels::LevelRow;
+use crate::db::totals::TotalRow;
 use crate::domain::availability::LevelQuantities;
 use crate::metrics::METRICS;
 
@@ -46,6 +47,8 @@ const BREAKER: Duration = Duration::from_secs(1);
 const READ_BUDGET: Duration = Duration::from_millis(250);
 /// SKUs per page when rebuilding.
 const REBUILD_PAGE: i64 = 500;
+/// Totals per page when rewriting totals.
+const TOTALS_PAGE: i64 = 2_000;
 
 pub struct StockCache {
     store: RedisStore,
@@ -61,6 +64,24 @@ pub struct StockCache {
     /// served from it without waiting for the pool.
     database_breaker: Mutex<Option<Instant>>,
     db: DbHealth,
+    /// Totals rewrites in progress after a change of terms (a location, channel or override)
+    /// that changed totals without a level write: totals are read from PostgreSQL meanwhile.
+    totals_refreshing: AtomicUsize,
+}
+
+/// A read of totals: one per SKU asked, where they came from, and how old they may be.
+#[derive(Debug)]
+pub struct TotalsAnswer {
+    pub totals: Vec<i64>,
+    pub source: Source,
+    pub age: Option<Duration>,
+}
+
+/// The totals of these SKUs, read in the transaction that changed them (so they are exactly
+/// its result), for the write after the commit.
+pub struct ChangedTotals {
+    pub skus: Vec<String>,
+    pub rows: Vec<TotalRow>,
 }
 
 /// A read's answer: levels per SKU asked, where they came from, and how old they may be.
@@ -91,8 +112,10 @@ impl StockCache {
 
     /// A cache that knows, from the daemon's PostgreSQL watch, when PostgreSQL is down: reads
     /// are then served from Redis at once instead of waiting for the pool.
-    pub fn with_db_health(store: RedisStore, pool: PgPool, db: DbHealth) -> Arc<Self> {
+    pub fn with_db_health(mut store: RedisStore, pool: PgPool, db: DbHealth) -> Arc<Self> {
+        store.read_totals_from(pool.clone());
         Arc::new(StockCache {
+            totals_refreshing: AtomicUsize::new(0),
             db,
             store,
             pool,
@@ -170,16 +193,24 @@ impl StockCache {
         }
     }
 
-    /// Writes levels changed by a committed transaction. Never fails: a level Redis did not
-    /// take is remembered and resynced later. Returns whether Redis took them now.
-    pub async fn publish(&self, changed: &[LevelRow]) -> bool {
+    /// Writes levels changed by a committed transaction, with the totals of their SKUs (read
+    /// in that transaction; else from PostgreSQL now). Never fails: a level Redis did not take
+    /// is remembered and resynced later. Returns whether Redis took them now.
+    pub async fn publish(&self, changed: &[LevelRow], totals: Option<&ChangedTotals>) -> bool {
         if changed.is_empty() {
             return false;
         }
         let result = if self.skipping() {
             Err(None)
         } else {
-            self.store.write(changed, false).await.map_err(Some)
+            match totals {
+                Some(t) => self
+                    .store
+                    .write_with_totals(changed, false, &t.skus, &t.rows, &[])
+                    .await
+                    .map_err(Some),
+                None => self.store.write(changed, false).await.map_err(Some),
+            }
         };
         if let Err(e) = result {
             if let Some(e) = e {
@@ -290,6 +321,144 @@ impl StockCache {
                 Some(Duration::ZERO)
             },
         })
+    }
+
+    /// One channel's total of each SKU, in the order asked: from Redis under the same rules as
+    /// levels (watermark, dirty SKUs, breakers), else from PostgreSQL's totals (filling Redis).
+    pub async fn totals(&self, skus: &[&str], channel: &str) -> Result<TotalsAnswer, sqlx::Error> {
+        let n = skus.len();
+        let (cached, watermark_age) = if self.skipping() {
+            (vec![None; n], None)
+        } else {
+            match tokio::time::timeout(READ_BUDGET, self.store.read_totals(skus, channel)).await {
+                Ok(Ok(r)) => (r.totals, r.watermark_age),
+                Ok(Err(e)) => {
+                    self.tripped(&e, "a read");
+                    (vec![None; n], None)
+                }
+                Err(_) => {
+                    self.tripped(&"no answer within the read budget", "a read");
+                    (vec![None; n], None)
+                }
+            }
+        };
+        let trusted = watermark_age.is_some_and(|age| age <= sync::MAX_STALENESS)
+            && !self.rebuild_pending()
+            && self.totals_refreshing.load(Ordering::SeqCst) == 0;
+        if !trusted {
+            METRICS.cache_fallbacks.add(n as u64);
+        }
+        let complete = cached.iter().all(Option::is_some);
+        let from_redis = |cached: Vec<Option<i64>>| TotalsAnswer {
+            totals: cached.into_iter().map(Option::unwrap_or_default).collect(),
+            source: Source::Cache,
+            age: watermark_age,
+        };
+        if !trusted && complete && self.database_down() {
+            return Ok(from_redis(cached));
+        }
+        let usable: Vec<Option<i64>> = match self.dirty.lock() {
+            _ if !trusted => vec![None; n],
+            Ok(d) if !d.is_empty() => skus
+                .iter()
+                .zip(&cached)
+                .map(|(s, c)| if d.contains(*s) { None } else { *c })
+                .collect(),
+            _ => cached.clone(),
+        };
+        let missing: Vec<String> = skus
+            .iter()
+            .zip(&usable)
+            .filter(|(_, c)| c.is_none())
+            .map(|(s, _)| s.to_string())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        METRICS.cache_hits.add((n - missing.len()) as u64);
+        if missing.is_empty() {
+            return Ok(TotalsAnswer {
+                totals: usable.into_iter().map(Option::unwrap_or_default).collect(),
+                source: Source::Cache,
+                age: watermark_age,
+            });
+        }
+        let rows = match db::totals::for_skus(&self.pool, &missing).await {
+            Ok(rows) => rows,
+            Err(e) if complete => {
+                tracing::warn!(error = %e, "PostgreSQL failed; serving totals from Redis");
+                self.trip(&self.database_breaker);
+                return Ok(from_redis(cached));
+            }
+            Err(e) => return Err(e),
+        };
+        if !self.skipping() && trusted {
+            METRICS.cache_misses.add(missing.len() as u64);
+            if let Err(e) = self
+                .store
+                .write_with_totals(&[], false, &missing, &rows, &[channel])
+                .await
+            {
+                self.tripped(&e, "a fill");
+            }
+        }
+        let from_db: HashMap<&str, i64> = rows
+            .iter()
+            .filter(|r| r.channel == channel)
+            .map(|r| (r.sku.as_str(), r.available))
+            .collect();
+        let some_cached = missing.len() < n;
+        Ok(TotalsAnswer {
+            totals: skus
+                .iter()
+                .zip(usable)
+                .map(|(sku, c)| c.unwrap_or_else(|| from_db.get(sku).copied().unwrap_or(0)))
+                .collect(),
+            source: Source::Database,
+            age: if some_cached {
+                watermark_age
+            } else {
+                Some(Duration::ZERO)
+            },
+        })
+    }
+
+    /// Terms changed totals without a level write (a location's safety stock or ship flag, a
+    /// channel, an override): rewrites every total to Redis in the background, and reads this
+    /// daemon's totals from PostgreSQL until it is done. A failed rewrite leaves Redis
+    /// untrusted until the full rebuild.
+    pub fn totals_changed(self: &Arc<Self>) {
+        self.totals_refreshing.fetch_add(1, Ordering::SeqCst);
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = cache.rebuild_totals().await {
+                tracing::warn!(error = %e, "rewriting totals to Redis failed; rebuilding it all");
+                cache.overflowed();
+            }
+            cache.totals_refreshing.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    /// Rewrites every total from PostgreSQL, page by page; returns the totals written.
+    pub async fn rebuild_totals(&self) -> anyhow::Result<usize> {
+        let mut after: Option<(String, String)> = None;
+        let mut n = 0;
+        loop {
+            let rows = db::totals::page(
+                &self.pool,
+                after.as_ref().map(|(s, c)| (s.as_str(), c.as_str())),
+                TOTALS_PAGE,
+            )
+            .await?;
+            let Some(last) = rows.last() else { break };
+            after = Some((last.sku.clone(), last.channel.clone()));
+            let mut skus: Vec<String> = rows.iter().map(|r| r.sku.clone()).collect();
+            skus.dedup();
+            self.store
+                .write_with_totals(&[], false, &skus, &rows, &[])
+                .await?;
+            n += rows.len();
+        }
+        Ok(n)
     }
 
     /// Rewrites dirty SKUs (or everything, after an overflow) once Redis answers.

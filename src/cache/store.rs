@@ -7,6 +7,12 @@
 //! marks a hash that holds *every* level of the SKU (it was filled from a PostgreSQL snapshot);
 //! a hash without it, e.g. recreated by a single write after Redis lost its data, is a miss.
 //!
+//! Totals: one hash per SKU, `<prefix>:total:<sku>`, field per channel: `"<version> <available>"`,
+//! written by the same versioned script (a total is whole by itself, so there is no completeness
+//! marker: a missing field is a miss). Every level write also writes the totals of its SKUs (read
+//! from PostgreSQL no earlier than the levels), so whatever vouches for the levels (the
+//! watermark) vouches for the totals too.
+//!
 //! `<prefix>:synced_through` holds the watermark of the cache sync (`cache::sync`): a Redis
 //! clock time (ms) such that every level change committed before it is in Redis, and the
 //! `run_id` of the Redis process it was proved on. Reads fetch it, with Redis's clock, in the
@@ -16,8 +22,10 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
+use sqlx::PgPool;
 
 use crate::db::levels::LevelRow;
+use crate::db::totals::TotalRow;
 use crate::domain::availability::LevelQuantities;
 
 /// Field marking a hash as complete. `~` cannot occur in a location id.
@@ -81,6 +89,17 @@ pub struct RedisStore {
     prefix: String,
     script: Script,
     raise: Script,
+    /// Where a level write reads the totals of its SKUs when it was not handed them (the cache
+    /// sync and the rebuild write levels only).
+    totals_source: Option<PgPool>,
+}
+
+/// Totals read from Redis, and how far behind PostgreSQL they may be.
+#[derive(Debug)]
+pub struct TotalsRead {
+    /// `None` where Redis holds no total for that SKU and channel.
+    pub totals: Vec<Option<i64>>,
+    pub watermark_age: Option<Duration>,
 }
 
 impl RedisStore {
@@ -97,7 +116,17 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             script: Script::new(WRITE_LEVELS),
             raise: Script::new(RAISE_WATERMARK),
+            totals_source: None,
         })
+    }
+
+    /// Lets level writes that are not handed the totals of their SKUs read them from `pool`.
+    pub fn read_totals_from(&mut self, pool: PgPool) {
+        self.totals_source = Some(pool);
+    }
+
+    pub fn total_key(&self, sku: &str) -> String {
+        format!("{}:total:{sku}", self.prefix)
     }
 
     pub fn level_key(&self, sku: &str) -> String {
@@ -162,29 +191,159 @@ impl RedisStore {
             .map(|_| ())
     }
 
-    /// Writes levels, grouped by SKU. With `complete`, each SKU's group must be every level of
+    /// Writes levels, grouped by SKU, with the totals of their SKUs (read from PostgreSQL now,
+    /// when the store has a source). With `complete`, each SKU's group must be every level of
     /// that SKU (a snapshot), and the hash is marked complete.
     pub async fn write(&self, levels: &[LevelRow], complete: bool) -> Result<(), RedisError> {
-        let mut groups: Vec<(&str, Vec<&LevelRow>)> = Vec::new();
+        let totals = match &self.totals_source {
+            Some(pool) if !levels.is_empty() => {
+                let mut skus: Vec<String> = levels.iter().map(|l| l.sku.clone()).collect();
+                skus.sort_unstable();
+                skus.dedup();
+                let rows = crate::db::totals::for_skus(pool, &skus)
+                    .await
+                    .map_err(|e| {
+                        RedisError::from((
+                            redis::ErrorKind::Client,
+                            "reading totals from PostgreSQL",
+                            e.to_string(),
+                        ))
+                    })?;
+                Some((skus, rows))
+            }
+            _ => None,
+        };
+        match &totals {
+            Some((skus, rows)) => {
+                self.write_with_totals(levels, complete, skus, rows, &[])
+                    .await
+            }
+            None => {
+                self.write_with_totals(levels, complete, &[], &[], &[])
+                    .await
+            }
+        }
+    }
+
+    /// Writes levels (as [`RedisStore::write`]) and totals in one script call per chunk.
+    /// `totals` holds every total of the SKUs in `skus` (in SKU order); the `zero_channels` of
+    /// each such SKU without a row are written as 0 at version 0, so that a SKU without stock is
+    /// a hit too (any real total has a higher version and replaces it).
+    pub async fn write_with_totals(
+        &self,
+        levels: &[LevelRow],
+        complete: bool,
+        skus: &[String],
+        totals: &[TotalRow],
+        zero_channels: &[&str],
+    ) -> Result<(), RedisError> {
+        enum Group<'a> {
+            Levels(&'a str, Vec<&'a LevelRow>),
+            Totals(&'a str, Vec<(&'a str, i64, i64)>),
+        }
+        let mut groups: Vec<Group> = Vec::new();
         for l in levels {
             match groups.last_mut() {
-                Some((sku, g)) if *sku == l.sku => g.push(l),
-                _ => groups.push((&l.sku, vec![l])),
+                Some(Group::Levels(sku, g)) if *sku == l.sku => g.push(l),
+                _ => groups.push(Group::Levels(&l.sku, vec![l])),
+            }
+        }
+        let mut rows = totals.iter().peekable();
+        for sku in skus {
+            let mut g: Vec<(&str, i64, i64)> = Vec::new();
+            while rows.next_if(|t| t.sku < *sku).is_some() {}
+            while let Some(t) = rows.next_if(|t| t.sku == *sku) {
+                g.push((&t.channel, t.version, t.available));
+            }
+            for c in zero_channels {
+                if !g.iter().any(|(ch, _, _)| ch == c) {
+                    g.push((c, 0, 0));
+                }
+            }
+            if !g.is_empty() {
+                groups.push(Group::Totals(sku, g));
             }
         }
         let mut conn = self.conn.clone();
         for chunk in groups.chunks(KEYS_PER_CALL) {
             let mut inv = self.script.prepare_invoke();
-            for (sku, group) in chunk {
-                inv.key(self.level_key(sku));
-                inv.arg(group.len()).arg(if complete { "1" } else { "0" });
-                for l in group {
-                    inv.arg(&l.location_id)
-                        .arg(l.version)
-                        .arg(format!("{} {} {}", l.on_hand, l.reserved, l.in_transit));
+            for group in chunk {
+                match group {
+                    Group::Levels(sku, group) => {
+                        inv.key(self.level_key(sku));
+                        inv.arg(group.len()).arg(if complete { "1" } else { "0" });
+                        for l in group {
+                            inv.arg(&l.location_id)
+                                .arg(l.version)
+                                .arg(format!("{} {} {}", l.on_hand, l.reserved, l.in_transit));
+                        }
+                    }
+                    Group::Totals(sku, group) => {
+                        inv.key(self.total_key(sku));
+                        inv.arg(group.len()).arg("0");
+                        for (channel, version, available) in group {
+                            inv.arg(*channel).arg(*version).arg(*available);
+                        }
+                    }
                 }
             }
             inv.invoke_async::<i64>(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// One channel's total of each SKU, with the age of the sync watermark, in one round trip.
+    pub async fn read_totals(
+        &self,
+        skus: &[&str],
+        channel: &str,
+    ) -> Result<TotalsRead, RedisError> {
+        // Watermark first, clock last, as for levels.
+        let mut pipe = redis::pipe();
+        pipe.get(self.watermark_key());
+        for sku in skus {
+            pipe.hget(self.total_key(sku), channel);
+        }
+        pipe.cmd("TIME");
+        let mut conn = self.conn.clone();
+        let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let time: (i64, i64) = parse_value(values.pop())?;
+        let now = time.0 * 1000 + time.1 / 1000;
+        let mut values = values.into_iter();
+        let mark: Option<String> = parse_value(values.next())?;
+        let mark = mark.as_deref().and_then(parse_watermark).map(|(ms, _)| ms);
+        let mut totals = Vec::with_capacity(skus.len());
+        for v in values {
+            totals.push(parse_total(&v));
+        }
+        Ok(TotalsRead {
+            totals,
+            watermark_age: mark.map(|m| Duration::from_millis(u64::try_from(now - m).unwrap_or(0))),
+        })
+    }
+
+    /// Every field of each SKU's totals hash exactly as stored (for reconciliation).
+    pub async fn read_totals_raw(
+        &self,
+        skus: &[&str],
+    ) -> Result<Vec<Vec<(String, String)>>, RedisError> {
+        let mut pipe = redis::pipe();
+        for sku in skus {
+            pipe.hgetall(self.total_key(sku));
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async(&mut conn).await
+    }
+
+    /// Deletes the totals hashes of these SKUs (reconciliation, for a bogus version).
+    pub async fn delete_totals(&self, skus: &[&str]) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        for chunk in skus.chunks(KEYS_PER_CALL) {
+            let keys: Vec<String> = chunk.iter().map(|s| self.total_key(s)).collect();
+            redis::cmd("DEL")
+                .arg(keys)
+                .query_async::<i64>(&mut conn)
+                .await?;
         }
         Ok(())
     }
@@ -279,6 +438,18 @@ fn parse_value<T: redis::FromRedisValue>(v: Option<redis::Value>) -> Result<T, R
             e.to_string(),
         ))
     })
+}
+
+/// A stored total, `"<version> <available>"`; `None` when absent or unreadable (a miss).
+pub fn parse_total(v: &redis::Value) -> Option<i64> {
+    let bytes = match v {
+        redis::Value::BulkString(b) => b.as_slice(),
+        _ => return None,
+    };
+    let s = std::str::from_utf8(bytes).ok()?;
+    let (version, available) = s.split_once(' ')?;
+    version.parse::<i64>().ok()?;
+    available.parse::<i64>().ok().filter(|a| *a >= 0)
 }
 
 fn parse_hash(fields: Vec<(String, String)>) -> Option<Vec<LevelQuantities>> {

@@ -45,24 +45,17 @@ pub async fn sku_thresholds(
     Ok(rows.into_iter().collect())
 }
 
-/// Available-to-promise of each SKU over the online channel (locations that ship).
+/// Available-to-promise of each SKU over the online channel (locations that ship), before the
+/// channel's share: read from the totals kept at write time (`db::totals`), which include this
+/// transaction's own changes. Saturated at the bigint limit.
 pub async fn network_available(
     conn: &mut PgConnection,
     skus: &[&str],
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        // The sum is numeric; capped so levels near the bigint limit give a saturated total
-        // rather than an out-of-range error that would refuse every movement of the SKU.
-        "SELECT s.sku, least(sum(greatest(0, s.on_hand::numeric - s.reserved - l.safety_stock)),
-                              9223372036854775807)::int8
-         FROM stock_levels s JOIN locations l USING (location_id)
-         WHERE s.sku = ANY($1) AND (l.ship_from OR l.kind IN ('warehouse', 'online'))
-         GROUP BY s.sku",
-    )
-    .bind(skus)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().collect())
+    Ok(crate::db::totals::online_gross(conn, skus)
+        .await?
+        .into_iter()
+        .collect())
 }
 
 /// Creates missing network states (as they were before this transaction), then locks them all

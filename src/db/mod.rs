@@ -15,6 +15,7 @@ pub mod orders;
 pub mod reservations;
 pub mod simulate;
 pub mod supply;
+pub mod totals;
 pub mod transfers;
 
 use std::time::{Duration, Instant};

@@ -39,10 +39,98 @@ pub fn router() -> Router<AppState> {
 #[openapi(paths(batch, one, nearby))]
 pub struct Doc;
 
+/// Most locations `nearest=` or `largest=` may ask for.
+pub const MAX_PICK: usize = 1_000;
+
 #[derive(Deserialize)]
-struct ChannelQuery {
+struct OneQuery {
     channel: Option<String>,
     at: Option<String>,
+    /// `false`: the total only, read from the totals kept at write time.
+    locations: Option<bool>,
+    nearest: Option<usize>,
+    largest: Option<usize>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+}
+
+/// Which locations a single-SKU answer lists.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Listing {
+    All,
+    None,
+    Nearest { n: usize, lat: f64, lon: f64 },
+    Largest(usize),
+}
+
+impl OneQuery {
+    /// The listing asked for; a 422 naming the field otherwise.
+    fn listing(&self) -> Result<Listing, ApiError> {
+        let count = |name: &str, n: usize| {
+            if (1..=MAX_PICK).contains(&n) {
+                Ok(n)
+            } else {
+                Err(ApiError::field(
+                    name,
+                    format!("`{name}` must be between 1 and {MAX_PICK}"),
+                ))
+            }
+        };
+        if self.nearest.is_some() && self.largest.is_some() {
+            return Err(ApiError::field(
+                "largest",
+                "`largest` cannot be combined with `nearest`",
+            ));
+        }
+        if self.locations == Some(false) && (self.nearest.is_some() || self.largest.is_some()) {
+            let which = if self.nearest.is_some() {
+                "nearest"
+            } else {
+                "largest"
+            };
+            return Err(ApiError::field(
+                which,
+                format!("`{which}` lists locations; it cannot be combined with `locations=false`"),
+            ));
+        }
+        if self.nearest.is_none() && (self.lat.is_some() || self.lon.is_some()) {
+            let which = if self.lat.is_some() { "lat" } else { "lon" };
+            return Err(ApiError::field(
+                which,
+                format!("`{which}` is only taken with `nearest`"),
+            ));
+        }
+        if let Some(n) = self.nearest {
+            let n = count("nearest", n)?;
+            let lat = self
+                .lat
+                .filter(|l| (-90.0..=90.0).contains(l))
+                .ok_or_else(|| {
+                    ApiError::field(
+                        "lat",
+                        "`lat` is required with `nearest`, between -90 and 90",
+                    )
+                })?;
+            let lon = self
+                .lon
+                .filter(|l| (-180.0..=180.0).contains(l))
+                .ok_or_else(|| {
+                    ApiError::field(
+                        "lon",
+                        "`lon` is required with `nearest`, between -180 and 180",
+                    )
+                })?;
+            return Ok(Listing::Nearest { n, lat, lon });
+        }
+        if let Some(n) = self.largest {
+            return Ok(Listing::Largest(count("largest", n)?));
+        }
+        Ok(if self.locations == Some(false) {
+            Listing::None
+        } else {
+            Listing::All
+        })
+    }
 }
 
 /// Availability of one SKU, per location
@@ -61,6 +149,11 @@ struct ChannelQuery {
         ("sku" = String, Path, description = doc::SKUPATH),
         ("channel" = Option<String>, Query, description = doc::CHANNELQUERY),
         ("at" = Option<String>, Query, description = doc::ATQUERY),
+        ("locations" = Option<bool>, Query, description = "`false`: the total only (`locations` and `in_transit` are empty), read from the totals kept at write time: one cached value whatever the number of locations. With `at`, the total is summed from the levels instead. Default `true`: the answer is unchanged."),
+        ("nearest" = Option<i64>, Query, description = "List only the N (1 to 1000) locations nearest to (`lat`, `lon`), nearest first (ties: location id); `available` stays the channel's total over all its locations. Needs `lat` and `lon`; out of range: 422 naming the field; negative or not an integer: 400."),
+        ("lat" = Option<f64>, Query, description = "Latitude for `nearest` (-90 to 90; only with `nearest`, else 422 with field `lat`)."),
+        ("lon" = Option<f64>, Query, description = "Longitude for `nearest` (-180 to 180)."),
+        ("largest" = Option<i64>, Query, description = "List only the N (1 to 1000) locations with the most available, largest first (ties: location id); `available` stays the total. Not with `nearest` (422 with field `largest`)."),
     ),
     responses(
         (status = 200, description = "The SKU's availability.", body = SkuAnswer),
@@ -74,11 +167,30 @@ async fn one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     SkuPath(sku): SkuPath,
-    ApiQuery(q): ApiQuery<ChannelQuery>,
+    ApiQuery(q): ApiQuery<OneQuery>,
 ) -> Result<Json<SkuAnswer>, ApiError> {
     caller.require(Scope::Read)?;
+    let listing = q.listing()?;
     let (set, channel) = resolve(&state, q.channel.as_deref()).await?;
     let at = atp::parse(q.at.as_deref())?;
+    if listing == Listing::None && at.is_none() {
+        let answer = state
+            .cache
+            .totals(&[sku.as_str()], &channel.channel)
+            .await?;
+        return Ok(Json(SkuAnswer {
+            sku,
+            channel: channel.channel,
+            available: answer.totals[0],
+            locations: Vec::new(),
+            in_transit: Vec::new(),
+            as_of: Utc::now(),
+            source: answer.source,
+            age_ms: answer
+                .age
+                .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+        }));
+    }
     let answer = atp::levels(&state, &[sku.as_str()], at).await?;
     let supply = Supply::load(&state.pool, &[sku.as_str()], at).await?;
     let levels = &answer.levels;
@@ -89,12 +201,30 @@ async fn one(
             levels[0].iter().map(|l| l.location_id.as_str()),
         )
         .await?;
-    let a = summarize_with(
+    let mut a = summarize_with(
         &levels[0],
         |id| Directory::terms(&locations, id),
         |id, t| includes(&channel, id, t),
         promise(&set, &channel, &sku, supply.as_ref()),
     );
+    match listing {
+        Listing::All => {}
+        Listing::None => {
+            a.locations.clear();
+            a.in_transit.clear();
+        }
+        Listing::Nearest { n, lat, lon } => {
+            let distance = |id: &str| {
+                locations
+                    .get(id)
+                    .map_or(f64::INFINITY, |l| haversine_km(lat, lon, l.lat, l.lon))
+            };
+            pick(&mut a.locations, n, |x, y| {
+                distance(&x.location_id).total_cmp(&distance(&y.location_id))
+            });
+        }
+        Listing::Largest(n) => pick(&mut a.locations, n, |x, y| y.available.cmp(&x.available)),
+    }
     Ok(Json(SkuAnswer {
         sku,
         channel: channel.channel,
@@ -105,6 +235,16 @@ async fn one(
         source: answer.source,
         age_ms: age_ms(&answer),
     }))
+}
+
+/// Keeps the first `n` locations by `order`, ties by location id.
+fn pick(
+    locations: &mut Vec<LocationAvailability>,
+    n: usize,
+    order: impl Fn(&LocationAvailability, &LocationAvailability) -> std::cmp::Ordering,
+) {
+    locations.sort_by(|x, y| order(x, y).then_with(|| x.location_id.cmp(&y.location_id)));
+    locations.truncate(n);
 }
 
 /// One SKU's availability: the channel's total and each location's part.
@@ -180,8 +320,9 @@ struct BatchRequest {
 ///
 /// Scope: `read`. Totals only, for 1 to 500 SKUs: what a checkout or a product listing
 /// page asks for a cart or a page of products. Repeated SKUs are answered once per
-/// occurrence, in request order. Answered from Redis, or from PostgreSQL when Redis misses
-/// or fails (`source`).
+/// occurrence, in request order. Answered from the per-SKU totals kept at write time, in
+/// Redis, or in PostgreSQL when Redis misses or fails (`source`): one value per SKU whatever
+/// the number of locations. With `at`, summed from the levels and the supply instead.
 #[utoipa::path(
     post,
     path = "/v1/availability",
@@ -218,6 +359,27 @@ async fn batch(
     let (set, channel) = resolve(&state, req.channel.as_deref()).await?;
     let skus: Vec<&str> = req.skus.iter().map(String::as_str).collect();
     let at = atp::parse(req.at.as_deref())?;
+    if at.is_none() {
+        // One cached total per SKU, kept at write time: no level is read.
+        let answer = state.cache.totals(&skus, &channel.channel).await?;
+        return Ok(Json(BatchAnswer {
+            channel: channel.channel,
+            items: skus
+                .iter()
+                .zip(answer.totals)
+                .map(|(sku, available)| BatchItem {
+                    sku: sku.to_string(),
+                    available,
+                })
+                .collect(),
+            as_of: Utc::now(),
+            source: answer.source,
+            age_ms: answer
+                .age
+                .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+        }));
+    }
+    // `at=` adds supply per location, which no total holds: summed from the levels.
     let answer = atp::levels(&state, &skus, at).await?;
     let supply = Supply::load(&state.pool, &skus, at).await?;
     let levels = &answer.levels;

@@ -86,6 +86,8 @@ pub struct Deadlines {
 impl AppState {
     /// Reloads this daemon's locations and tells the others to do the same.
     pub async fn locations_changed(&self) {
+        // Terms feed the totals: the triggers changed them in PostgreSQL, Redis follows.
+        self.cache.totals_changed();
         if let Err(e) = self.directory.refresh(&self.pool).await {
             tracing::warn!(error = %e, "location reload failed; the periodic refresh will retry");
         }
@@ -102,6 +104,7 @@ impl AppState {
 impl AppState {
     /// Reloads this daemon's channels and tells the others to do the same.
     pub async fn channels_changed(&self) {
+        self.cache.totals_changed();
         if let Err(e) = self.channels.refresh(&self.pool).await {
             tracing::warn!(error = %e, "channel reload failed; the periodic refresh will retry");
         }

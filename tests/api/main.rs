@@ -29,3 +29,4 @@ mod routing_split;
 mod simulate;
 mod sse;
 mod supply;
+mod totals;

@@ -1,70 +1,17 @@
-//! Reconciliation: is the truth consistent with itself, and does the cache tell the truth?
-//!
-//! * PostgreSQL: every level's `on_hand` against what its ledger implies, and its `reserved`
-//!   against its live holds ([`db::invariants`]). These are **never repaired** here: a difference
-//!   means a bug or a hand edit, and a human must find out which before correcting the level
-//!   (a `count` movement re-bases it).
-//! * Redis: every SKU's hash against its PostgreSQL levels, SKU page by SKU page. An entry that
-//!   differs is repaired: deleted, then rewritten complete from a fresh PostgreSQL read.
-//!
-//! Concurrent commits keep moving while this runs, and Redis is written just *after* each
-//! commit, so a single look can see Redis briefly behind (a write in flight) or ahead (a commit
-//! between the PostgreSQL read and the Redis read) without anything being wrong. A SKU that looks
-//! different is therefore looked at again after a short pause, Redis first and PostgreSQL second:
-//! * a Redis version newer than PostgreSQL's read *after* it cannot come from any commit, so it is
-//!   wrong (a bogus version, or a PostgreSQL restored from an older backup);
-//! * a Redis version older than the one PostgreSQL showed before the first look is stale: the
-//!   write of a commit at least that pause old never arrived;
-//! * anything between the two is a write in flight, not a difference.
+//! Redis's level hashes against PostgreSQL's levels (see the module comment of `reconcile` for
+//! the two looks that tell a write in flight from a difference).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
-use crate::cache::{self, RedisStore, StockCache};
+use super::{EXAMPLES, PAGE, SETTLE};
+use crate::cache::{self, RedisStore};
 use crate::db;
-use crate::db::invariants::{InTransitMismatch, LedgerMismatch, ReservedMismatch};
 use crate::db::levels::LevelRow;
-use crate::metrics::{ReconcileGauges, RECONCILIATION};
-
-/// Examples kept for each kind of difference.
-const EXAMPLES: usize = 10;
-/// PostgreSQL mismatches are counted up to this many (then `capped`): enough to size a
-/// disaster without holding an unbounded list in memory.
-const COUNT_CAP: i64 = 100_000;
-/// SKUs per PostgreSQL page, and most suspect SKUs looked at again in one go.
-const PAGE: i64 = 500;
-/// How long a suspect SKU waits before its second look: far longer than a Redis write takes
-/// after its commit (a failed write is resynced by the daemon within a second, and is stale
-/// meanwhile, which is true).
-const SETTLE: Duration = Duration::from_millis(250);
-
-/// PostgreSQL differences of one kind: how many, and the first few.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Findings<T> {
-    pub count: u64,
-    /// `count` reached the cap: there are at least that many.
-    pub capped: bool,
-    pub examples: Vec<T>,
-}
-
-impl<T> Findings<T> {
-    fn from_rows(rows: Vec<T>) -> Self {
-        let count = rows.len();
-        Findings {
-            count: count as u64,
-            capped: count as i64 >= COUNT_CAP,
-            examples: rows.into_iter().take(EXAMPLES).collect(),
-        }
-    }
-}
 
 /// A level as PostgreSQL holds it (what the cache keeps of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -114,80 +61,13 @@ pub struct RedisFindings {
     pub mismatched_examples: Vec<RedisDifference>,
 }
 
-/// What one reconciliation run found (and repaired).
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// Levels whose `on_hand` differs from what the ledger implies (not repaired).
-    pub ledger: Findings<LedgerMismatch>,
-    /// Levels whose `reserved` differs from their live holds (not repaired).
-    pub reserved: Findings<ReservedMismatch>,
-    /// Levels whose `in_transit` differs from their open transfers (not repaired).
-    pub in_transit: Findings<InTransitMismatch>,
-    pub redis: RedisFindings,
-    /// Whether Redis differences were to be repaired.
-    pub repair: bool,
-    pub started_at: DateTime<Utc>,
-    pub duration_seconds: f64,
-}
-
-impl Report {
-    /// Every level agrees with its ledger and its holds.
-    pub fn postgres_consistent(&self) -> bool {
-        self.ledger.count == 0 && self.reserved.count == 0 && self.in_transit.count == 0
-    }
-
-    /// Redis differences found and left as they were.
-    pub fn redis_unrepaired(&self) -> u64 {
-        (self.redis.stale + self.redis.mismatched).saturating_sub(self.redis.repaired)
-    }
-
-    pub fn gauges(&self) -> ReconcileGauges {
-        ReconcileGauges {
-            ledger_mismatches: self.ledger.count,
-            reserved_mismatches: self.reserved.count,
-            redis_checked_skus: self.redis.checked_skus,
-            redis_stale: self.redis.stale,
-            redis_mismatched: self.redis.mismatched,
-            redis_missing: self.redis.missing,
-            redis_repaired: self.redis.repaired,
-            finished_unix_seconds: Utc::now().timestamp(),
-            duration_seconds: self.duration_seconds,
-        }
-    }
-}
-
-/// Runs every check; with `repair`, rewrites the Redis entries that differ.
-pub async fn run(pool: &PgPool, store: &RedisStore, repair: bool) -> anyhow::Result<Report> {
-    let started_at = Utc::now();
-    let clock = Instant::now();
-    let ledger = db::invariants::ledger_mismatches(pool, COUNT_CAP)
-        .await
-        .context("checking levels against the ledger")?;
-    let reserved = db::invariants::reserved_mismatches(pool, COUNT_CAP)
-        .await
-        .context("checking reserved against the live holds")?;
-    let in_transit = db::invariants::in_transit_mismatches(pool, COUNT_CAP)
-        .await
-        .context("checking in_transit against the open transfers")?;
-    let redis = compare_redis(pool, store, repair).await?;
-    Ok(Report {
-        ledger: Findings::from_rows(ledger),
-        reserved: Findings::from_rows(reserved),
-        in_transit: Findings::from_rows(in_transit),
-        redis,
-        repair,
-        started_at,
-        duration_seconds: clock.elapsed().as_secs_f64(),
-    })
-}
-
 /// SKUs that looked different at the first look, with PostgreSQL's levels from before it.
 struct Suspects {
     since: Option<Instant>,
     skus: Vec<(String, Vec<LevelRow>)>,
 }
 
-async fn compare_redis(
+pub(super) async fn compare(
     pool: &PgPool,
     store: &RedisStore,
     repair: bool,
@@ -420,168 +300,6 @@ fn field(
     }
 }
 
-/// The daemon's periodic run: every `interval` (the first after one interval; zero turns it
-/// off), repairing Redis and publishing the outcome in the metrics.
-pub async fn run_job(
-    pool: PgPool,
-    cache: Arc<StockCache>,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    if interval.is_zero() {
-        tracing::debug!("periodic reconciliation is off");
-        // Not an end: the supervisor would take a returning job for a dead one.
-        return shutdown.cancelled().await;
-    }
-    crate::jobs::periodic(&shutdown, interval, || async {
-        // Stopping mid-run at shutdown is safe: at worst an entry was deleted and not yet
-        // rewritten, which readers treat as a miss and fill from PostgreSQL.
-        let outcome = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = run(&pool, cache.store(), true) => r,
-        };
-        match outcome {
-            Ok(report) => {
-                crate::jobs::succeeded();
-                record(&report);
-            }
-            Err(e) => {
-                RECONCILIATION.failures.inc();
-                tracing::warn!(error = %format!("{e:#}"), "reconciliation failed; retrying at the next interval");
-            }
-        }
-    })
-    .await
-}
-
-fn record(report: &Report) {
-    RECONCILIATION.runs.inc();
-    RECONCILIATION.repaired.add(report.redis.repaired);
-    RECONCILIATION.set_last(report.gauges());
-    let r = &report.redis;
-    if report.postgres_consistent() && r.stale == 0 && r.mismatched == 0 {
-        tracing::debug!(
-            checked_skus = r.checked_skus,
-            missing = r.missing,
-            "reconciliation: PostgreSQL consistent, Redis matches"
-        );
-        return;
-    }
-    tracing::warn!(
-        ledger_mismatches = report.ledger.count,
-        reserved_mismatches = report.reserved.count,
-        redis_stale = r.stale,
-        redis_mismatched = r.mismatched,
-        redis_repaired = r.repaired,
-        checked_skus = r.checked_skus,
-        "reconciliation found differences (run `omnistock reconcile` for examples; PostgreSQL is never repaired automatically)"
-    );
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let at_least = |capped: bool| if capped { "at least " } else { "" };
-        if self.ledger.count == 0 {
-            writeln!(
-                f,
-                "ledger:   ok, every level's on_hand equals what its ledger implies"
-            )?;
-        } else {
-            writeln!(
-                f,
-                "ledger:   {}{} level(s) differ from what their ledger implies. PostgreSQL is not \
-                 repaired: find the cause (a hand edit? a bug?) before correcting a level, e.g. \
-                 with a count movement.",
-                at_least(self.ledger.capped),
-                self.ledger.count
-            )?;
-            for m in &self.ledger.examples {
-                writeln!(
-                    f,
-                    "  {} {:?}: on_hand {}, the ledger implies {}",
-                    m.location_id, m.sku, m.on_hand, m.implied
-                )?;
-            }
-        }
-        if self.in_transit.count != 0 {
-            writeln!(
-                f,
-                "in_transit: {}{} level(s) differ from their open transfers. PostgreSQL is not repaired.",
-                at_least(self.in_transit.capped),
-                self.in_transit.count
-            )?;
-            for m in &self.in_transit.examples {
-                writeln!(
-                    f,
-                    "  {} {:?}: in_transit {}, open transfers {}",
-                    m.location_id, m.sku, m.in_transit, m.accounted
-                )?;
-            }
-        }
-        if self.reserved.count == 0 {
-            writeln!(
-                f,
-                "reserved: ok, every level's reserved equals its live holds"
-            )?;
-        } else {
-            writeln!(
-                f,
-                "reserved: {}{} level(s) differ from their live holds. PostgreSQL is not repaired.",
-                at_least(self.reserved.capped),
-                self.reserved.count
-            )?;
-            for m in &self.reserved.examples {
-                writeln!(
-                    f,
-                    "  {} {:?}: reserved {}, live holds {}",
-                    m.location_id, m.sku, m.reserved, m.held
-                )?;
-            }
-        }
-        fmt_redis(f, &self.redis, self.repair)?;
-        writeln!(f, "took {:.2} s", self.duration_seconds)
-    }
-}
-
-fn fmt_redis(f: &mut fmt::Formatter<'_>, r: &RedisFindings, repair: bool) -> fmt::Result {
-    write!(
-        f,
-        "redis:    {} SKUs checked: {} stale, {} mismatched, {} without a complete entry \
-         (reads fall back to PostgreSQL)",
-        r.checked_skus, r.stale, r.mismatched, r.missing
-    )?;
-    match (r.stale + r.mismatched, repair) {
-        (0, _) => writeln!(f, "; ok")?,
-        (_, true) => writeln!(f, "; {} repaired from PostgreSQL", r.repaired)?,
-        (_, false) => writeln!(f, "; not repaired (--no-repair)")?,
-    }
-    let examples = [
-        ("stale", &r.stale_examples),
-        ("mismatched", &r.mismatched_examples),
-    ];
-    for (kind, list) in examples {
-        for d in list.iter() {
-            let pg = match d.postgres {
-                Some(p) => format!(
-                    "v{} on_hand {} reserved {} in_transit {}",
-                    p.version, p.on_hand, p.reserved, p.in_transit
-                ),
-                None => "no level".to_owned(),
-            };
-            let redis = d
-                .redis
-                .as_deref()
-                .map_or("absent".to_owned(), |v| format!("{v:?}"));
-            writeln!(
-                f,
-                "  {kind:<10} {} {:?}: PostgreSQL {pg}, Redis {redis}",
-                d.location_id, d.sku
-            )?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,11 +389,5 @@ mod tests {
         // Behind what PostgreSQL had before the first look: stale.
         let h = hash(&[("A", "2 8 0 0"), DONE]);
         assert!(matches!(judge("S", &before, &after, &h), Verdict::Stale(_)));
-    }
-
-    #[test]
-    fn findings_keep_a_few_examples_and_the_count() {
-        let f = Findings::from_rows((0..25).collect::<Vec<i32>>());
-        assert_eq!((f.count, f.capped, f.examples.len()), (25, false, EXAMPLES));
     }
 }
