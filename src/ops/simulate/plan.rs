@@ -287,7 +287,7 @@ impl<'a> Generator<'a> {
             .collect();
         // Popularity: a seeded shuffle, so the hot SKUs are the same everywhere in a run.
         let mut order: Vec<usize> = (0..skus.len()).collect();
-        Rng::new(cfg.seed ^ 0x5EED_0F_5C0E).shuffle(&mut order);
+        Rng::new(cfg.seed ^ 0x005E_ED0F_5C0E).shuffle(&mut order);
         let mut rank = vec![0; skus.len()];
         for (r, &i) in order.iter().enumerate() {
             rank[i] = r;
