@@ -489,6 +489,9 @@ struct Transit {
     lines: db::transfers::Lines,
     /// Registered locations among possible destinations (only they have a level to count at).
     known: HashSet<String>,
+    /// Per line, the locations whose in-transit it may change: the one counting it now, its
+    /// destination, and those the batch's movements of that line name.
+    destinations: HashMap<(String, String), BTreeSet<String>>,
     /// Expected arrivals given by transfer_outs of the batch.
     arrivals: HashMap<(String, String), DateTime<Utc>>,
 }
@@ -511,35 +514,47 @@ impl Transit {
         let ids: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
         let skus: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
         t.lines = db::transfers::lock(conn, &ids, &skus).await?;
-        let mut candidates: BTreeSet<String> = t
-            .lines
-            .values()
-            .flat_map(|l| {
+        for (key, l) in &t.lines {
+            t.destinations.entry(key.clone()).or_default().extend(
                 l.accounted_to
                     .iter()
                     .chain(l.to_location_id.iter())
-                    .cloned()
-            })
-            .collect();
-        for m in movements.iter().filter(|m| Self::line_of(m).is_some()) {
-            candidates.extend(m.to_location_id.iter().cloned());
+                    .cloned(),
+            );
+        }
+        for m in movements.iter() {
+            let Some(key) = Self::line_of(m) else {
+                continue;
+            };
+            let set = t.destinations.entry(key).or_default();
+            set.extend(m.to_location_id.iter().cloned());
             if m.kind == MovementKind::TransferIn {
-                candidates.insert(m.location_id.clone());
+                set.insert(m.location_id.clone());
             }
         }
-        let candidates: Vec<String> = candidates.into_iter().collect();
+        let candidates: Vec<String> = t
+            .destinations
+            .values()
+            .flatten()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         t.known = db::locations::known_ids(&mut *conn, &candidates).await?;
         Ok(t)
     }
 
     /// Levels whose in-transit count this batch may change: they must be locked with the rest.
+    /// Only each line's own locations: pairing every destination with every SKU of the batch
+    /// created empty levels (never cached) at stores the transfer never went to.
     fn destination_keys(&self) -> Vec<(&str, &str)> {
-        self.known
+        self.destinations
             .iter()
-            .flat_map(|loc| {
-                self.lines
-                    .keys()
-                    .map(move |(_, sku)| (loc.as_str(), sku.as_str()))
+            .filter(|(key, _)| self.lines.contains_key(*key))
+            .flat_map(|((_, sku), locs)| {
+                locs.iter()
+                    .filter(|l| self.known.contains(*l))
+                    .map(move |l| (l.as_str(), sku.as_str()))
             })
             .collect()
     }

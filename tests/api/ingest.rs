@@ -741,3 +741,47 @@ async fn a_movement_from_nats_keeps_its_jetstream_publish_time() {
         "the JetStream publish time: {row}"
     );
 }
+
+/// Two transfers of different SKUs to different stores in one batch: each touches only its own
+/// destination. Pairing every destination with every SKU of the batch once created empty levels
+/// at stores the goods never went to (seen by `omnistock simulate`: levels never cached, which
+/// reconcile then reported as stale).
+#[tokio::test]
+async fn transfers_in_one_batch_create_levels_only_at_their_own_destinations() {
+    let app = spawn_app().await;
+    app.store("TW001", 25.05306, 121.52639).await;
+    app.store("TW002", 25.06199, 121.45703).await;
+    app.store("TW003", 25.03, 121.5).await;
+    let transfer = |id: &str, sku: &str, to: &str| {
+        let mut m = movement(id, "TW003", sku, "transfer_out", 2);
+        m["transfer_id"] = json!(format!("T-{id}"));
+        m["to_location_id"] = json!(to);
+        m
+    };
+    let batch = json!([
+        movement("r-a", "TW003", "SKU-A", "receipt", 10),
+        movement("r-b", "TW003", "SKU-B", "receipt", 10),
+        transfer("t-a", "SKU-A", "TW001"),
+        transfer("t-b", "SKU-B", "TW002"),
+    ]);
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            "/v1/movements",
+            crate::helpers::ADMIN_KEY,
+            &batch,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let levels: Vec<(String, String)> = sqlx::query_as(
+        "SELECT location_id, sku FROM stock_levels WHERE location_id <> 'TW003'
+         ORDER BY location_id, sku",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("levels");
+    let expected = [("TW001", "SKU-A"), ("TW002", "SKU-B")]
+        .map(|(l, s)| (l.to_owned(), s.to_owned()));
+    assert_eq!(levels, expected.to_vec());
+    app.assert_ledger_consistent().await;
+}
