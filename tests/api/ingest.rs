@@ -780,8 +780,8 @@ async fn transfers_in_one_batch_create_levels_only_at_their_own_destinations() {
     .fetch_all(&app.pool)
     .await
     .expect("levels");
-    let expected = [("TW001", "SKU-A"), ("TW002", "SKU-B")]
-        .map(|(l, s)| (l.to_owned(), s.to_owned()));
+    let expected =
+        [("TW001", "SKU-A"), ("TW002", "SKU-B")].map(|(l, s)| (l.to_owned(), s.to_owned()));
     assert_eq!(levels, expected.to_vec());
     app.assert_ledger_consistent().await;
 }
