@@ -183,6 +183,35 @@ impl StockCache {
         self.trip(&self.skip_until);
     }
 
+    /// What Redis gave that may be served (nothing when it is not trusted; a SKU whose last
+    /// write did not reach Redis is stale there until resynced), and the SKUs left to read
+    /// from PostgreSQL, sorted and without repeats.
+    fn usable<T: Clone>(
+        &self,
+        skus: &[&str],
+        cached: &[Option<T>],
+        trusted: bool,
+    ) -> (Vec<Option<T>>, Vec<String>) {
+        let usable: Vec<Option<T>> = match self.dirty.lock() {
+            _ if !trusted => vec![None; skus.len()],
+            Ok(d) if !d.is_empty() => skus
+                .iter()
+                .zip(cached)
+                .map(|(s, c)| if d.contains(*s) { None } else { c.clone() })
+                .collect(),
+            _ => cached.to_vec(),
+        };
+        let missing = skus
+            .iter()
+            .zip(&usable)
+            .filter(|(_, c)| c.is_none())
+            .map(|(s, _)| s.to_string())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        (usable, missing)
+    }
+
     fn mark_dirty<'a>(&self, skus: impl Iterator<Item = &'a str>) {
         if let Ok(mut d) = self.dirty.lock() {
             d.extend(skus.map(str::to_owned));
@@ -257,24 +286,7 @@ impl StockCache {
         if !trusted && complete && self.database_down() {
             return Ok(Answer::from_redis(cached, watermark_age));
         }
-        // A SKU whose last write did not reach Redis is stale there until resynced.
-        let usable: Vec<_> = match self.dirty.lock() {
-            _ if !trusted => vec![None; n],
-            Ok(d) if !d.is_empty() => skus
-                .iter()
-                .zip(&cached)
-                .map(|(s, c)| if d.contains(*s) { None } else { c.clone() })
-                .collect(),
-            _ => cached.clone(),
-        };
-        let missing: Vec<String> = skus
-            .iter()
-            .zip(&usable)
-            .filter(|(_, c)| c.is_none())
-            .map(|(s, _)| s.to_string())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let (usable, missing) = self.usable(skus, &cached, trusted);
         METRICS.cache_hits.add((skus.len() - missing.len()) as u64);
         if missing.is_empty() {
             return Ok(Answer {
@@ -357,23 +369,7 @@ impl StockCache {
         if !trusted && complete && self.database_down() {
             return Ok(from_redis(cached));
         }
-        let usable: Vec<Option<i64>> = match self.dirty.lock() {
-            _ if !trusted => vec![None; n],
-            Ok(d) if !d.is_empty() => skus
-                .iter()
-                .zip(&cached)
-                .map(|(s, c)| if d.contains(*s) { None } else { *c })
-                .collect(),
-            _ => cached.clone(),
-        };
-        let missing: Vec<String> = skus
-            .iter()
-            .zip(&usable)
-            .filter(|(_, c)| c.is_none())
-            .map(|(s, _)| s.to_string())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let (usable, missing) = self.usable(skus, &cached, trusted);
         METRICS.cache_hits.add((n - missing.len()) as u64);
         if missing.is_empty() {
             return Ok(TotalsAnswer {

@@ -327,25 +327,13 @@ impl RedisStore {
         &self,
         skus: &[&str],
     ) -> Result<Vec<Vec<(String, String)>>, RedisError> {
-        let mut pipe = redis::pipe();
-        for sku in skus {
-            pipe.hgetall(self.total_key(sku));
-        }
-        let mut conn = self.conn.clone();
-        pipe.query_async(&mut conn).await
+        self.hgetall_each(skus.iter().map(|s| self.total_key(s)))
+            .await
     }
 
     /// Deletes the totals hashes of these SKUs (reconciliation, for a bogus version).
     pub async fn delete_totals(&self, skus: &[&str]) -> Result<(), RedisError> {
-        let mut conn = self.conn.clone();
-        for chunk in skus.chunks(KEYS_PER_CALL) {
-            let keys: Vec<String> = chunk.iter().map(|s| self.total_key(s)).collect();
-            redis::cmd("DEL")
-                .arg(keys)
-                .query_async::<i64>(&mut conn)
-                .await?;
-        }
-        Ok(())
+        self.delete_keys(skus, Self::total_key).await
     }
 
     /// Reads the levels of each SKU; `None` where the cache does not hold the complete set.
@@ -387,20 +375,37 @@ impl RedisStore {
     /// (see [`RedisStore::is_complete_marker`]): reconciliation must see incomplete and corrupt
     /// entries that [`RedisStore::read`] turns into misses.
     pub async fn read_raw(&self, skus: &[&str]) -> Result<Vec<Vec<(String, String)>>, RedisError> {
-        let mut pipe = redis::pipe();
-        for sku in skus {
-            pipe.hgetall(self.level_key(sku));
-        }
-        let mut conn = self.conn.clone();
-        pipe.query_async(&mut conn).await
+        self.hgetall_each(skus.iter().map(|s| self.level_key(s)))
+            .await
     }
 
     /// Deletes the hashes of these SKUs. Unlike a versioned write this also removes a field
     /// holding a bogus version higher than any PostgreSQL has (which no write would replace).
     pub async fn delete(&self, skus: &[&str]) -> Result<(), RedisError> {
+        self.delete_keys(skus, Self::level_key).await
+    }
+
+    async fn hgetall_each(
+        &self,
+        keys: impl Iterator<Item = String>,
+    ) -> Result<Vec<Vec<(String, String)>>, RedisError> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.hgetall(key);
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async(&mut conn).await
+    }
+
+    /// `DEL` of each SKU's key, a bounded number per call.
+    async fn delete_keys(
+        &self,
+        skus: &[&str],
+        key: fn(&Self, &str) -> String,
+    ) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
         for chunk in skus.chunks(KEYS_PER_CALL) {
-            let keys: Vec<String> = chunk.iter().map(|s| self.level_key(s)).collect();
+            let keys: Vec<String> = chunk.iter().map(|s| key(self, s)).collect();
             redis::cmd("DEL")
                 .arg(keys)
                 .query_async::<i64>(&mut conn)

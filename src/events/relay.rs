@@ -42,36 +42,23 @@ pub async fn ensure_streams_replicated(
     replicas: usize,
 ) -> anyhow::Result<()> {
     let replicas = replicas.max(1);
-    js.get_or_create_stream(stream::Config {
-        name: subjects.changes_stream(),
-        subjects: vec![subjects.changes_wildcard()],
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(7 * 24 * 3600),
-        duplicate_window: Duration::from_secs(120),
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await?;
-    js.get_or_create_stream(stream::Config {
-        name: subjects.alerts_stream(),
-        subjects: vec![subjects.alerts_wildcard()],
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(30 * 24 * 3600),
-        duplicate_window: Duration::from_secs(120),
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await?;
-    js.get_or_create_stream(stream::Config {
-        name: subjects.channels_stream(),
-        subjects: vec![subjects.channels_wildcard()],
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(7 * 24 * 3600),
-        duplicate_window: Duration::from_secs(120),
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await?;
+    const DAY: u64 = 24 * 3600;
+    for (name, subject, days) in [
+        (subjects.changes_stream(), subjects.changes_wildcard(), 7),
+        (subjects.alerts_stream(), subjects.alerts_wildcard(), 30),
+        (subjects.channels_stream(), subjects.channels_wildcard(), 7),
+    ] {
+        js.get_or_create_stream(stream::Config {
+            name,
+            subjects: vec![subject],
+            storage: stream::StorageType::File,
+            max_age: Duration::from_secs(days * DAY),
+            duplicate_window: Duration::from_secs(120),
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await?;
+    }
     Ok(())
 }
 
