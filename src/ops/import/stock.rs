@@ -15,8 +15,9 @@
 //!    imported before) are dropped first: importing a file again changes nothing. A deadlock
 //!    or serialization failure it still meets (a live movement creating a level the import
 //!    also creates) rolls the transaction back and the merge is retried from the stage.
-//! 4. After the commit, Redis is filled: from the change list for a small import, else SKU
-//!    page by SKU page from PostgreSQL.
+//! 4. After the commit, Redis is filled: from the change list for a small import, else (the
+//!    SKUs' cached entries dropped first, so reads go to PostgreSQL meanwhile) SKU page by SKU
+//!    page from PostgreSQL.
 //!
 //! Change events: an import recording at most [`EVENT_LIMIT`] counts writes one change event
 //! per changed level (and the alerts they cross), as every writer does. A larger one is a bulk
@@ -53,6 +54,8 @@ const COPY_BUFFER: usize = 1 << 20;
 /// SKUs per Redis fill page (a page is one Redis script call per SKU group: 50 SKUs of 200
 /// locations is 10,000 levels, well inside the Redis response timeout).
 const FILL_PAGE: i64 = 50;
+/// SKUs per page when dropping their cached entries before the fill.
+const INVALIDATE_PAGE: i64 = 5_000;
 
 /// What a stock import did.
 #[derive(Debug)]
@@ -387,6 +390,19 @@ async fn fill_cache(
     let result: anyhow::Result<usize> = async {
         let n = db::import::collect_skus(conn).await?;
         progress.filling(n);
+        // A bulk import writes no change events, so the cache sync never learns of its levels
+        // and keeps vouching for Redis: drop the SKUs' cached levels and totals first (a quick
+        // pipelined DEL), so reads miss and go to PostgreSQL until the slower fill below has
+        // written each SKU, instead of serving the levels from before the import meanwhile.
+        let mut after: Option<String> = None;
+        loop {
+            let page = db::import::skus_page(conn, after.as_deref(), INVALIDATE_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.clone());
+            let page: Vec<&str> = page.iter().map(String::as_str).collect();
+            cache.store().delete(&page).await?;
+            cache.store().delete_totals(&page).await?;
+        }
         let mut after: Option<String> = None;
         let mut total = 0;
         loop {
