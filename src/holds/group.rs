@@ -181,6 +181,15 @@ async fn drain(inner: Arc<Inner>, key: Key) {
 }
 
 async fn run(inner: &Inner, key: &Key, batch: Vec<Pending>) {
+    // A caller that gave up (its request timed out: a 503 while PostgreSQL was down) was told
+    // the hold failed: taking it later would hold stock nobody knows about.
+    let batch: Vec<Pending> = batch
+        .into_iter()
+        .filter(|p| !p.answer.is_closed())
+        .collect();
+    if batch.is_empty() {
+        return;
+    }
     let holds: Vec<&Hold> = batch.iter().map(|p| &p.hold).collect();
     match apply(inner, key, &holds).await {
         Ok(answers) => {
@@ -192,6 +201,9 @@ async fn run(inner: &Inner, key: &Key, batch: Vec<Pending>) {
             tracing::warn!(error = %e, holds = batch.len(), location_id = %key.location_id,
                 "group of holds failed; taking them one by one");
             for p in batch {
+                if p.answer.is_closed() {
+                    continue;
+                }
                 let h = &p.hold;
                 let one = NewHold {
                     reservation_id: &h.reservation_id,
