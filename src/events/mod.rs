@@ -160,7 +160,7 @@ async fn network_alerts(
     // A SKU seen for the first time starts from its state before this transaction.
     let initial: Vec<&str> = skus
         .iter()
-        .map(|s| classify(total(&totals, s) - delta[s], threshold(s)).as_str())
+        .map(|s| classify(total(&totals, s).saturating_sub(delta[s]), threshold(s)).as_str())
         .collect();
     let stored = db::events::lock_network_states(conn, &skus, &initial).await?;
     // Read again under the lock: every earlier decision on these SKUs has committed by now.
