@@ -252,6 +252,25 @@ impl StockCache {
         true
     }
 
+    /// A Redis read, or `None` (the breaker tripped) when it failed or a hung Redis did not
+    /// answer within the read budget: PostgreSQL answers instead.
+    async fn within_budget<T>(
+        &self,
+        read: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(READ_BUDGET, read).await {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(e)) => {
+                self.tripped(&e, "a read");
+                None
+            }
+            Err(_) => {
+                self.tripped(&"no answer within the read budget", "a read");
+                None
+            }
+        }
+    }
+
     /// The levels of each SKU, in the order asked, where they came from (`Database` if any SKU
     /// had to be read from PostgreSQL), and how old the answer may be.
     pub async fn levels(&self, skus: &[&str]) -> Result<Answer, sqlx::Error> {
@@ -262,17 +281,9 @@ impl StockCache {
         let (cached, watermark_age) = if self.skipping() {
             (vec![None; n], None)
         } else {
-            match tokio::time::timeout(READ_BUDGET, self.store.read_with_watermark(skus)).await {
-                Ok(Ok(r)) => (r.levels, r.watermark_age),
-                Ok(Err(e)) => {
-                    self.tripped(&e, "a read");
-                    (vec![None; n], None)
-                }
-                Err(_) => {
-                    self.tripped(&"no answer within the read budget", "a read");
-                    (vec![None; n], None)
-                }
-            }
+            self.within_budget(self.store.read_with_watermark(skus))
+                .await
+                .map_or((vec![None; n], None), |r| (r.levels, r.watermark_age))
         };
         let trusted =
             watermark_age.is_some_and(|age| age <= sync::MAX_STALENESS) && !self.rebuild_pending();
@@ -342,17 +353,9 @@ impl StockCache {
         let (cached, watermark_age) = if self.skipping() {
             (vec![None; n], None)
         } else {
-            match tokio::time::timeout(READ_BUDGET, self.store.read_totals(skus, channel)).await {
-                Ok(Ok(r)) => (r.totals, r.watermark_age),
-                Ok(Err(e)) => {
-                    self.tripped(&e, "a read");
-                    (vec![None; n], None)
-                }
-                Err(_) => {
-                    self.tripped(&"no answer within the read budget", "a read");
-                    (vec![None; n], None)
-                }
-            }
+            self.within_budget(self.store.read_totals(skus, channel))
+                .await
+                .map_or((vec![None; n], None), |r| (r.totals, r.watermark_age))
         };
         let trusted = watermark_age.is_some_and(|age| age <= sync::MAX_STALENESS)
             && !self.rebuild_pending()

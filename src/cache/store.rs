@@ -298,27 +298,18 @@ impl RedisStore {
         skus: &[&str],
         channel: &str,
     ) -> Result<TotalsRead, RedisError> {
-        // Watermark first, clock last, as for levels.
-        let mut pipe = redis::pipe();
-        pipe.get(self.watermark_key());
-        for sku in skus {
-            pipe.hget(self.total_key(sku), channel);
-        }
-        pipe.cmd("TIME");
-        let mut conn = self.conn.clone();
-        let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        let time: (i64, i64) = parse_value(values.pop())?;
-        let now = time.0 * 1000 + time.1 / 1000;
-        let mut values = values.into_iter();
-        let mark: Option<String> = parse_value(values.next())?;
-        let mark = mark.as_deref().and_then(parse_watermark).map(|(ms, _)| ms);
-        let mut totals = Vec::with_capacity(skus.len());
-        for v in values {
-            totals.push(parse_total(&v));
-        }
+        let (totals, watermark_age) = self
+            .read_behind_watermark(
+                skus,
+                |pipe, sku| {
+                    pipe.hget(self.total_key(sku), channel);
+                },
+                |v| Ok(parse_total(&v)),
+            )
+            .await?;
         Ok(TotalsRead {
             totals,
-            watermark_age: mark.map(|m| Duration::from_millis(u64::try_from(now - m).unwrap_or(0))),
+            watermark_age,
         })
     }
 
@@ -346,12 +337,35 @@ impl RedisStore {
 
     /// Reads the levels of each SKU with the age of the sync watermark, in one round trip.
     pub async fn read_with_watermark(&self, skus: &[&str]) -> Result<Read, RedisError> {
-        // Watermark first, clock last: levels read after the watermark hold at least what it
-        // vouches for, so a sync run raising it in between cannot make older levels look fresh.
+        let (levels, watermark_age) = self
+            .read_behind_watermark(
+                skus,
+                |pipe, sku| {
+                    pipe.hgetall(self.level_key(sku));
+                },
+                |v| Ok(parse_hash(parse_value(Some(v))?)),
+            )
+            .await?;
+        Ok(Read {
+            levels,
+            watermark_age,
+        })
+    }
+
+    /// One command per SKU between the sync watermark and Redis's clock, in one round trip,
+    /// with the watermark's age.
+    async fn read_behind_watermark<T>(
+        &self,
+        skus: &[&str],
+        command: impl Fn(&mut redis::Pipeline, &str),
+        parse: impl Fn(redis::Value) -> Result<T, RedisError>,
+    ) -> Result<(Vec<T>, Option<Duration>), RedisError> {
+        // Watermark first, clock last: values read after the watermark hold at least what it
+        // vouches for, so a sync run raising it in between cannot make older values look fresh.
         let mut pipe = redis::pipe();
         pipe.get(self.watermark_key());
         for sku in skus {
-            pipe.hgetall(self.level_key(sku));
+            command(&mut pipe, sku);
         }
         pipe.cmd("TIME");
         let mut conn = self.conn.clone();
@@ -361,14 +375,9 @@ impl RedisStore {
         let mut values = values.into_iter();
         let mark: Option<String> = parse_value(values.next())?;
         let mark = mark.as_deref().and_then(parse_watermark).map(|(ms, _)| ms);
-        let mut levels = Vec::with_capacity(skus.len());
-        for v in values {
-            levels.push(parse_hash(parse_value(Some(v))?));
-        }
-        Ok(Read {
-            levels,
-            watermark_age: mark.map(|m| Duration::from_millis(u64::try_from(now - m).unwrap_or(0))),
-        })
+        let parsed = values.map(parse).collect::<Result<Vec<T>, RedisError>>()?;
+        let age = mark.map(|m| Duration::from_millis(u64::try_from(now - m).unwrap_or(0)));
+        Ok((parsed, age))
     }
 
     /// Every field of each SKU's hash exactly as stored, the completeness marker included
