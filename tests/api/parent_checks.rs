@@ -29,7 +29,10 @@ async fn sqlstate(pool: &PgPool, sql: &str) -> Option<String> {
     }
 }
 
-const FK: Option<&str> = Some("23503");
+/// What a missing or changed parent fails with: foreign_key_violation.
+fn fk() -> Option<String> {
+    Some("23503".to_owned())
+}
 
 #[tokio::test]
 async fn levels_and_ledger_rows_without_their_parents_are_refused_whole_statements() {
@@ -49,7 +52,7 @@ async fn levels_and_ledger_rows_without_their_parents_are_refused_whole_statemen
             "INSERT INTO stock_levels (location_id, sku) VALUES ('TW001', 'A'), ('NOPE', 'A')"
         )
         .await,
-        FK
+        fk()
     );
     assert_eq!(
         sqlstate(
@@ -57,7 +60,7 @@ async fn levels_and_ledger_rows_without_their_parents_are_refused_whole_statemen
             "INSERT INTO stock_levels (location_id, sku) VALUES ('TW001', 'A'), ('TW001', 'NOPE')"
         )
         .await,
-        FK
+        fk()
     );
     let levels: i64 = sqlx::query_scalar("SELECT count(*) FROM stock_levels")
         .fetch_one(pool)
@@ -80,24 +83,24 @@ async fn levels_and_ledger_rows_without_their_parents_are_refused_whole_statemen
         )
     };
     // A ledger row for a level that does not exist (B has no level at TW001).
-    assert_eq!(sqlstate(pool, &ledger("e1", "B")).await, FK);
+    assert_eq!(sqlstate(pool, &ledger("e1", "B")).await, fk());
     assert_eq!(sqlstate(pool, &ledger("e2", "A")).await, None);
     // Keys of referenced rows never change; the rest of a row may.
     assert_eq!(
         sqlstate(pool, "UPDATE movements SET sku = 'B' WHERE event_id = 'e2'").await,
-        FK
+        fk()
     );
     assert_eq!(
         sqlstate(pool, "UPDATE stock_levels SET sku = 'B'").await,
-        FK
+        fk()
     );
     assert_eq!(
         sqlstate(pool, "UPDATE skus SET sku = 'C' WHERE sku = 'A'").await,
-        FK
+        fk()
     );
     assert_eq!(
         sqlstate(pool, "UPDATE locations SET location_id = 'TW002'").await,
-        FK
+        fk()
     );
     assert_eq!(
         sqlstate(pool, "UPDATE stock_levels SET updated_at = now()").await,
@@ -124,7 +127,7 @@ async fn locations_skus_and_levels_are_permanent() {
         "TRUNCATE skus CASCADE",
         "DELETE FROM locations WHERE location_id = 'TW001'",
     ] {
-        assert_eq!(sqlstate(pool, sql).await, FK, "{sql}");
+        assert_eq!(sqlstate(pool, sql).await, fk(), "{sql}");
     }
     assert_eq!(app.on_hand("TW001", "TEE-1").await, Some(3));
     app.assert_ledger_consistent().await;
