@@ -19,6 +19,7 @@ mod model;
 mod movements;
 mod ops_cli;
 mod page;
+mod parent_checks;
 mod process_http;
 mod races;
 mod reconcile;

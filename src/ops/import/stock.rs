@@ -124,11 +124,15 @@ async fn run(
     default_at: DateTime<Utc>,
     progress: &Progress,
 ) -> anyhow::Result<StockImport> {
+    let mut clock = Instant::now();
     db::import::prepare_session(conn).await?;
     db::import::create_stage(conn).await?;
     let pass = stage(conn, file, known, default_at, progress).await?;
+    phase("read, check and COPY into the stage", &mut clock);
     let mut errors = pass.errors;
-    match db::import::index_stage(conn).await {
+    let indexed = db::import::index_stage(conn).await;
+    phase("unique index on the stage, ANALYZE", &mut clock);
+    match indexed {
         Ok(()) => {}
         Err(e) if is_unique_violation(&e) => {
             let (repeats, n) = db::import::repeats(conn, super::MAX_ERRORS as i64).await?;
@@ -155,9 +159,12 @@ async fn run(
     let merged = loop {
         attempt += 1;
         let mut tx = conn.begin().await?;
+        clock = Instant::now();
         match merge(&mut tx, &reference, progress).await {
             Ok(m) => {
+                phase("merge, all chunks", &mut clock);
                 crate::commit::commit(tx, cache, &m.changed).await?;
+                phase("commit", &mut clock);
                 break m;
             }
             Err(e) if attempt < ATTEMPTS && retryable(&e) => {
@@ -173,12 +180,24 @@ async fn run(
         (Some(cache), true) => fill_cache(conn, cache, progress).await,
         _ => None,
     };
+    phase("Redis fill", &mut clock);
     Ok(StockImport {
         rows: pass.staged as usize,
         recorded: merged.recorded as usize,
         already_imported: merged.already as usize,
         cached_skus,
     })
+}
+
+/// Logs how long the phase that just ended took (`RUST_LOG=omnistock=debug`: the import's
+/// profile), and restarts the clock.
+fn phase(what: &str, clock: &mut Instant) {
+    tracing::debug!(
+        phase = what,
+        ms = clock.elapsed().as_millis() as u64,
+        "import phase done"
+    );
+    *clock = Instant::now();
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -293,9 +312,13 @@ async fn merge(
     reference: &str,
     progress: &Progress,
 ) -> anyhow::Result<Merged> {
+    let mut clock = Instant::now();
     let already = db::import::drop_known(conn).await?;
+    phase("drop counts the ledger holds", &mut clock);
     db::import::ensure_skus(conn).await?;
+    phase("create SKUs", &mut clock);
     let starts = db::import::chunk_starts(conn, CHUNK_ROWS).await?;
+    phase("chunk bounds", &mut clock);
     let total: u64 = starts.iter().map(|(_, _, n)| *n as u64).sum();
     progress.merging(total);
     for (i, (location, sku, n)) in starts.iter().enumerate() {
@@ -305,10 +328,13 @@ async fn merge(
         };
         let n = *n as u64;
         let mut done = apply_existing(conn, range, false, reference).await?;
-        done += db::import::insert_new(conn, range, reference).await?;
+        phase("chunk: lock and count existing levels", &mut clock);
+        done += insert_new(conn, range, reference).await?;
+        phase("chunk: create new levels and their ledger", &mut clock);
         if done < n {
             // Levels a live movement created after the locks above: they exist now.
             done += apply_existing(conn, range, true, reference).await?;
+            phase("chunk: levels created meanwhile", &mut clock);
         }
         anyhow::ensure!(
             done == n,
@@ -320,6 +346,7 @@ async fn merge(
     let mut changed = Vec::new();
     if bulk {
         db::import::mark_channels_dirty(conn).await?;
+        phase("mark channels dirty", &mut clock);
     } else {
         let rows = db::import::changed(conn).await?;
         let mut changes = Vec::with_capacity(rows.len());
@@ -377,6 +404,31 @@ async fn apply_existing(
     }
     db::import::apply_existing(conn, reference).await?;
     Ok(planned)
+}
+
+/// Creates the range's levels that did not exist when [`apply_existing`] locked, already
+/// counted, and records their counts; returns how many. Plain inserts in a savepoint first; if
+/// a live movement created one of these levels meanwhile (a unique violation), the savepoint is
+/// rolled back and the range goes through `ON CONFLICT DO NOTHING`, which leaves such levels to
+/// the slow path of the caller.
+async fn insert_new(
+    conn: &mut PgConnection,
+    range: Range<'_>,
+    reference: &str,
+) -> anyhow::Result<u64> {
+    let mut savepoint = conn.begin().await?;
+    match db::import::insert_new_plain(&mut savepoint, range, reference).await {
+        Ok(n) => {
+            savepoint.commit().await?;
+            Ok(n)
+        }
+        Err(e) if is_unique_violation(&e) => {
+            savepoint.rollback().await?;
+            tracing::debug!("a live movement created a level of this import; merging the range with ON CONFLICT");
+            Ok(db::import::insert_new(conn, range, reference).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// After the commit: every imported SKU's levels into Redis, page by page. A failure is logged
