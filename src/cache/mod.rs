@@ -498,33 +498,83 @@ impl StockCache {
         Ok(skus.len())
     }
 
-    /// Rewrites the given SKUs' levels from PostgreSQL as complete entries; returns the SKUs
-    /// written. For a writer that changed more levels than its after-commit step can carry
-    /// (a bulk import).
-    pub async fn rebuild_skus(&self, skus: &[String]) -> anyhow::Result<usize> {
-        self.fill(skus).await
-    }
-
     /// Rewrites every level from PostgreSQL, SKU page by SKU page; returns the SKUs written.
     /// Versioned writes make it safe while movements keep flowing.
     pub async fn rebuild(&self) -> anyhow::Result<usize> {
-        let mut after: Option<String> = None;
+        let (pages, filled) = tokio::sync::mpsc::channel(1);
+        let read = async {
+            let mut after: Option<String> = None;
+            loop {
+                let rows =
+                    db::levels::page_by_sku(&self.pool, after.as_deref(), REBUILD_PAGE).await?;
+                let Some(last) = rows.last() else { break };
+                after = Some(last.sku.clone());
+                let page = self.fill_page_of(rows).await?;
+                if pages.send(page).await.is_err() {
+                    break;
+                }
+            }
+            drop(pages);
+            Ok(())
+        };
+        let (read, written) = tokio::join!(read, self.write_fill_pages(filled, |_| ()));
+        let written = written?;
+        read.map(|()| written)
+    }
+
+    /// The levels and totals of these SKUs as PostgreSQL holds them, for a fill.
+    pub async fn read_fill_page(&self, skus: Vec<String>) -> Result<FillPage, sqlx::Error> {
+        let levels = db::levels::for_skus(&self.pool, &skus).await?;
+        let totals = db::totals::for_skus(&self.pool, &skus).await?;
+        Ok(FillPage {
+            skus,
+            levels,
+            totals,
+        })
+    }
+
+    async fn fill_page_of(&self, levels: Vec<LevelRow>) -> Result<FillPage, sqlx::Error> {
+        let skus: Vec<String> = levels
+            .iter()
+            .map(|r| r.sku.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let totals = db::totals::for_skus(&self.pool, &skus).await?;
+        Ok(FillPage {
+            skus,
+            levels,
+            totals,
+        })
+    }
+
+    /// Writes fill pages to Redis as complete entries as they arrive; returns the SKUs written.
+    /// Fed through a channel of one so that PostgreSQL reads the next page while Redis writes
+    /// this one: a fill takes about the slower of the two, not their sum.
+    pub async fn write_fill_pages(
+        &self,
+        mut pages: tokio::sync::mpsc::Receiver<FillPage>,
+        on_page: impl Fn(usize),
+    ) -> anyhow::Result<usize> {
         let mut total = 0;
-        loop {
-            let rows = db::levels::page_by_sku(&self.pool, after.as_deref(), REBUILD_PAGE).await?;
-            let Some(last) = rows.last() else { break };
-            after = Some(last.sku.clone());
-            let skus = rows
-                .iter()
-                .map(|r| r.sku.as_str())
-                .collect::<BTreeSet<_>>()
-                .len();
-            self.store.write(&rows, true).await?;
-            METRICS.cache_resyncs.add(skus as u64);
-            total += skus;
+        while let Some(page) = pages.recv().await {
+            self.store
+                .write_with_totals(&page.levels, true, &page.skus, &page.totals, &[])
+                .await?;
+            METRICS.cache_resyncs.add(page.skus.len() as u64);
+            total += page.skus.len();
+            on_page(page.skus.len());
         }
         Ok(total)
     }
+}
+
+/// One page of a cache fill: some SKUs with every level and total PostgreSQL holds for them.
+pub struct FillPage {
+    skus: Vec<String>,
+    levels: Vec<LevelRow>,
+    totals: Vec<TotalRow>,
 }
 
 pub fn quantities(r: &LevelRow) -> LevelQuantities {

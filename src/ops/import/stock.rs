@@ -455,16 +455,25 @@ async fn fill_cache(
             cache.store().delete(&page).await?;
             cache.store().delete_totals(&page).await?;
         }
-        let mut after: Option<String> = None;
-        let mut total = 0;
-        loop {
-            let page = db::import::skus_page(conn, after.as_deref(), FILL_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.clone());
-            total += cache.rebuild_skus(&page).await?;
-            progress.filled(page.len() as u64);
-        }
-        Ok(total)
+        let (pages, filled) = tokio::sync::mpsc::channel(1);
+        let read = async {
+            let mut after: Option<String> = None;
+            loop {
+                let skus = db::import::skus_page(conn, after.as_deref(), FILL_PAGE).await?;
+                let Some(last) = skus.last() else { break };
+                after = Some(last.clone());
+                let page = cache.read_fill_page(skus).await?;
+                if pages.send(page).await.is_err() {
+                    break;
+                }
+            }
+            drop(pages);
+            anyhow::Ok(())
+        };
+        let written = cache.write_fill_pages(filled, |n| progress.filled(n as u64));
+        let (read, written) = tokio::join!(read, written);
+        let written = written?;
+        read.map(|()| written)
     }
     .await;
     match result {
