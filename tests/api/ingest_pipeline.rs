@@ -1,0 +1,322 @@
+//! The ingest pipeline of issue 12: movements split over SKU shards (a message acked only when
+//! every part committed, counted once on redelivery), two daemons on one stream, and the
+//! insert-only outbox (its readers never update a row; the cleanup deletes only what both are
+//! past).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{movement, spawn_app, spawn_with, wait_until, Isolation, TestApp};
+
+const SKUS: usize = 16;
+
+fn sku(i: usize) -> String {
+    format!("SHARD-{i:02}")
+}
+
+/// One message with a receipt of each of [`SKUS`] SKUs (they land on every shard).
+fn spanning_message(tag: &str) -> Value {
+    Value::Array(
+        (0..SKUS)
+            .map(|i| movement(&format!("{tag}-{i}"), "TW001", &sku(i), "receipt", 1))
+            .collect(),
+    )
+}
+
+async fn ack_pending(app: &TestApp) -> (u64, usize) {
+    let stream = app
+        .js
+        .get_stream(app.subjects.movements_stream())
+        .await
+        .expect("stream");
+    let mut c: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer(omnistock::ingest::CONSUMER)
+        .await
+        .expect("consumer");
+    let info = c.info().await.expect("info");
+    (info.num_pending, info.num_ack_pending)
+}
+
+#[tokio::test]
+async fn a_message_spanning_shards_is_acked_only_once_every_part_committed_and_counted_once() {
+    let app = spawn_app().await;
+    app.store("TW001", 25.05, 121.52).await;
+    let shards: std::collections::HashSet<usize> = (0..SKUS)
+        .map(|i| omnistock::ingest::shards::shard_of(&sku(i), 4))
+        .collect();
+    assert_eq!(shards.len(), 4, "the message spans every shard");
+    // A level to hold: the first SKU's, stocked.
+    app.publish("TW001", &movement("seed", "TW001", &sku(0), "receipt", 5))
+        .await;
+    app.wait_for_ledger(1).await;
+    wait_until("the seed acked", || async { ack_pending(&app).await == (0, 0) }).await;
+
+    // Another session holds the first SKU's level: its shard waits, the others commit.
+    let mut blocker = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT on_hand FROM stock_levels WHERE location_id = 'TW001' AND sku = $1 FOR UPDATE")
+        .bind(sku(0))
+        .fetch_one(&mut *blocker)
+        .await
+        .expect("lock");
+    app.publish("TW001", &spanning_message("m1")).await;
+    wait_until("the other shards committed", || async {
+        app.ledger_count().await == SKUS as i64
+    })
+    .await;
+    assert_eq!(
+        ack_pending(&app).await,
+        (0, 1),
+        "delivered, and not acked while a part is uncommitted"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ack_pending(&app).await, (0, 1), "still not acked");
+    blocker.commit().await.expect("release");
+    app.wait_for_ledger(1 + SKUS as i64).await;
+    wait_until("the message acked", || async { ack_pending(&app).await == (0, 0) }).await;
+
+    // The same message again (a redelivery, as another daemon or a retry would see it): no
+    // movement counts twice.
+    app.publish_with_msg_id("TW001", &spanning_message("m1"), "again")
+        .await;
+    wait_until("the copy acked", || async { ack_pending(&app).await == (0, 0) }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.ledger_count().await, 1 + SKUS as i64);
+    assert_eq!(app.on_hand("TW001", &sku(0)).await, Some(6));
+    for i in 1..SKUS {
+        assert_eq!(app.on_hand("TW001", &sku(i)).await, Some(1), "{}", sku(i));
+    }
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn a_part_that_fails_hands_the_whole_message_back_and_the_retry_counts_each_once() {
+    // The blocked shard's transaction outlives its lock timeout: that part fails, the message
+    // is handed back and redelivered; the parts that committed are duplicates then.
+    let iso = Isolation::new().await;
+    let app = spawn_with(iso, |c| c.limits.db_lock_timeout_ms = 300).await;
+    app.store("TW001", 25.05, 121.52).await;
+    app.publish("TW001", &movement("seed", "TW001", &sku(0), "receipt", 5))
+        .await;
+    app.wait_for_ledger(1).await;
+    let mut blocker = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT on_hand FROM stock_levels WHERE location_id = 'TW001' AND sku = $1 FOR UPDATE")
+        .bind(sku(0))
+        .fetch_one(&mut *blocker)
+        .await
+        .expect("lock");
+    app.publish("TW001", &spanning_message("m2")).await;
+    wait_until("the other shards committed", || async {
+        app.ledger_count().await == SKUS as i64
+    })
+    .await;
+    // Past the lock timeout at least once (handed back), then released.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    blocker.commit().await.expect("release");
+    app.wait_for_ledger(1 + SKUS as i64).await;
+    wait_until("the message acked", || async { ack_pending(&app).await == (0, 0) }).await;
+    assert_eq!(app.on_hand("TW001", &sku(0)).await, Some(6));
+    for i in 1..SKUS {
+        assert_eq!(app.on_hand("TW001", &sku(i)).await, Some(1), "{}", sku(i));
+    }
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn two_daemons_ingesting_one_stream_in_parallel_leave_a_clean_check() {
+    let iso = Isolation::new().await;
+    let a = spawn_with(iso.clone(), |_| {}).await;
+    let b = spawn_with(iso.clone(), |_| {}).await;
+    a.store("TW001", 25.05, 121.52).await;
+    a.store("TW002", 25.03, 121.56).await;
+    // 100 messages of 20 movements, the same SKUs over and over, both locations, mixed kinds
+    // (sales may drive on-hand below zero: still counted once each).
+    let kinds = ["receipt", "receipt", "sale", "return", "adjustment"];
+    let mut n = 0i64;
+    for m in 0..100 {
+        let loc = if m % 2 == 0 { "TW001" } else { "TW002" };
+        let body: Vec<Value> = (0..20)
+            .map(|i| {
+                n += 1;
+                movement(
+                    &format!("p-{m}-{i}"),
+                    loc,
+                    &format!("PAR-{}", (m + i) % 7),
+                    kinds[(m + i) % kinds.len()],
+                    1 + (i as i64 % 3),
+                )
+            })
+            .collect();
+        a.publish(loc, &Value::Array(body)).await;
+    }
+    a.wait_for_ledger(n).await;
+    wait_until("every message acked", || async { ack_pending(&a).await == (0, 0) }).await;
+    a.assert_ledger_consistent().await;
+    let c = iso.connections();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_omnistock"))
+        .env_clear()
+        .arg("check")
+        .env("DATABASE_URL", &c.database_url)
+        .env("REDIS_URL", &c.redis_url)
+        .env("NATS_URL", &c.nats_url)
+        .env("OMNISTOCK_SUBJECT_PREFIX", &c.subject_prefix)
+        .env("OMNISTOCK_REDIS_PREFIX", &c.redis_prefix)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run omnistock check");
+    assert!(
+        out.status.success(),
+        "check: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(b);
+}
+
+/// Refuses any UPDATE of an outbox row, superuser or not.
+async fn forbid_outbox_updates(pool: &sqlx::PgPool) {
+    sqlx::query(
+        "CREATE FUNCTION outbox_is_insert_only() RETURNS trigger LANGUAGE plpgsql AS
+         $$ BEGIN RAISE EXCEPTION 'outbox rows are never updated'; END $$",
+    )
+    .execute(pool)
+    .await
+    .expect("function");
+    sqlx::query(
+        "CREATE TRIGGER outbox_no_update BEFORE UPDATE ON outbox
+         FOR EACH ROW EXECUTE FUNCTION outbox_is_insert_only()",
+    )
+    .execute(pool)
+    .await
+    .expect("trigger");
+}
+
+#[tokio::test]
+async fn the_relay_and_the_cache_sync_never_update_an_outbox_row() {
+    let app = spawn_app().await;
+    forbid_outbox_updates(&app.pool).await;
+    app.store("TW001", 25.05, 121.52).await;
+    for i in 0..5 {
+        app.publish(
+            "TW001",
+            &movement(&format!("u{i}"), "TW001", "NOUPD", "receipt", 2),
+        )
+        .await;
+    }
+    app.wait_for_ledger(5).await;
+    // Every change published, in order, once...
+    wait_until("the changes published", || async {
+        app.stream_messages(&app.subjects.changes_stream())
+            .await
+            .len()
+            == 5
+    })
+    .await;
+    let versions: Vec<i64> = app
+        .stream_messages(&app.subjects.changes_stream())
+        .await
+        .iter()
+        .map(|(_, b, _)| b["version"].as_i64().expect("version"))
+        .collect();
+    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    // ... and both readers are past every row, with no row touched.
+    wait_until("both cursors past the outbox", || async {
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox o, outbox_cursors c
+             WHERE c.name IN ('relay', 'cache_sync') AND o.id > c.done_to",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("behind");
+        behind == 0
+    })
+    .await;
+    let (_, body) = app
+        .get("/v1/availability/NOUPD", crate::helpers::READ_KEY)
+        .await;
+    assert_eq!(body["source"], json!("cache"), "{body}");
+}
+
+#[tokio::test]
+async fn the_cleanup_deletes_only_rows_both_readers_are_past() {
+    let iso = Isolation::new().await;
+    let pool = omnistock::db::connect(&iso.database_url, 2)
+        .await
+        .expect("pool");
+    omnistock::db::migrate(&pool).await.expect("migrate");
+    sqlx::query(
+        "INSERT INTO outbox (subject, payload)
+         SELECT 'changes.X', jsonb_build_object('sku', 'S', 'n', g) FROM generate_series(1, 10) g",
+    )
+    .execute(&pool)
+    .await
+    .expect("rows");
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM outbox ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .expect("ids");
+    let first = ids[0];
+    let set = |name: &'static str, done: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("UPDATE outbox_cursors SET done_to = $2, seen_to = $2 WHERE name = $1")
+                .bind(name)
+                .bind(done)
+                .execute(&pool)
+                .await
+                .expect("cursor");
+        }
+    };
+    let left = || async {
+        sqlx::query_scalar::<_, i64>("SELECT min(id) FROM outbox")
+            .fetch_one(&pool)
+            .await
+            .expect("min")
+    };
+    let mut conn = pool.acquire().await.expect("conn");
+    // The relay is past 7 rows, the cache sync past 3: only 3 may go.
+    set("relay", first + 6).await;
+    set("cache_sync", first + 2).await;
+    let n = omnistock::db::outbox::delete_done(&mut conn, i64::MAX, 1_000)
+        .await
+        .expect("delete");
+    assert_eq!(n, 3);
+    assert_eq!(left().await, first + 3);
+    // The other way round: the relay is the one behind.
+    set("relay", first + 4).await;
+    set("cache_sync", first + 9).await;
+    assert_eq!(
+        omnistock::db::outbox::delete_done(&mut conn, i64::MAX, 1_000)
+            .await
+            .expect("delete"),
+        2
+    );
+    assert_eq!(left().await, first + 5);
+    // Never past the bound the caller keeps (the retention), and in chunks.
+    set("relay", first + 9).await;
+    assert_eq!(
+        omnistock::db::outbox::delete_done(&mut conn, first + 7, 1)
+            .await
+            .expect("delete"),
+        1
+    );
+    assert_eq!(
+        omnistock::db::outbox::delete_done(&mut conn, first + 7, 1_000)
+            .await
+            .expect("delete"),
+        2
+    );
+    assert_eq!(left().await, first + 8);
+    // A reader without a cursor row: nothing goes.
+    sqlx::query("DELETE FROM outbox_cursors WHERE name = 'cache_sync'")
+        .execute(&pool)
+        .await
+        .expect("drop cursor");
+    assert_eq!(
+        omnistock::db::outbox::delete_done(&mut conn, i64::MAX, 1_000)
+            .await
+            .expect("delete"),
+        0
+    );
+}
