@@ -50,15 +50,20 @@ async fn a_message_spanning_shards_is_acked_only_once_every_part_committed_and_c
     app.publish("TW001", &movement("seed", "TW001", &sku(0), "receipt", 5))
         .await;
     app.wait_for_ledger(1).await;
-    wait_until("the seed acked", || async { ack_pending(&app).await == (0, 0) }).await;
+    wait_until("the seed acked", || async {
+        ack_pending(&app).await == (0, 0)
+    })
+    .await;
 
     // Another session holds the first SKU's level: its shard waits, the others commit.
     let mut blocker = app.pool.begin().await.expect("begin");
-    sqlx::query("SELECT on_hand FROM stock_levels WHERE location_id = 'TW001' AND sku = $1 FOR UPDATE")
-        .bind(sku(0))
-        .fetch_one(&mut *blocker)
-        .await
-        .expect("lock");
+    sqlx::query(
+        "SELECT on_hand FROM stock_levels WHERE location_id = 'TW001' AND sku = $1 FOR UPDATE",
+    )
+    .bind(sku(0))
+    .fetch_one(&mut *blocker)
+    .await
+    .expect("lock");
     app.publish("TW001", &spanning_message("m1")).await;
     wait_until("the other shards committed", || async {
         app.ledger_count().await == SKUS as i64
@@ -73,13 +78,19 @@ async fn a_message_spanning_shards_is_acked_only_once_every_part_committed_and_c
     assert_eq!(ack_pending(&app).await, (0, 1), "still not acked");
     blocker.commit().await.expect("release");
     app.wait_for_ledger(1 + SKUS as i64).await;
-    wait_until("the message acked", || async { ack_pending(&app).await == (0, 0) }).await;
+    wait_until("the message acked", || async {
+        ack_pending(&app).await == (0, 0)
+    })
+    .await;
 
     // The same message again (a redelivery, as another daemon or a retry would see it): no
     // movement counts twice.
     app.publish_with_msg_id("TW001", &spanning_message("m1"), "again")
         .await;
-    wait_until("the copy acked", || async { ack_pending(&app).await == (0, 0) }).await;
+    wait_until("the copy acked", || async {
+        ack_pending(&app).await == (0, 0)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.ledger_count().await, 1 + SKUS as i64);
     assert_eq!(app.on_hand("TW001", &sku(0)).await, Some(6));
@@ -100,11 +111,13 @@ async fn a_part_that_fails_hands_the_whole_message_back_and_the_retry_counts_eac
         .await;
     app.wait_for_ledger(1).await;
     let mut blocker = app.pool.begin().await.expect("begin");
-    sqlx::query("SELECT on_hand FROM stock_levels WHERE location_id = 'TW001' AND sku = $1 FOR UPDATE")
-        .bind(sku(0))
-        .fetch_one(&mut *blocker)
-        .await
-        .expect("lock");
+    sqlx::query(
+        "SELECT on_hand FROM stock_levels WHERE location_id = 'TW001' AND sku = $1 FOR UPDATE",
+    )
+    .bind(sku(0))
+    .fetch_one(&mut *blocker)
+    .await
+    .expect("lock");
     app.publish("TW001", &spanning_message("m2")).await;
     wait_until("the other shards committed", || async {
         app.ledger_count().await == SKUS as i64
@@ -114,7 +127,10 @@ async fn a_part_that_fails_hands_the_whole_message_back_and_the_retry_counts_eac
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     blocker.commit().await.expect("release");
     app.wait_for_ledger(1 + SKUS as i64).await;
-    wait_until("the message acked", || async { ack_pending(&app).await == (0, 0) }).await;
+    wait_until("the message acked", || async {
+        ack_pending(&app).await == (0, 0)
+    })
+    .await;
     assert_eq!(app.on_hand("TW001", &sku(0)).await, Some(6));
     for i in 1..SKUS {
         assert_eq!(app.on_hand("TW001", &sku(i)).await, Some(1), "{}", sku(i));
@@ -150,20 +166,24 @@ async fn two_daemons_ingesting_one_stream_in_parallel_leave_a_clean_check() {
         a.publish(loc, &Value::Array(body)).await;
     }
     a.wait_for_ledger(n).await;
-    wait_until("every message acked", || async { ack_pending(&a).await == (0, 0) }).await;
+    wait_until("every message acked", || async {
+        ack_pending(&a).await == (0, 0)
+    })
+    .await;
     a.assert_ledger_consistent().await;
     let c = iso.connections();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_omnistock"))
-        .env_clear()
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_omnistock"));
+    cmd.env_clear()
         .arg("check")
         .env("DATABASE_URL", &c.database_url)
         .env("REDIS_URL", &c.redis_url)
         .env("NATS_URL", &c.nats_url)
         .env("OMNISTOCK_SUBJECT_PREFIX", &c.subject_prefix)
         .env("OMNISTOCK_REDIS_PREFIX", &c.redis_prefix)
-        .env("RUST_LOG", "warn")
-        .output()
+        .env("RUST_LOG", "warn");
+    let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
+        .expect("join")
         .expect("run omnistock check");
     assert!(
         out.status.success(),
