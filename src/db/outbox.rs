@@ -60,15 +60,25 @@ pub async fn save_cursor(
 #[derive(FromRow)]
 struct ReadRow {
     xmin: i64,
-    xmax: i64,
+    /// `None` when the reader's transaction already had an id (see [`unseen`]).
+    xmax: Option<i64>,
     id: Option<i64>,
     subject: Option<String>,
     payload: Option<serde_json::Value>,
 }
 
 /// The rows a cursor has not seen (inside its gaps, then past `seen_to`), oldest first, at
-/// most `limit`, with the bounds of the snapshot that read them (one statement, so one
+/// most `limit`, with the horizon of the snapshot that read them (one statement, so one
 /// snapshot).
+///
+/// The horizon's `xmax` is NOT the snapshot's own `xmax`: PostgreSQL sets that to the latest
+/// *completed* transaction id + 1, so a transaction that took its id before the snapshot but
+/// after the last commit is at or above it. A gap of such a transaction was dropped as soon as
+/// a later snapshot's `xmin` reached the gap's `xmax`, while that transaction was still open:
+/// its rows, committed afterwards, were never relayed nor cached. So the bound is a
+/// transaction id taken *during* the statement, after its snapshot: the reader's own, which is
+/// above every id assigned before. The reader must not have written before this read (its id
+/// would be older than the snapshot); the statement fails if it has.
 pub async fn unseen(
     conn: &mut PgConnection,
     c: &Cursor,
@@ -76,10 +86,11 @@ pub async fn unseen(
 ) -> Result<(Horizon, Vec<OutboxRow>), sqlx::Error> {
     let (lo, hi, _) = c.gap_arrays();
     let rows: Vec<ReadRow> = sqlx::query_as(
-        "SELECT pg_snapshot_xmin(s.snap)::text::int8 AS xmin,
-                pg_snapshot_xmax(s.snap)::text::int8 AS xmax,
-                o.id, o.subject, o.payload
-         FROM (SELECT pg_current_snapshot() AS snap) s
+        "SELECT s.xmin, s.xmax, o.id, o.subject, o.payload
+         FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8 AS xmin,
+                      CASE WHEN pg_current_xact_id_if_assigned() IS NULL
+                           THEN pg_current_xact_id()::text::int8
+                      END AS xmax) s
          LEFT JOIN LATERAL (
              SELECT * FROM (
                  SELECT id, subject, payload FROM outbox WHERE id > $1
@@ -96,12 +107,22 @@ pub async fn unseen(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    let horizon = rows
-        .first()
-        .map_or(Horizon { xmin: 0, xmax: 0 }, |r| Horizon {
-            xmin: r.xmin,
-            xmax: r.xmax,
-        });
+    let horizon = match rows.first() {
+        // The LEFT JOIN answers one row at least; without one, nothing is proven.
+        None => Horizon { xmin: 0, xmax: 0 },
+        Some(ReadRow { xmax: None, .. }) => {
+            return Err(sqlx::Error::Protocol(
+                "outbox read in a transaction that has already written: its gaps could not be \
+                 bounded"
+                    .into(),
+            ))
+        }
+        Some(&ReadRow {
+            xmin,
+            xmax: Some(xmax),
+            ..
+        }) => Horizon { xmin, xmax },
+    };
     let out = rows
         .into_iter()
         .filter_map(|r| {

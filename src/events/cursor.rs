@@ -10,10 +10,13 @@
 //! A gap is closed for good once every transaction that could fill it has ended. Every id
 //! below a visible row was allocated before the snapshot that shows the row, by a transaction
 //! that already had its id (every writer changes a level before it writes its events, and the
-//! insert asks for the id first), so that transaction's id is below the snapshot's `xmax`. A
-//! later snapshot whose `xmin` has reached that `xmax` proves it ended: a gap row it does not
-//! show never will appear. `done_to` (every id up to it handled or proven empty) is what the
-//! cleanup may delete up to.
+//! insert asks for the id first), so that transaction's id was assigned before the snapshot.
+//! The read records as the gap's `xmax` a transaction id taken after its snapshot (the
+//! reader's own, see `db::outbox::unseen`; not the snapshot's `xmax`, which is only the latest
+//! *completed* id + 1 and can be below an open transaction's id). A later snapshot whose
+//! `xmin` has reached that bound proves every transaction that could fill the gap ended: a
+//! gap row it does not show never will appear. `done_to` (every id up to it handled or proven
+//! empty) is what the cleanup may delete up to.
 //!
 //! Order per SKU needs no gap logic: every writer inserts its events while it holds the row
 //! lock of the level (or of the SKU's network state) they describe, so of two events of one
@@ -21,12 +24,13 @@
 
 use std::collections::BTreeMap;
 
-/// A PostgreSQL snapshot's transaction bounds (`pg_snapshot_xmin` / `pg_snapshot_xmax`).
+/// The transaction bounds of the snapshot a read used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Horizon {
-    /// Every transaction id below it has ended.
+    /// Every transaction id below it has ended (`pg_snapshot_xmin`).
     pub xmin: i64,
-    /// Every transaction id assigned when the snapshot was taken is below it.
+    /// Every transaction id assigned when the snapshot was taken is below it (a transaction
+    /// id taken after the snapshot; not `pg_snapshot_xmax`, see `db::outbox::unseen`).
     pub xmax: i64,
 }
 

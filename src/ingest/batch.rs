@@ -6,7 +6,7 @@
 //! error the database still raises, the batch is bisected down to the movement it refuses
 //! (see `isolate`), which alone is dead-lettered.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
@@ -83,7 +83,7 @@ impl InFlight {
     }
 
     /// Moves the movements at `positions` (in `self.movements`) to the rejected.
-    pub(super) fn reject(
+    fn reject(
         &mut self,
         positions: &[usize],
         reason: RejectReason,
@@ -101,6 +101,34 @@ impl InFlight {
                 });
             } else {
                 kept.push((index, m));
+            }
+        }
+        self.movements = kept;
+    }
+
+    /// Moves each refused movement (position in `self.movements`, reason, why) to the
+    /// rejected, in one pass: positions stay those of the movements as they were.
+    pub(super) fn reject_each(&mut self, refused: Vec<(usize, RejectReason, String)>) {
+        if refused.is_empty() {
+            return;
+        }
+        let mut by_pos: std::collections::HashMap<usize, (RejectReason, String)> = refused
+            .into_iter()
+            .map(|(pos, reason, why)| (pos, (reason, why)))
+            .collect();
+        let mut kept = Vec::with_capacity(self.movements.len());
+        for (pos, (index, m)) in std::mem::take(&mut self.movements).into_iter().enumerate() {
+            match by_pos.remove(&pos) {
+                Some((reason, message)) => {
+                    let body = self.body_of(index);
+                    self.rejected.push(Rejection {
+                        reason,
+                        message,
+                        index,
+                        body,
+                    });
+                }
+                None => kept.push((index, m)),
             }
         }
         self.movements = kept;
@@ -256,11 +284,8 @@ pub(super) async fn dispatch(
             Err(e) => return retry_later(ingest, batch, &e).await,
         }
     }
-    // The first of a repeated event_id in the batch is the one applied: its copies are
-    // duplicates here already, so two shards never race for one event_id of a batch.
-    let mut seen: HashSet<String> = HashSet::new();
     for f in batch {
-        shards.submit(f, &mut seen).await;
+        shards.submit(f).await;
     }
 }
 

@@ -13,7 +13,6 @@
 //! any part fail, the message is handed back whole; the parts that did commit are duplicates
 //! on redelivery (`event_id` is unique in the ledger), so every movement counts once.
 
-use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +21,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::batch::{apply_movements, InFlight};
 use super::Ingest;
@@ -77,7 +77,12 @@ impl Shards {
     pub fn start(ingest: &Ingest, count: usize) -> Self {
         let count = count.max(1);
         let (settle, settle_rx) = mpsc::channel::<Settle>(SETTLING * 4);
-        let settler = tokio::spawn(settle_all(ingest.clone(), settle_rx));
+        // Their units of work count for the ingest job (`omnistock_job_last_success_*`), and
+        // they log under its span.
+        let settler = tokio::spawn(
+            crate::jobs::within_current_job(settle_all(ingest.clone(), settle_rx))
+                .in_current_span(),
+        );
         let mut senders = Vec::with_capacity(count);
         let mut workers = Vec::with_capacity(count);
         for shard in 0..count {
@@ -85,12 +90,10 @@ impl Shards {
             // pile up past their ack wait.
             let (tx, rx) = mpsc::channel::<Part>(ingest.batch.max(1));
             senders.push(tx);
-            workers.push(tokio::spawn(work(
-                ingest.clone(),
-                shard,
-                rx,
-                settle.clone(),
-            )));
+            workers.push(tokio::spawn(
+                crate::jobs::within_current_job(work(ingest.clone(), shard, rx, settle.clone()))
+                    .in_current_span(),
+            ));
         }
         Shards {
             senders,
@@ -101,16 +104,19 @@ impl Shards {
     }
 
     /// Splits a decoded message by shard and queues its parts (a message with nothing to
-    /// apply is settled at once). `seen` holds the event ids already queued from this batch.
-    pub(super) async fn submit(&self, flight: InFlight, seen: &mut HashSet<String>) {
+    /// apply is settled at once).
+    ///
+    /// Every movement goes to its shard, repeats included: a message is acked only once each
+    /// of its own movements is committed or found committed. (Skipping a repeat of an event
+    /// id queued earlier from another message acked this one before that other message's
+    /// part had committed, and a part that then failed for good lost the movement.) Repeats
+    /// of one SKU meet in one shard, where `apply` keeps the first; an event id reused with
+    /// another SKU is settled by the ledger's unique `event_id` (the loser retries and finds
+    /// it recorded).
+    pub(super) async fn submit(&self, flight: InFlight) {
         let n = self.senders.len();
         let mut parts: Vec<Vec<(usize, Incoming)>> = (0..n).map(|_| Vec::new()).collect();
-        let mut repeated = 0u64;
         for (pos, (_, m)) in flight.movements.iter().enumerate() {
-            if !seen.insert(m.event_id.clone()) {
-                repeated += 1;
-                continue;
-            }
             parts[shard_of(&m.sku, n)].push((
                 pos,
                 Incoming {
@@ -119,7 +125,6 @@ impl Shards {
                 },
             ));
         }
-        METRICS.movements_duplicate.add(repeated);
         let parts_left = parts.iter().filter(|p| !p.is_empty()).count();
         if parts_left == 0 {
             let _ = self.settle.send(Settle::Applied(flight)).await;
@@ -231,25 +236,7 @@ async fn finish(
             p.flight.take().map(|mut flight| match p.failed.take() {
                 Some(e) => Settle::HandBack(flight, e),
                 None => {
-                    let refused = std::mem::take(&mut p.refused);
-                    for reason in [
-                        RejectReason::RejectedByDatabase,
-                        RejectReason::QuantityOverflow,
-                    ] {
-                        let of_reason: Vec<&(usize, RejectReason, String)> =
-                            refused.iter().filter(|(_, r, _)| *r == reason).collect();
-                        if of_reason.is_empty() {
-                            continue;
-                        }
-                        let positions: Vec<usize> = of_reason.iter().map(|(p, _, _)| *p).collect();
-                        flight.reject(&positions, reason, |pos| {
-                            of_reason
-                                .iter()
-                                .find(|(p, _, _)| *p == pos)
-                                .map(|(_, _, why)| why.clone())
-                                .unwrap_or_default()
-                        });
-                    }
+                    flight.reject_each(std::mem::take(&mut p.refused));
                     Settle::Applied(flight)
                 }
             })
@@ -293,6 +280,7 @@ fn tokio_stream_of<T>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn a_sku_always_lands_on_one_shard_and_all_shards_get_work() {

@@ -24,6 +24,13 @@ fn spanning_message(tag: &str) -> Value {
     )
 }
 
+/// How many of the message's SKUs share the shard of the first (whose level the tests lock):
+/// those commit together with it, in one transaction of that shard.
+fn on_first_shard() -> usize {
+    let shard = |i: usize| omnistock::ingest::shards::shard_of(&sku(i), 4);
+    (0..SKUS).filter(|&i| shard(i) == shard(0)).count()
+}
+
 async fn ack_pending(app: &TestApp) -> (u64, usize) {
     let stream = app
         .js
@@ -46,6 +53,7 @@ async fn a_message_spanning_shards_is_acked_only_once_every_part_committed_and_c
         .map(|i| omnistock::ingest::shards::shard_of(&sku(i), 4))
         .collect();
     assert_eq!(shards.len(), 4, "the message spans every shard");
+    let others = (SKUS - on_first_shard()) as i64;
     // A level to hold: the first SKU's, stocked.
     app.publish("TW001", &movement("seed", "TW001", &sku(0), "receipt", 5))
         .await;
@@ -66,7 +74,7 @@ async fn a_message_spanning_shards_is_acked_only_once_every_part_committed_and_c
     .expect("lock");
     app.publish("TW001", &spanning_message("m1")).await;
     wait_until("the other shards committed", || async {
-        app.ledger_count().await == SKUS as i64
+        app.ledger_count().await == 1 + others
     })
     .await;
     assert_eq!(
@@ -76,6 +84,11 @@ async fn a_message_spanning_shards_is_acked_only_once_every_part_committed_and_c
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(ack_pending(&app).await, (0, 1), "still not acked");
+    assert_eq!(
+        app.ledger_count().await,
+        1 + others,
+        "the first shard waits"
+    );
     blocker.commit().await.expect("release");
     app.wait_for_ledger(1 + SKUS as i64).await;
     wait_until("the message acked", || async {
@@ -119,8 +132,9 @@ async fn a_part_that_fails_hands_the_whole_message_back_and_the_retry_counts_eac
     .await
     .expect("lock");
     app.publish("TW001", &spanning_message("m2")).await;
+    let others = (SKUS - on_first_shard()) as i64;
     wait_until("the other shards committed", || async {
-        app.ledger_count().await == SKUS as i64
+        app.ledger_count().await == 1 + others
     })
     .await;
     // Past the lock timeout at least once (handed back), then released.
@@ -339,4 +353,146 @@ async fn the_cleanup_deletes_only_rows_both_readers_are_past() {
             .expect("delete"),
         0
     );
+}
+
+async fn take_xid(conn: &mut sqlx::PgConnection) {
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(conn)
+        .await
+        .expect("xid");
+}
+
+/// Found reviewing the outbox cursor: a gap's bound was the snapshot's `xmax`, which
+/// PostgreSQL sets to the latest *completed* transaction id + 1. A transaction that took its
+/// id after that commit (but before the read) is at or above it, so the gap of its outbox row
+/// was dropped as "proven empty" by the next read while it was still open, and its event,
+/// committed afterwards, was never published (nor cached). Run alone it fails without the fix
+/// every time (other transactions completing in the cluster meanwhile can hide it).
+#[tokio::test]
+async fn an_outbox_row_of_a_transaction_still_open_is_relayed_once_it_commits() {
+    use omnistock::events::relay::{self, Finish};
+    let iso = Isolation::new().await;
+    let pool = omnistock::db::connect(&iso.database_url, 4)
+        .await
+        .expect("pool");
+    omnistock::db::migrate(&pool).await.expect("migrate");
+    let nats = async_nats::connect(std::env::var("NATS_URL").expect("NATS_URL"))
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let subjects = omnistock::config::Subjects::new(&iso.subject_prefix);
+    relay::ensure_streams(&js, &subjects)
+        .await
+        .expect("streams");
+    let event = |n: i64| {
+        (
+            vec!["changes.TW001".to_owned()],
+            vec![
+                json!({"location_id": "TW001", "sku": format!("GAP-{n}"), "on_hand": n,
+                        "reserved": 0, "in_transit": 0, "version": 1, "cause": "receipt"}),
+            ],
+        )
+    };
+    // `first` takes its transaction id, then `open` does and writes the lower outbox id; then
+    // `first` writes the higher one and commits: the latest completed id is `first`'s, below
+    // `open`'s.
+    let mut first = pool.begin().await.expect("begin");
+    take_xid(&mut first).await;
+    let mut open = pool.begin().await.expect("begin");
+    take_xid(&mut open).await;
+    let (s, p) = event(1);
+    omnistock::db::events::insert_outbox(&mut open, &s, &p)
+        .await
+        .expect("row of the open transaction");
+    let (s, p) = event(2);
+    omnistock::db::events::insert_outbox(&mut first, &s, &p)
+        .await
+        .expect("row");
+    first.commit().await.expect("commit");
+    // Reads while `open` is still open: its row is a gap, kept.
+    for _ in 0..3 {
+        relay::relay_once(&pool, &js, &subjects, Finish::MarkSent)
+            .await
+            .expect("relay");
+    }
+    open.commit().await.expect("commit the open one");
+    relay::relay_once(&pool, &js, &subjects, Finish::MarkSent)
+        .await
+        .expect("relay");
+    let mut stream = js
+        .get_stream(subjects.changes_stream())
+        .await
+        .expect("stream");
+    let published = stream.info().await.expect("info").state.messages;
+    assert_eq!(published, 2, "both events published, the late one too");
+    let (done, max): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT done_to FROM outbox_cursors WHERE name = 'relay'),
+                (SELECT max(id) FROM outbox)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("cursor");
+    assert_eq!(done, max, "the relay's cursor is past both");
+}
+
+/// Found reviewing the shards: a repeat of an event id queued from another message of the same
+/// batch was skipped, so its message had nothing left to wait for and was acked at once, while
+/// the movement had not committed (a part that then failed for good would have lost it). Each
+/// message must wait for its own movements.
+#[tokio::test]
+async fn a_repeat_in_another_message_of_the_batch_is_acked_only_after_the_movement_committed() {
+    let app = spawn_app().await;
+    app.store("TW001", 25.05, 121.52).await;
+    app.publish("TW001", &movement("seed", "TW001", "REPEAT", "receipt", 5))
+        .await;
+    app.wait_for_ledger(1).await;
+    wait_until("the seed acked", || async {
+        ack_pending(&app).await == (0, 0)
+    })
+    .await;
+    // The consume loop is held on its first query (the location check) by a lock on the
+    // locations table, so that the two copies published meanwhile arrive as one batch.
+    let mut hold_loop = app.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE locations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *hold_loop)
+        .await
+        .expect("lock locations");
+    app.publish("TW001", &movement("stall", "TW001", "OTHER", "receipt", 1))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let copy = movement("twice", "TW001", "REPEAT", "receipt", 2);
+    app.publish_with_msg_id("TW001", &copy, "copy-1").await;
+    app.publish_with_msg_id("TW001", &copy, "copy-2").await;
+    // The level the copies change is locked: neither can commit yet.
+    let mut blocker = app.pool.begin().await.expect("begin");
+    sqlx::query(
+        "SELECT on_hand FROM stock_levels WHERE location_id = 'TW001' AND sku = 'REPEAT' FOR UPDATE",
+    )
+    .fetch_one(&mut *blocker)
+    .await
+    .expect("lock level");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hold_loop.commit().await.expect("release the loop");
+    wait_until("the stall applied", || async {
+        app.ledger_count().await == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        ack_pending(&app).await,
+        (0, 2),
+        "neither copy acked while the movement is uncommitted"
+    );
+    blocker.commit().await.expect("release the level");
+    app.wait_for_ledger(3).await;
+    wait_until("both copies acked", || async {
+        ack_pending(&app).await == (0, 0)
+    })
+    .await;
+    assert_eq!(
+        app.on_hand("TW001", "REPEAT").await,
+        Some(7),
+        "counted once"
+    );
+    app.assert_ledger_consistent().await;
 }
