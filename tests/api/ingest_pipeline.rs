@@ -360,11 +360,11 @@ async fn the_cleanup_deletes_only_rows_both_readers_are_past() {
     );
 }
 
-async fn take_xid(conn: &mut sqlx::PgConnection) {
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(conn)
+async fn take_xid(conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT pg_current_xact_id()::text::int8")
+        .fetch_one(conn)
         .await
-        .expect("xid");
+        .expect("xid")
 }
 
 /// Found reviewing the outbox cursor: a gap's bound was the snapshot's `xmax`, which
@@ -404,7 +404,7 @@ async fn an_outbox_row_of_a_transaction_still_open_is_relayed_once_it_commits() 
     let mut first = pool.begin().await.expect("begin");
     take_xid(&mut first).await;
     let mut open = pool.begin().await.expect("begin");
-    take_xid(&mut open).await;
+    let open_xid = take_xid(&mut open).await;
     let (s, p) = event(1);
     omnistock::db::events::insert_outbox(&mut open, &s, &p)
         .await
@@ -414,8 +414,21 @@ async fn an_outbox_row_of_a_transaction_still_open_is_relayed_once_it_commits() 
         .await
         .expect("row");
     first.commit().await.expect("commit");
-    // Reads while `open` is still open: its row is a gap, kept.
-    for _ in 0..3 {
+    // Reads while `open` is still open: its row is a gap, bounded above `open`'s id (the
+    // snapshot's own xmax was `open`'s id itself here), and kept.
+    relay::relay_once(&pool, &js, &subjects, Finish::MarkSent)
+        .await
+        .expect("relay");
+    let bounds: Vec<i64> =
+        sqlx::query_scalar("SELECT gap_xmax FROM outbox_cursors WHERE name = 'relay'")
+            .fetch_one(&pool)
+            .await
+            .expect("gaps");
+    assert!(
+        !bounds.is_empty() && bounds.iter().all(|&b| b > open_xid),
+        "the gap's bound {bounds:?} must be above the open transaction {open_xid}"
+    );
+    for _ in 0..2 {
         relay::relay_once(&pool, &js, &subjects, Finish::MarkSent)
             .await
             .expect("relay");
