@@ -475,8 +475,19 @@ async fn a_repeat_in_another_message_of_the_batch_is_acked_only_after_the_moveme
         .execute(&mut *hold_loop)
         .await
         .expect("lock locations");
-    app.publish("TW001", &movement("stall", "TW001", "OTHER", "receipt", 1))
-        .await;
+    // Of another shard than the copies: on theirs it would wait for their lock with them.
+    let stall_sku = (0..)
+        .map(|i| format!("STALL-{i}"))
+        .find(|s| {
+            omnistock::ingest::shards::shard_of(s, 4)
+                != omnistock::ingest::shards::shard_of("REPEAT", 4)
+        })
+        .expect("a SKU of another shard");
+    app.publish(
+        "TW001",
+        &movement("stall", "TW001", &stall_sku, "receipt", 1),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let copy = movement("twice", "TW001", "REPEAT", "receipt", 2);
     app.publish_with_msg_id("TW001", &copy, "copy-1").await;
