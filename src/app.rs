@@ -234,6 +234,7 @@ impl Application {
             ack_wait: config.ack_wait(),
             max_deliver: config.ingest_max_deliver,
             replicas: config.stream_replicas,
+            shards: config.ingest_shards.clamp(1, 64),
         };
         let shutdown = CancellationToken::new();
         let jobs = Supervisor::new(shutdown.clone(), JobStatus::default());

@@ -253,6 +253,12 @@ pub struct ServeConfig {
     #[arg(long, env = "OMNISTOCK_INGEST_MAX_DELIVER", default_value_t = 200)]
     pub ingest_max_deliver: i64,
 
+    /// Movement transactions in flight at once, each applying the SKUs that hash to it (order
+    /// per level is kept; a message spanning shards is acked once all its parts committed).
+    /// Each holds a database connection while it applies.
+    #[arg(long, env = "OMNISTOCK_INGEST_SHARDS", default_value_t = 4)]
+    pub ingest_shards: usize,
+
     /// Rebuild the whole Redis cache from PostgreSQL when the daemon starts.
     #[arg(long, env = "OMNISTOCK_CACHE_REBUILD_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub cache_rebuild_on_start: bool,

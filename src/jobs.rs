@@ -95,6 +95,18 @@ pub fn succeeded() {
     });
 }
 
+/// Runs `fut` as part of the calling task's job, for a task the job spawns: its
+/// [`succeeded`] calls count for that job (a task-local is not inherited by `tokio::spawn`).
+pub fn within_current_job<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    let name = JOB.try_with(|n| *n).ok();
+    async move {
+        match name {
+            Some(name) => JOB.scope(name, fut).await,
+            None => fut.await,
+        }
+    }
+}
+
 /// Starts jobs, restarts the dead ones, and waits for them all at shutdown.
 pub struct Supervisor {
     shutdown: CancellationToken,

@@ -3,16 +3,18 @@
 //! Every level change is in the outbox, committed in the transaction of the change. The write
 //! just after the commit is only the fast path: a crash, or a Redis failure, can lose it. This
 //! job, run by every daemon (one at a time), writes every outbox change to Redis with the
-//! versioned write (never over a newer version), marks the rows written, and then raises a
+//! versioned write (never over a newer version), moves its cursor past them (its row of
+//! `outbox_cursors`; outbox rows are never updated, see `events::cursor`), and then raises a
 //! watermark in Redis to the Redis time it took *before* reading the outbox. Any change that
-//! committed before that instant was visible to the read, so it is in Redis now.
+//! committed before that instant was visible to the read: it is past the cursor already, or
+//! this read returned it (above the cursor or in one of its gaps), so it is in Redis now.
 //!
 //! Readers trust Redis only while the watermark is at most [`MAX_STALENESS`] old (by Redis's
 //! clock, read in the same round trip), and read PostgreSQL otherwise. So a value served from
 //! Redis reflects every change committed more than `MAX_STALENESS` before the read, whichever
 //! daemon committed it and whatever happened to it after the commit.
 //!
-//! Rows already marked written say nothing about a Redis that has restarted since (empty, or
+//! Rows already behind the cursor say nothing about a Redis that has restarted since (empty, or
 //! loaded from a snapshot older than its last writes). The watermark names the Redis process
 //! (`run_id`) it was proved on; on any other, the sync first rebuilds every level from
 //! PostgreSQL, and only then vouches for it.
@@ -80,7 +82,8 @@ pub async fn sync_once(cache: &StockCache) -> anyhow::Result<Option<usize>> {
         tracing::info!(skus, "cache rebuilt for a Redis it had not synced");
         return Ok(Some(0));
     }
-    let rows = db::cache_sync::uncached(&mut tx, BATCH).await?;
+    let mut cursor = db::outbox::cursor(&mut tx, db::outbox::CACHE_SYNC).await?;
+    let (horizon, rows) = db::outbox::unseen(&mut tx, &cursor, BATCH).await?;
     let mut levels: Vec<LevelRow> = Vec::with_capacity(rows.len());
     for r in rows.iter().filter(|r| r.subject.starts_with("changes.")) {
         match serde_json::from_value::<Change>(r.payload.clone()) {
@@ -95,12 +98,15 @@ pub async fn sync_once(cache: &StockCache) -> anyhow::Result<Option<usize>> {
         (&a.sku, &a.location_id, a.version).cmp(&(&b.sku, &b.location_id, b.version))
     });
     store.write(&levels, false).await?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    if !ids.is_empty() {
-        db::cache_sync::mark_cached(&mut tx, &ids).await?;
-    }
     // A full batch may have left older rows behind: only a run that saw them all may vouch.
-    if (rows.len() as i64) < BATCH {
+    let complete = (rows.len() as i64) < BATCH;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let before = cursor.clone();
+    cursor.advance(horizon, &ids, complete);
+    if cursor != before {
+        db::outbox::save_cursor(&mut tx, db::outbox::CACHE_SYNC, &cursor).await?;
+    }
+    if complete {
         store.raise_watermark(started, &run_id).await?;
     }
     tx.commit().await?;

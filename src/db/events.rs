@@ -99,7 +99,10 @@ pub async fn set_network_states(
     .map(|_| ())
 }
 
-/// Appends events to the outbox, in order.
+/// Appends events to the outbox, in order. The transaction takes its id before the rows
+/// take theirs (`pg_current_xact_id()` in the scan, below the ids' defaults): the outbox
+/// readers rely on every allocated id belonging to a transaction with an id (see
+/// `events::cursor`).
 pub async fn insert_outbox(
     conn: &mut PgConnection,
     subjects: &[String],
@@ -107,7 +110,9 @@ pub async fn insert_outbox(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO outbox (subject, payload)
-         SELECT s, p FROM UNNEST($1::text[], $2::jsonb[]) WITH ORDINALITY AS n(s, p, i) ORDER BY i",
+         SELECT s, p FROM UNNEST($1::text[], $2::jsonb[]) WITH ORDINALITY AS n(s, p, i)
+         WHERE pg_current_xact_id() IS NOT NULL
+         ORDER BY i",
     )
     .bind(subjects)
     .bind(payloads)
@@ -123,31 +128,9 @@ pub struct OutboxRow {
     pub payload: Value,
 }
 
-pub async fn unsent(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, subject, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(conn)
-    .await
-}
-
 /// Events not yet published, counted up to `cap`.
 pub async fn unsent_count(conn: &mut PgConnection, cap: i64) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE sent_at IS NULL LIMIT $1) AS unsent",
-    )
-    .bind(cap)
-    .fetch_one(conn)
-    .await
-}
-
-pub async fn mark_sent(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(conn)
-        .await
-        .map(|_| ())
+    super::outbox::unpublished_count(conn, cap).await
 }
 
 /// Only one relay publishes at a time (so events leave in order); the others wait their turn.
@@ -155,15 +138,4 @@ pub async fn try_relay_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error
     sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7243, 1)")
         .fetch_one(conn)
         .await
-}
-
-pub async fn delete_sent_before(conn: &mut PgConnection, hours: i64) -> Result<u64, sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM outbox
-         WHERE sent_at < now() - make_interval(hours => $1::int) AND cached_at IS NOT NULL",
-    )
-    .bind(hours)
-    .execute(conn)
-    .await
-    .map(|r| r.rows_affected())
 }

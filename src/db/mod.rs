@@ -12,6 +12,7 @@ pub mod locations;
 pub mod movements;
 pub mod ops;
 pub mod orders;
+pub mod outbox;
 pub mod reservations;
 pub mod simulate;
 pub mod supply;

@@ -5,6 +5,7 @@
 //! publishes them afterwards; [`hub`] fans them out to this process's live streams.
 
 pub mod channel_feed;
+pub mod cursor;
 pub mod hub;
 pub mod relay;
 

@@ -1,10 +1,12 @@
 //! The outbox relay: publishes committed change events and alerts to JetStream, in order, and
-//! marks them sent. A crash between publishing and marking re-publishes on the next run with
-//! the same `Nats-Msg-Id` (JetStream drops the duplicate within its window; consumers can also
-//! dedupe by (location, SKU, version)): events can repeat, never get lost. Several daemons may
-//! run a relay; an advisory lock lets one publish at a time, which keeps the order.
+//! moves its cursor past them (one row of `outbox_cursors`, in the transaction that holds the
+//! turn; no outbox row is ever updated, see `events::cursor`). A crash between publishing and
+//! moving re-publishes on the next run with the same `Nats-Msg-Id` (JetStream drops the
+//! duplicate within its window; consumers can also dedupe by (location, SKU, version)): events
+//! can repeat, never get lost. Several daemons may run a relay; an advisory lock lets one
+//! publish at a time, which keeps the order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,13 @@ use crate::metrics::METRICS;
 
 /// Rows published per transaction.
 const BATCH: i64 = 1_000;
+/// Outbox rows deleted per statement by the cleanup.
+const CLEANUP_CHUNK: i64 = 50_000;
+/// How often the cleanup runs.
+const CLEANUP_EVERY: Duration = Duration::from_secs(5);
+/// How long rows stay after both readers are past them (for inspection and the fault tests'
+/// audits); the cleanup deletes up to where both readers were this long ago.
+const RETAIN: Duration = Duration::from_secs(300);
 
 fn wake_signal() -> &'static Notify {
     static WAKE: OnceLock<Notify> = OnceLock::new();
@@ -74,14 +83,14 @@ pub fn event_id(subject: &str, id: i64) -> String {
 /// Where a relay run may be interrupted, to test that a crash loses nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finish {
-    /// Publish, then mark sent (normal operation).
+    /// Publish, then move the cursor (normal operation).
     MarkSent,
-    /// Publish, then give up before marking, as a crash would.
+    /// Publish, then give up before moving the cursor, as a crash would.
     CrashBeforeMark,
 }
 
-/// Publishes one batch of unsent events; returns how many (0 when none, or when another
-/// daemon's relay holds the turn).
+/// Publishes one batch of events past the relay's cursor; returns how many (0 when none, or
+/// when another daemon's relay holds the turn).
 pub async fn relay_once(
     pool: &PgPool,
     js: &jetstream::Context,
@@ -92,8 +101,15 @@ pub async fn relay_once(
     if !db::events::try_relay_lock(&mut tx).await? {
         return Ok(0);
     }
-    let rows = db::events::unsent(&mut tx, BATCH).await?;
+    let mut cursor = db::outbox::cursor(&mut tx, db::outbox::RELAY).await?;
+    let (horizon, rows) = db::outbox::unseen(&mut tx, &cursor, BATCH).await?;
     if rows.is_empty() {
+        // Gaps may have been proven empty: the cleanup may go further.
+        if !cursor.gaps.is_empty() {
+            cursor.advance(horizon, &[], true);
+            db::outbox::save_cursor(&mut tx, db::outbox::RELAY, &cursor).await?;
+            tx.commit().await?;
+        }
         return Ok(0);
     }
     // Per SKU, one event at a time: the next is published only once JetStream has stored
@@ -102,7 +118,7 @@ pub async fn relay_once(
     // ones being dropped as duplicates). Different SKUs still go out pipelined.
     let mut in_flight: HashMap<String, (usize, jetstream::context::PublishAckFuture)> =
         HashMap::new();
-    let mut published: Vec<i64> = Vec::with_capacity(rows.len());
+    let mut stored = vec![false; rows.len()];
     let mut failure: Option<anyhow::Error> = None;
     for (i, r) in rows.iter().enumerate() {
         let key = order_key(r);
@@ -111,7 +127,7 @@ pub async fn relay_once(
                 failure = Some(e.into());
                 break;
             }
-            published.push(rows[j].id);
+            stored[j] = true;
         }
         let id = event_id(&r.subject, r.id);
         let mut payload = r.payload.clone();
@@ -139,28 +155,71 @@ pub async fn relay_once(
     }
     for (_, (j, ack)) in in_flight {
         match ack.await {
-            Ok(_) => published.push(rows[j].id),
+            Ok(_) => stored[j] = true,
             Err(e) => {
                 failure.get_or_insert(e.into());
             }
         }
     }
+    // The cursor moves over the stored prefix only: after a failure, what follows it is
+    // published again (JetStream drops what it already holds by Nats-Msg-Id), in order.
+    let prefix = stored.iter().take_while(|s| **s).count();
+    let published: Vec<i64> = rows[..prefix].iter().map(|r| r.id).collect();
     if finish == Finish::CrashBeforeMark {
         return match failure {
             Some(e) => Err(e),
             None => Ok(published.len()),
         };
     }
-    // What was stored is marked even when something failed: it is not published again, and
-    // nothing after a failed event of the same SKU was published.
-    db::events::mark_sent(&mut tx, &published).await?;
+    let complete = prefix == rows.len() && (rows.len() as i64) < BATCH;
+    cursor.advance(horizon, &published, complete);
+    db::outbox::save_cursor(&mut tx, db::outbox::RELAY, &cursor).await?;
     // Their SKUs' channel totals may have changed: the channel feed looks next.
     db::channels::mark_dirty_from_outbox(&mut tx, &published).await?;
     tx.commit().await?;
     METRICS.events_published.add(published.len() as u64);
     match failure {
         Some(e) => Err(e),
-        None => Ok(published.len()),
+        None => Ok(rows.len()),
+    }
+}
+
+/// Samples where both readers are, and deletes up to where they were [`RETAIN`] ago.
+async fn cleanup_step(
+    pool: &PgPool,
+    passed: &mut VecDeque<(Instant, i64)>,
+) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    if let Some(done) = db::outbox::both_done_to(&mut conn).await? {
+        passed.push_back((Instant::now(), done));
+    }
+    drop(conn);
+    let mut up_to = None;
+    while let Some(&(at, id)) = passed.front() {
+        if at.elapsed() < RETAIN {
+            break;
+        }
+        up_to = Some(id);
+        passed.pop_front();
+    }
+    if let Some(up_to) = up_to {
+        let n = clean_outbox(pool, up_to).await?;
+        tracing::debug!(deleted = n, up_to, "outbox cleaned");
+    }
+    Ok(())
+}
+
+/// Deletes the outbox rows up to `up_to` that both the relay and the cache sync are past, in
+/// bounded chunks.
+pub async fn clean_outbox(pool: &PgPool, up_to: i64) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let mut conn = pool.acquire().await?;
+        let n = db::outbox::delete_done(&mut conn, up_to, CLEANUP_CHUNK).await?;
+        total += n;
+        if n < CLEANUP_CHUNK as u64 {
+            return Ok(total);
+        }
     }
 }
 
@@ -174,7 +233,7 @@ fn order_key(r: &db::events::OutboxRow) -> String {
 }
 
 /// Background job: publishes events as they are committed (woken by this process's writers,
-/// polling for the others'), and drops sent events after a day.
+/// polling for the others'), and deletes the rows both it and the cache sync are past.
 pub async fn run_relay(
     pool: PgPool,
     js: jetstream::Context,
@@ -183,6 +242,8 @@ pub async fn run_relay(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut last_cleanup = Instant::now();
+    // Where both readers were, sampled at each cleanup: (when, outbox id).
+    let mut passed: VecDeque<(Instant, i64)> = VecDeque::new();
     loop {
         match relay_once(&pool, &js, &subjects, Finish::MarkSent).await {
             Ok(n) if n as i64 == BATCH => {
@@ -204,12 +265,10 @@ pub async fn run_relay(
             tracing::warn!(error = %e, "channel feed failed; its SKUs stay marked");
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        if last_cleanup.elapsed() > Duration::from_secs(600) {
+        if last_cleanup.elapsed() > CLEANUP_EVERY {
             last_cleanup = Instant::now();
-            if let Ok(mut conn) = pool.acquire().await {
-                if let Err(e) = db::events::delete_sent_before(&mut conn, 24).await {
-                    tracing::warn!(error = %e, "outbox cleanup failed");
-                }
+            if let Err(e) = cleanup_step(&pool, &mut passed).await {
+                tracing::warn!(error = %e, "outbox cleanup failed");
             }
         }
         tokio::select! {

@@ -1,11 +1,12 @@
-//! One batch of messages: decode, dead-letter the bad, apply the good in one transaction, ack.
+//! One batch of messages: decode, dead-letter the bad, hand the good to the shards (which
+//! apply them, one transaction per shard batch), ack once every part has committed.
 //!
 //! One bad element never takes good ones with it: validation catches what PostgreSQL would
 //! refuse; a movement whose effect overflows is refused by `apply` alone; and whatever data
 //! error the database still raises, the batch is bisected down to the movement it refuses
 //! (see `isolate`), which alone is dead-lettered.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
@@ -19,16 +20,16 @@ use crate::domain::movement::{decode_message, Incoming, Movement, RejectReason, 
 use crate::ingest::apply;
 use crate::metrics::{self, METRICS};
 
-struct InFlight {
-    msg: jetstream::Message,
+pub(super) struct InFlight {
+    pub(super) msg: jetstream::Message,
     location: Option<String>,
     sequence: u64,
     /// How many times JetStream has delivered this message (1 the first time).
     delivered: i64,
     /// JetStream's publish time of the message (the same on every redelivery): recorded with
     /// its movements, for the ops summary's publish-to-commit delay.
-    published_at: Option<DateTime<Utc>>,
-    movements: Vec<(Option<usize>, Movement)>,
+    pub(super) published_at: Option<DateTime<Utc>>,
+    pub(super) movements: Vec<(Option<usize>, Movement)>,
     rejected: Vec<Rejection>,
 }
 
@@ -105,6 +106,34 @@ impl InFlight {
         self.movements = kept;
     }
 
+    /// Moves each refused movement (position in `self.movements`, reason, why) to the
+    /// rejected, in one pass: positions stay those of the movements as they were.
+    pub(super) fn reject_each(&mut self, refused: Vec<(usize, RejectReason, String)>) {
+        if refused.is_empty() {
+            return;
+        }
+        let mut by_pos: std::collections::HashMap<usize, (RejectReason, String)> = refused
+            .into_iter()
+            .map(|(pos, reason, why)| (pos, (reason, why)))
+            .collect();
+        let mut kept = Vec::with_capacity(self.movements.len());
+        for (pos, (index, m)) in std::mem::take(&mut self.movements).into_iter().enumerate() {
+            match by_pos.remove(&pos) {
+                Some((reason, message)) => {
+                    let body = self.body_of(index);
+                    self.rejected.push(Rejection {
+                        reason,
+                        message,
+                        index,
+                        body,
+                    });
+                }
+                None => kept.push((index, m)),
+            }
+        }
+        self.movements = kept;
+    }
+
     fn origin(&self) -> Origin<'_> {
         Origin {
             location: self.location.as_deref(),
@@ -123,7 +152,7 @@ impl InFlight {
     /// applied). Should a dead letter fail to publish, the message is redelivered instead:
     /// its applied movements are duplicates by then and change nothing. On the last delivery
     /// it is terminated instead, loudly (see `give_up`).
-    async fn settle(self, ingest: &Ingest) {
+    pub(super) async fn settle(self, ingest: &Ingest) {
         for r in &self.rejected {
             if let Err(e) =
                 deadletter::publish(&ingest.js, &ingest.subjects, &self.origin(), r).await
@@ -149,6 +178,16 @@ impl InFlight {
         if let Err(e) = self.msg.ack_with(kind).await {
             tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
         }
+    }
+
+    /// Its movements were not all applied (PostgreSQL failed): redelivered after a pause, or
+    /// given up on its last delivery.
+    pub(super) async fn hand_back(self, ingest: &Ingest, error: &str) {
+        if self.last_delivery(ingest) {
+            return self.give_up(ingest, "not_applied", error).await;
+        }
+        let delay = nak_delay(self.delivered);
+        let _ = self.msg.ack_with(AckKind::Nak(Some(delay))).await;
     }
 
     /// The final way out of a message JetStream will not deliver again: it is kept as a dead
@@ -203,11 +242,18 @@ fn body_value(payload: &[u8]) -> serde_json::Value {
     })
 }
 
-pub(super) async fn process(ingest: &Ingest, msgs: Vec<jetstream::Message>) {
+/// Decodes a batch of messages, dead-letters what cannot be applied (bad elements, unknown
+/// locations), and hands the rest to the shards (see `shards`). Returns once every movement
+/// is queued, not applied: the shards commit, and each message is settled once all its parts
+/// have committed.
+pub(super) async fn dispatch(
+    ingest: &Ingest,
+    shards: &super::shards::Shards,
+    msgs: Vec<jetstream::Message>,
+) {
     if msgs.is_empty() {
         return;
     }
-    let started = Instant::now();
     let mut batch: Vec<InFlight> = msgs
         .into_iter()
         .map(|m| InFlight::decode(ingest, m))
@@ -238,95 +284,48 @@ pub(super) async fn process(ingest: &Ingest, msgs: Vec<jetstream::Message>) {
             Err(e) => return retry_later(ingest, batch, &e).await,
         }
     }
-
-    // Every movement of the batch, and where it came from: (message, position in it).
-    let mut all: Vec<Incoming> = Vec::new();
-    let mut origin: Vec<(usize, usize)> = Vec::new();
-    for (fi, f) in batch.iter().enumerate() {
-        for (pos, (_, m)) in f.movements.iter().enumerate() {
-            all.push(Incoming {
-                movement: m.clone(),
-                published_at: f.published_at,
-            });
-            origin.push((fi, pos));
-        }
+    for f in batch {
+        shards.submit(f).await;
     }
-    if !all.is_empty() {
-        let pool = &ingest.pool;
-        let outcome = isolate(
-            &all,
-            |part| apply::apply_batch(pool, Some(&ingest.cache), part),
-            is_poison,
-        )
-        .await;
-        let isolated = match outcome {
-            Ok(i) => i,
-            Err(e) => return retry_later(ingest, batch, &e).await,
-        };
-        // Refusals by message: position → (reason, why).
-        let mut refused: BTreeMap<usize, Vec<(usize, RejectReason, String)>> = BTreeMap::new();
-        for (offset, e) in isolated.poisoned {
-            tracing::warn!(error = %e, "movement refused by PostgreSQL; dead-lettering it alone");
-            let (fi, pos) = origin[offset];
-            refused.entry(fi).or_default().push((
-                pos,
-                RejectReason::RejectedByDatabase,
-                e.to_string(),
-            ));
-        }
-        for (offset, mut applied) in isolated.applied {
-            for (i, why) in std::mem::take(&mut applied.rejected) {
-                let (fi, pos) = origin[offset + i];
-                refused
-                    .entry(fi)
-                    .or_default()
-                    .push((pos, RejectReason::QuantityOverflow, why));
-            }
-            record(applied);
-        }
-        for (fi, list) in refused {
-            for reason in [
-                RejectReason::RejectedByDatabase,
-                RejectReason::QuantityOverflow,
-            ] {
-                let of_reason: Vec<&(usize, RejectReason, String)> =
-                    list.iter().filter(|(_, r, _)| *r == reason).collect();
-                if of_reason.is_empty() {
-                    continue;
-                }
-                let positions: Vec<usize> = of_reason.iter().map(|(p, _, _)| *p).collect();
-                batch[fi].reject(&positions, reason, |pos| {
-                    of_reason
-                        .iter()
-                        .find(|(p, _, _)| *p == pos)
-                        .map(|(_, _, why)| why.clone())
-                        .unwrap_or_default()
-                });
-            }
+}
+
+fn record(applied: &apply::Applied) {
+    METRICS.movements_recorded.add(applied.recorded as u64);
+    METRICS.movements_duplicate.add(applied.duplicates as u64);
+    METRICS.movements_late.add(applied.late as u64);
+}
+
+/// Applies the movements of one shard's parts in one transaction (bisected on poison, see
+/// `isolate`): per movement, `Ok(None)` when applied or a duplicate, `Ok(Some(refusal))` when
+/// refused alone, and `Err` for an outage (the whole set is handed back).
+pub(super) async fn apply_movements(
+    ingest: &Ingest,
+    all: &[Incoming],
+) -> Result<Vec<Option<(RejectReason, String)>>, sqlx::Error> {
+    let started = Instant::now();
+    let mut out: Vec<Option<(RejectReason, String)>> = vec![None; all.len()];
+    let pool = &ingest.pool;
+    let isolated = isolate(
+        all,
+        |part| apply::apply_batch(pool, Some(&ingest.cache), part),
+        is_poison,
+    )
+    .await?;
+    for (offset, e) in isolated.poisoned {
+        tracing::warn!(error = %e, "movement refused by PostgreSQL; dead-lettering it alone");
+        out[offset] = Some((RejectReason::RejectedByDatabase, e.to_string()));
+    }
+    for (offset, applied) in isolated.applied {
+        record(&applied);
+        for (i, why) in applied.rejected {
+            out[offset + i] = Some((RejectReason::QuantityOverflow, why));
         }
     }
     METRICS.ingest_batches.inc();
     metrics::observe(metrics::INGEST_BATCH_SECONDS, started.elapsed());
     metrics::observe(metrics::INGEST_BATCH_SIZE, all.len() as f64);
-    // Committed by now: how long each message waited since JetStream took it (the same
-    // message redelivered after an outage shows the outage).
-    let committed = Utc::now();
-    for f in batch.iter().filter(|f| !f.movements.is_empty()) {
-        if let Some(published) = f.published_at {
-            let waited = (committed - published).to_std().unwrap_or_default();
-            metrics::observe(metrics::PUBLISH_TO_COMMIT, waited);
-        }
-    }
     crate::jobs::succeeded();
-    for f in batch {
-        f.settle(ingest).await;
-    }
-}
-
-fn record(applied: apply::Applied) {
-    METRICS.movements_recorded.add(applied.recorded as u64);
-    METRICS.movements_duplicate.add(applied.duplicates as u64);
-    METRICS.movements_late.add(applied.late as u64);
+    Ok(out)
 }
 
 /// PostgreSQL is unreachable or overloaded: hand every message back for redelivery after a
@@ -336,12 +335,7 @@ async fn retry_later(ingest: &Ingest, batch: Vec<InFlight>, e: &sqlx::Error) {
     METRICS.ingest_failures.inc();
     tracing::warn!(error = %e, messages = batch.len(), "movement batch not applied; will be redelivered");
     for f in batch {
-        if f.last_delivery(ingest) {
-            f.give_up(ingest, "not_applied", &e.to_string()).await;
-            continue;
-        }
-        let delay = nak_delay(f.delivered);
-        let _ = f.msg.ack_with(AckKind::Nak(Some(delay))).await;
+        f.hand_back(ingest, &e.to_string()).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 }

@@ -1,5 +1,6 @@
-//! Movements in: the JetStream stream and durable pull consumer, and the loop that applies
-//! what arrives in batches, acking each message only after its movements are committed.
+//! Movements in: the JetStream stream and durable pull consumer, and the loop that hands what
+//! arrives to the shards (`shards`: several transactions in flight, split by SKU), acking each
+//! message only after all its movements are committed.
 //!
 //! Several daemons may share the consumer: JetStream hands each message to one of them, and
 //! the ledger's unique `event_id` (see `apply`) makes a redelivery to another daemon harmless.
@@ -8,6 +9,7 @@ pub mod apply;
 mod batch;
 pub mod deadletter;
 pub mod isolate;
+pub mod shards;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,14 +115,18 @@ pub struct Ingest {
     pub max_deliver: i64,
     /// Replicas of the streams when (re)created (`OMNISTOCK_STREAM_REPLICAS`).
     pub replicas: usize,
+    /// Transactions applying movements at once, each for its own SKUs
+    /// (`OMNISTOCK_INGEST_SHARDS`; see `shards`).
+    pub shards: usize,
 }
 
 /// Background job: consumes until `shutdown`, finishing the batch in hand. Any failure of the
 /// consumer (NATS restart, stream deleted) rebuilds it, with exponential backoff.
 pub async fn run(ingest: Ingest, shutdown: CancellationToken) {
+    let shards = shards::Shards::start(&ingest, ingest.shards);
     let mut backoff = Duration::from_millis(100);
     loop {
-        match consume(&ingest, &shutdown).await {
+        match consume(&ingest, &shards, &shutdown).await {
             Ok(()) => break,
             Err(e) => {
                 METRICS.ingest_consumer_restarts.inc();
@@ -133,10 +139,16 @@ pub async fn run(ingest: Ingest, shutdown: CancellationToken) {
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
+    // What was handed to the shards is applied and settled before we stop.
+    shards.stop().await;
     tracing::info!("movement ingest stopped");
 }
 
-async fn consume(ingest: &Ingest, shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn consume(
+    ingest: &Ingest,
+    shards: &shards::Shards,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let stream = ensure_streams_replicated(&ingest.js, &ingest.subjects, ingest.replicas).await?;
     let consumer = ensure_consumer(
         &stream,
@@ -170,8 +182,9 @@ async fn consume(ingest: &Ingest, shutdown: &CancellationToken) -> anyhow::Resul
                 Err(e) => failure = Some(e),
             }
         }
-        // Not raced against shutdown: a batch in hand is finished and acked before we stop.
-        batch::process(ingest, msgs).await;
+        // Not raced against shutdown: a batch in hand is queued, then applied and acked
+        // before we stop (`Shards::stop`).
+        batch::dispatch(ingest, shards, msgs).await;
         if let Some(e) = failure {
             return Err(e.into());
         }

@@ -82,6 +82,7 @@ impl Isolation {
             ingest_batch: 500,
             ingest_ack_wait_seconds: 10,
             ingest_max_deliver: 200,
+            ingest_shards: 4,
             cache_rebuild_on_start: true,
             shutdown_grace_seconds: 10,
             reconcile_interval_seconds: 0,

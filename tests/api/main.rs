@@ -14,6 +14,7 @@ mod http_api;
 mod http_layers;
 mod import;
 mod ingest;
+mod ingest_pipeline;
 mod metrics;
 mod model;
 mod movements;

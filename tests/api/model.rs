@@ -23,6 +23,8 @@ use crate::helpers::{spawn_app, TestApp, RESERVE_KEY};
 /// Two SKUs per case; the second is full of characters that must be stored as they are.
 const SKUS: [&str; 2] = ["A", "紅-👕 '%_\\;--"];
 const MAX_Q: i64 = 1_000_000_000;
+/// Where the sentinels are received (see `Case::publish`).
+const SENTINELS: &str = "MDL-SENTINEL";
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -309,8 +311,11 @@ struct Case<'a> {
 
 impl Case<'_> {
     /// Publishes a movement, then a sentinel behind it on the same stream, and waits for the
-    /// sentinel: ingest is in stream order, so the movement is settled (applied, found a
-    /// duplicate or dead-lettered) by then.
+    /// sentinel: the sentinel is a receipt of the same SKU at another location, and ingest
+    /// applies the movements of one SKU in stream order (one shard per SKU, see
+    /// `ingest::shards`), so the movement is settled (applied, found a duplicate or
+    /// dead-lettered) by then. (Across SKUs there is no such order: shards commit on their
+    /// own, and a sentinel of another SKU could commit before the movement did.)
     async fn publish(&mut self, body: &Value) {
         let mut wire = body.clone();
         let minute = wire
@@ -323,9 +328,10 @@ impl Case<'_> {
         self.app.publish(&self.location, &wire).await;
         self.sentinels += 1;
         let id = format!("{}-sentinel-{}", self.location, self.sentinels);
-        let mut s = crate::helpers::movement(&id, &self.location, "SENTINEL", "receipt", 1);
+        let sku = body["sku"].as_str().expect("sku");
+        let mut s = crate::helpers::movement(&id, SENTINELS, sku, "receipt", 1);
         s["source"] = json!("model");
-        self.app.publish(&self.location, &s).await;
+        self.app.publish(SENTINELS, &s).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let seen: bool =
@@ -671,6 +677,7 @@ fn random_operation_sequences_match_the_reference_model() {
             let app = spawn_app().await;
             let location = "MDL".to_owned();
             app.store(&location, 25.0, 121.5).await;
+            app.store(SENTINELS, 25.0, 121.5).await;
             let mut case = Case {
                 app: &app,
                 tally: &tally,

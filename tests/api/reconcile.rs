@@ -72,7 +72,7 @@ async fn warm(app: &TestApp, skus: &[&str]) {
         .await;
     }
     wait_until("the cache sync to catch up", || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE cached_at IS NULL")
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE id > (SELECT done_to FROM outbox_cursors WHERE name = 'cache_sync')")
             .fetch_one(&app.pool)
             .await
             .expect("uncached")
