@@ -97,7 +97,7 @@ if ((${#failed[@]})); then
     if [[ " ${failed[*]} " == *" tests "* ]]; then
         # Why each failed: the panic line and the few lines after it (a broken promise's list).
         echo "test.sh: why:" >&2
-        grep -A6 -E "^thread '.*' .*panicked at" "$TEST_LOG" | cut -c1-300 | tail -n 60 >&2 || true
+        grep -A6 -E "^ *thread '.*' .*panicked at" "$TEST_LOG" | cut -c1-300 | tail -n 60 >&2 || true
         echo "test.sh: failing tests:" >&2
         grep -E '^ *(FAIL|TIMEOUT|SIGSEGV|SIGABRT|SIGKILL|LEAK-FAIL) \[|^test .* FAILED$|^error: ' "$TEST_LOG" \
             | sort -u | tail -n 40 >&2 || true

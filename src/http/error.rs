@@ -272,6 +272,14 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The body was refused unread, so the connection cannot carry another request:
+            // say so, or a client reuses it and its next request fails with no answer at all
+            // (seen in CI: a pooled connection, closed under it, answered nothing).
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

@@ -59,7 +59,7 @@ async fn raw(app: &TestApp, method: Method, path: &str, body: Vec<u8>) -> (u16, 
 /// `details.fields[].field`, or at least in the message).
 fn fault(status: u16, body: &Value, field: Option<&str>) -> Option<String> {
     if !(400..500).contains(&status) {
-        return Some(format!("status {status}"));
+        return Some(format!("status {status}: {body}"));
     }
     if !body["error"].is_string() || !body["message"].is_string() {
         return Some(format!("{status} without the error format: {body}"));
@@ -518,6 +518,26 @@ async fn oversized_and_deeply_nested_bodies_get_a_4xx() {
     let mut deep_lines = br#"{"location_id":"HX","lines":"#.to_vec();
     deep_lines.extend("[".repeat(50_000).bytes());
     let deep_closed = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000)).into_bytes();
+    // A body refused unread leaves the connection unusable, and the answer says so: a client
+    // that reused it would see its next request answered with nothing.
+    let refused = app
+        .http
+        .post(app.url("/v1/reservations"))
+        .bearer_auth(ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body(long.clone())
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(refused.status(), 413);
+    assert_eq!(
+        refused
+            .headers()
+            .get("connection")
+            .and_then(|v| v.to_str().ok()),
+        Some("close"),
+        "a 413 must close the connection"
+    );
     let mut b = Barrage::new(&app);
     for (method, path) in &endpoints {
         for body in [&long, &spaces] {
