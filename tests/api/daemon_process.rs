@@ -3,15 +3,16 @@
 //! the spans it exports over OTLP and its threads.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::helpers::{Isolation, ADMIN_KEY, READ_KEY};
+use crate::serve::Serve;
 
 pub struct Daemon {
-    child: Child,
+    serve: Option<Serve>,
     pub port: u16,
     log: PathBuf,
     pub http: reqwest::Client,
@@ -36,7 +37,6 @@ impl Daemon {
             "omnistock-process-{}.log",
             uuid::Uuid::new_v4().simple()
         ));
-        let file = std::fs::File::create(&log).expect("log file");
         let base = [
             ("DATABASE_URL", iso.database_url.clone()),
             ("REDIS_URL", iso.redis_url.clone()),
@@ -53,45 +53,16 @@ impl Daemon {
             ("OMNISTOCK_SHUTDOWN_GRACE_SECONDS", "5".to_owned()),
             ("RUST_LOG", "info".to_owned()),
         ];
-        let child = Command::new(env!("CARGO_BIN_EXE_omnistock"))
-            .arg("serve")
-            .env_clear()
-            .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
-            .envs(base.iter().map(|(k, v)| (*k, v.as_str())))
-            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .spawn()
-            .expect("start omnistock serve");
-        let mut daemon = Daemon {
-            child,
+        let env = base.iter().chain(extra).map(|(k, v)| (*k, v.as_str()));
+        let serve = Serve::start(env, port, &log).await;
+        Daemon {
+            serve: Some(serve),
             port,
             log,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .build()
                 .expect("client"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = daemon.http.get(daemon.url("/readyz")).send().await {
-                if r.status() == 200 {
-                    return daemon;
-                }
-            }
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!(
-                    "omnistock exited at start ({status}):\n{}",
-                    daemon.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "omnistock not ready within 60 s:\n{}",
-                daemon.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -113,7 +84,8 @@ impl Daemon {
 
     /// The names of the process's threads (Linux truncates them to 15 bytes).
     pub fn thread_names(&self) -> Vec<String> {
-        let tasks = format!("/proc/{}/task", self.child.id());
+        let pid = self.serve.as_ref().map_or(0, Serve::id);
+        let tasks = format!("/proc/{pid}/task");
         std::fs::read_dir(tasks)
             .expect("the process's threads")
             .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
@@ -121,32 +93,17 @@ impl Daemon {
             .collect()
     }
 
-    /// SIGTERM, as an orchestrator stops it, and its exit status.
+    /// SIGTERM, as an orchestrator stops it, its exit status and its whole log.
     pub async fn terminate(mut self) -> (ExitStatus, String) {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                let log = self.log_text();
-                return (status, log);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "omnistock did not stop within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let serve = self.serve.take().expect("the daemon runs");
+        let status = serve.terminate().await;
+        (status, self.log_text())
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.serve.take();
         let _ = std::fs::remove_file(&self.log);
     }
 }

@@ -28,6 +28,8 @@ mod reservations;
 mod resilience;
 mod routing;
 mod routing_split;
+#[path = "../common/serve.rs"]
+mod serve;
 mod simulate;
 mod sse;
 mod supply;

@@ -100,7 +100,7 @@ impl Cluster {
     fn logs(&self) -> String {
         self.nodes
             .iter()
-            .map(|n| format!("--- {} ---\n{}", n.port, crate::servers::tail(&n.log)))
+            .map(|n| format!("--- {} ---\n{}", n.port, crate::serve::tail(&n.log)))
             .collect::<Vec<_>>()
             .join("\n")
     }

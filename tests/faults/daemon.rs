@@ -1,14 +1,13 @@
 //! The daemon under test as a real child process (`omnistock serve`), so it can be killed with
 //! SIGKILL mid-work and started again on the same port, as an orchestrator would.
 
-use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::servers::{free_port, tail, Servers};
+use crate::serve::{tail, Serve};
+use crate::servers::{free_port, Servers};
 
 pub const ADMIN_KEY: &str = "faults-admin-key";
 pub const RESERVE_KEY: &str = "faults-reserve-key";
@@ -34,7 +33,7 @@ pub struct Daemon {
     pub port: u16,
     env: Vec<(String, String)>,
     log: PathBuf,
-    child: Option<Child>,
+    child: Option<Serve>,
     pub http: reqwest::Client,
     /// How many times it was started.
     pub starts: u32,
@@ -107,69 +106,23 @@ impl Daemon {
     /// Starts it and waits until `/readyz` answers 200.
     pub async fn start(&mut self) {
         assert!(self.child.is_none(), "the daemon already runs");
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("daemon log");
-        let child = Command::new(env!("CARGO_BIN_EXE_omnistock"))
-            .arg("serve")
-            .env_clear()
-            .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start omnistock serve");
-        self.child = Some(child);
+        let env = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        self.child = Some(Serve::start(env, self.port, &self.log).await);
         self.starts += 1;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = self
-                .http
-                .get(self.url("/readyz"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-            {
-                if r.status().as_u16() == 200 {
-                    return;
-                }
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("omnistock exited at start ({status}):\n{}", self.log_tail());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "omnistock not ready within 60 s:\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     /// kill -9: no drain, no goodbye.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child.take();
     }
 
     /// Whether the process is still the one we started (it did not exit or crash).
     pub fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child.as_mut().is_some_and(Serve::running)
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(Serve::id)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -28,5 +28,7 @@ mod nats;
 mod nats_security;
 mod postgres;
 mod redis;
+#[path = "../common/serve.rs"]
+mod serve;
 mod servers;
 mod support;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::serve::tail;
 use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -374,13 +375,6 @@ pub async fn tcp_exchange(port: u16, request: &[u8]) -> Option<String> {
     let mut buf = vec![0u8; 256];
     let n = s.read(&mut buf).await.ok()?;
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
-
-/// The last lines of a log file, for failure messages.
-pub fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// One fault test at a time per process: nextest runs each test in its own process (and the
