@@ -167,7 +167,15 @@ fn add_errors(op: &mut Operation) {
 }
 
 /// An error response: its description, the error body and an example of it.
-fn error_response(description: &str, example: serde_json::Value, retry: bool) -> Response {
+/// The header an error answer carries beside its body.
+#[derive(Clone, Copy, PartialEq)]
+enum Extra {
+    Nothing,
+    RetryAfter,
+    ConnectionClose,
+}
+
+fn error_response(description: &str, example: serde_json::Value, extra: Extra) -> Response {
     let content = ContentBuilder::new()
         .schema(Some(Ref::from_schema_name("Error")))
         .example(Some(example))
@@ -175,7 +183,16 @@ fn error_response(description: &str, example: serde_json::Value, retry: bool) ->
     let mut r = ResponseBuilder::new()
         .description(description)
         .content("application/json", content);
-    if retry {
+    if extra == Extra::ConnectionClose {
+        r = r.header(
+            "Connection",
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["close"])))
+                .description(Some("The body was refused unread, so this connection closes: send the next request on a new one."))
+                .build(),
+        );
+    }
+    if extra == Extra::RetryAfter {
         r = r.header(
             "Retry-After",
             HeaderBuilder::new()
@@ -188,34 +205,34 @@ fn error_response(description: &str, example: serde_json::Value, retry: bool) ->
 }
 
 macro_rules! error_responses {
-    ($($name:ident: $description:expr, $retry:expr, $example:tt;)*) => {$(
+    ($($name:ident: $description:expr, $extra:expr, $example:tt;)*) => {$(
         pub struct $name;
 
         impl<'s> ToResponse<'s> for $name {
             fn response() -> (&'s str, RefOr<Response>) {
-                (stringify!($name), error_response($description, json!($example), $retry).into())
+                (stringify!($name), error_response($description, json!($example), $extra).into())
             }
         }
     )*};
 }
 
 error_responses! {
-    Malformed: "`malformed_request`: the body is not JSON, or the query string or a path segment cannot be decoded.", false,
+    Malformed: "`malformed_request`: the body is not JSON, or the query string or a path segment cannot be decoded.", Extra::Nothing,
         {"error": "malformed_request", "message": "body is not valid JSON: expected value at line 1 column 1", "details": null};
-    Unauthorized: "`unauthorized`: no API key, or an unknown one.", false,
+    Unauthorized: "`unauthorized`: no API key, or an unknown one.", Extra::Nothing,
         {"error": "unauthorized", "message": "missing API key", "details": null};
-    Forbidden: "`forbidden`: the key lacks the scope this operation needs (`details.required_scope`), or is bound to another location (`details.location_id`, its own).", false,
+    Forbidden: "`forbidden`: the key lacks the scope this operation needs (`details.required_scope`), or is bound to another location (`details.location_id`, its own).", Extra::Nothing,
         {"error": "forbidden", "message": "this API key lacks the `admin` scope", "details": {"required_scope": "admin"}};
-    NotFound: "`not_found`: no such id.", false,
+    NotFound: "`not_found`: no such id.", Extra::Nothing,
         {"error": "not_found", "message": "reservation \"cart-8812\" not found", "details": null};
-    PayloadTooLarge: "`payload_too_large`: the body is over 524288 bytes (512 KiB).", false,
+    PayloadTooLarge: "`payload_too_large`: the body is over 524288 bytes (512 KiB).", Extra::ConnectionClose,
         {"error": "payload_too_large", "message": "request body is larger than 524288 bytes", "details": null};
-    Invalid: "`invalid_request`: valid JSON (or query) with a wrong shape (unknown field, wrong type, number out of range: `details.field` is its JSON path, e.g. `lines[0].quantity`; a missing top-level field or a body that is not an object: `details` null) or an invalid value (`details.field` names it, or for a location `details.fields` lists every bad field), or an invalid id in the path (`details.field` names the path parameter).", false,
+    Invalid: "`invalid_request`: valid JSON (or query) with a wrong shape (unknown field, wrong type, number out of range: `details.field` is its JSON path, e.g. `lines[0].quantity`; a missing top-level field or a body that is not an object: `details` null) or an invalid value (`details.field` names it, or for a location `details.fields` lists every bad field), or an invalid id in the path (`details.field` names the path parameter).", Extra::Nothing,
         {"error": "invalid_request", "message": "a line's quantity must be between 1 and 1000000000", "details": {"field": "lines[0].quantity"}};
-    RateLimited: "`rate_limited`: this key is over its rate limit.", true,
+    RateLimited: "`rate_limited`: this key is over its rate limit.", Extra::RetryAfter,
         {"error": "rate_limited", "message": "rate limit exceeded", "details": {"retry_after_seconds": 1}};
-    Unavailable: "`unavailable`: a dependency this call needs (PostgreSQL; for the stream, the daemon is stopping) is down or did not answer in time, PostgreSQL aborted the transaction (deadlock, serialization failure), the request ran past its timeout, or every live-stream slot is taken. Retry after `Retry-After`.", true,
+    Unavailable: "`unavailable`: a dependency this call needs (PostgreSQL; for the stream, the daemon is stopping) is down or did not answer in time, PostgreSQL aborted the transaction (deadlock, serialization failure), the request ran past its timeout, or every live-stream slot is taken. Retry after `Retry-After`.", Extra::RetryAfter,
         {"error": "unavailable", "message": "PostgreSQL is unavailable", "details": {"retry_after_seconds": 1}};
-    Internal: "`internal`: a bug or broken invariant; logged on the server, the cause is not returned.", false,
+    Internal: "`internal`: a bug or broken invariant; logged on the server, the cause is not returned.", Extra::Nothing,
         {"error": "internal", "message": "internal error; see the server log", "details": null};
 }

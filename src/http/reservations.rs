@@ -357,6 +357,8 @@ async fn extend(
 struct ListQuery {
     status: Option<String>,
     location_id: Option<String>,
+    sku: Option<String>,
+    order_id: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -375,7 +377,9 @@ struct ListResponse {
 /// page. Pages are keyset pages on (`created_at`, `reservation_id`): no item repeats or
 /// is skipped across pages, and holds taken while paging show up on a new first page. A key bound to a
 /// location lists only that location's holds; `location_id` naming another location is
-/// a 403. A bad `status`, `limit`, `cursor` or `location_id` is a 422 naming it.
+/// a 403. `sku` keeps the reservations with a line of that SKU, `order_id` those an order's
+/// route took. A bad `status`, `limit`, `cursor`, `location_id`, `sku` or `order_id` is a
+/// 422 naming it.
 #[utoipa::path(
     get,
     path = "/v1/reservations",
@@ -384,6 +388,8 @@ struct ListResponse {
     params(
         ("status" = Option<Status>, Query),
         ("location_id" = Option<String>, Query),
+        ("sku" = Option<String>, Query, description = "Only reservations with a line of this SKU."),
+        ("order_id" = Option<String>, Query, description = "Only the holds of this routed order."),
         ("limit" = Option<i64>, Query),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page; opaque."),
     ),
@@ -420,6 +426,12 @@ async fn list(
         caller.require_location(loc)?;
     }
     let location_id = q.location_id.as_deref().or(caller.location_id());
+    if let Some(sku) = q.sku.as_deref() {
+        validate::sku("sku", sku)?;
+    }
+    if let Some(order_id) = q.order_id.as_deref() {
+        validate::client_id("order_id", order_id)?;
+    }
     let limit = page::limit(q.limit.as_deref()).ok_or_else(|| {
         ApiError::field(
             "limit",
@@ -438,8 +450,8 @@ async fn list(
     let filter = ListFilter {
         status,
         location_id,
-        sku: None,
-        order_id: None,
+        sku: q.sku.as_deref(),
+        order_id: q.order_id.as_deref(),
         after: after.as_ref(),
         limit,
     };

@@ -703,6 +703,57 @@ async fn listing_pages_newest_first_with_filters_and_no_gaps_or_duplicates() {
 }
 
 #[tokio::test]
+async fn listing_filters_by_sku_and_by_routed_order() {
+    let app = spawn_app().await;
+    app.store("TW1", 25.0, 121.5).await;
+    app.stock("TW1", "A", 10).await;
+    app.stock("TW1", "B", 10).await;
+    for (id, sku) in [("fa", "A"), ("fb", "B"), ("fab", "A")] {
+        let mut lines = vec![json!({"sku": sku, "quantity": 1})];
+        if id == "fab" {
+            lines.push(json!({"sku": "B", "quantity": 1}));
+        }
+        let body = json!({"reservation_id": id, "location_id": "TW1", "lines": lines});
+        let (status, answer) = app
+            .send(Method::POST, "/v1/reservations", RESERVE_KEY, &body)
+            .await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let order = json!({"order_id": "web-9", "fulfilment": "pickup",
+        "customer": {"lat": 25.0, "lon": 121.5}, "lines": [{"sku": "B", "quantity": 2}]});
+    let (status, routed) = app
+        .send(Method::POST, "/v1/orders/route", RESERVE_KEY, &order)
+        .await;
+    assert_eq!(status, 200, "{routed}");
+    let routed_hold = routed["assignments"][0]["reservation_id"]
+        .as_str()
+        .expect("the route held")
+        .to_owned();
+
+    let ids = |items: Vec<Value>| {
+        let mut ids: Vec<String> = items
+            .iter()
+            .map(|r| r["reservation_id"].as_str().expect("id").to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut with_b = vec!["fab".to_owned(), "fb".to_owned(), routed_hold.clone()];
+    with_b.sort();
+    assert_eq!(ids(all_pages(&app, "&sku=B", 2).await), with_b);
+    assert_eq!(ids(all_pages(&app, "&sku=A", 50).await), ["fa", "fab"]);
+    assert_eq!(
+        ids(all_pages(&app, "&order_id=web-9", 50).await),
+        [routed_hold]
+    );
+    assert_eq!(
+        ids(all_pages(&app, "&order_id=web-9&sku=A", 50).await),
+        Vec::<String>::new()
+    );
+    assert!(all_pages(&app, "&order_id=web-10", 50).await.is_empty());
+}
+
+#[tokio::test]
 async fn bad_listing_parameters_are_a_422_naming_the_field() {
     let app = spawn_app().await;
     for (query, field) in [
@@ -713,6 +764,8 @@ async fn bad_listing_parameters_are_a_422_naming_the_field() {
         ("cursor=not-a-cursor", "cursor"),
         ("cursor=00ff", "cursor"),
         ("location_id=no%20spaces", "location_id"),
+        ("sku=", "sku"),
+        ("order_id=", "order_id"),
     ] {
         let (status, body) = app
             .get(&format!("/v1/reservations?{query}"), RESERVE_KEY)
