@@ -118,6 +118,9 @@ async fn nats_security(
     if a.nats_tls_required {
         options = options.require_tls(true);
     }
+    if let Some(prefix) = &a.nats_inbox_prefix {
+        options = options.custom_inbox_prefix(prefix.clone());
+    }
     Ok(options)
 }
 

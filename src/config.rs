@@ -109,6 +109,12 @@ pub struct NatsAuth {
     /// Refuse to talk to NATS without TLS (also implied by a `tls://` URL).
     #[arg(long, env = "NATS_TLS_REQUIRED", default_value_t = false, action = clap::ArgAction::Set)]
     pub nats_tls_required: bool,
+
+    /// Subject prefix of this client's reply inboxes (default `_INBOX`). The users that
+    /// `omnistock nats-config` writes may listen only on their own: `_INBOX_omnistock` for
+    /// the daemon and the ops tools, `_INBOX_store_<location_id>` for a store.
+    #[arg(long, env = "NATS_INBOX_PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for NatsAuth {
@@ -124,6 +130,7 @@ impl std::fmt::Debug for NatsAuth {
             .field("nats_tls_cert", &self.nats_tls_cert)
             .field("nats_tls_key", &self.nats_tls_key)
             .field("nats_tls_required", &self.nats_tls_required)
+            .field("nats_inbox_prefix", &self.nats_inbox_prefix)
             .finish()
     }
 }
@@ -150,6 +157,18 @@ impl NatsAuth {
         }
         if self.nats_tls_cert.is_some() != self.nats_tls_key.is_some() {
             anyhow::bail!("NATS_TLS_CERT and NATS_TLS_KEY go together");
+        }
+        if let Some(prefix) = &self.nats_inbox_prefix {
+            // Replies go to `<prefix>.<token>`: a wildcard or an empty token would make the
+            // client's own reply subscription mean something else.
+            let token_ok = |t: &str| {
+                !t.is_empty() && !t.contains(['*', '>']) && !t.chars().any(char::is_whitespace)
+            };
+            if !prefix.split('.').all(token_ok) {
+                anyhow::bail!(
+                    "NATS_INBOX_PREFIX must be a subject without wildcards or spaces, e.g. _INBOX_omnistock"
+                );
+            }
         }
         Ok(())
     }

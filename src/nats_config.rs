@@ -7,6 +7,9 @@
 //! - `daemon.seed`, `ops.seed`, `stores/<location_id>.seed`: the private seeds (mode 0600), to
 //!   hand out one to each party and then delete or lock away.
 //!
+//! Each user listens only on its own reply inbox, so its client must set that inbox prefix
+//! ([`SERVICE_INBOX`], [`store_inbox`]).
+//!
 //! Re-running keeps every existing seed (so nothing deployed breaks) and adds users for new
 //! locations. The locations come from PostgreSQL: that is where `import locations` and
 //! `PUT /v1/locations` put them, so the users always match what the daemon accepts.
@@ -56,16 +59,34 @@ impl std::fmt::Display for Report {
                 "  gone  {n} (no such location any more: removed from users.conf, seed left)"
             )?;
         }
-        Ok(())
+        // Without its own inbox prefix a client gets no replies at all (its subscription is
+        // refused), so say it where the seeds are handed out.
+        writeln!(
+            f,
+            "inbox prefixes (NATS_INBOX_PREFIX, or the client library's inbox prefix option):\n  \
+             daemon and ops: {SERVICE_INBOX}\n  store <id>:     {}",
+            store_inbox("<id>")
+        )
     }
 }
 
-/// Store credentials: their own movement subject, and the inbox the JetStream ack comes back
-/// on. Nothing else: no JetStream API, no other store's subject, no events.
+/// The reply inbox of the daemon and the ops tools (`NATS_INBOX_PREFIX`). Its own, because the
+/// daemon's pull consumers deliver every store's movements to it, and its JetStream API replies
+/// arrive there: on the shared `_INBOX` any store could read them.
+pub const SERVICE_INBOX: &str = "_INBOX_omnistock";
+
+/// A store's reply inbox (`NATS_INBOX_PREFIX` of its client), where its JetStream acks arrive.
+/// "store_" keeps a location called "omnistock" off the service inbox.
+pub fn store_inbox(location_id: &str) -> String {
+    format!("_INBOX_store_{location_id}")
+}
+
+/// Store credentials: their own movement subject, and their own inbox for the JetStream ack.
+/// Nothing else: no JetStream API, no other store's subject or acks, no events.
 pub fn store_permissions(subjects: &Subjects, location_id: &str) -> (Vec<String>, Vec<String>) {
     (
         vec![subjects.movements(location_id)],
-        vec!["_INBOX.>".to_owned()],
+        vec![format!("{}.>", store_inbox(location_id))],
     )
 }
 
@@ -107,7 +128,7 @@ pub fn daemon_permissions(subjects: &Subjects) -> (Vec<String>, Vec<String>) {
         format!("{p}.internal.>"),
     ]);
     let subscribe = vec![
-        "_INBOX.>".to_owned(),
+        format!("{SERVICE_INBOX}.>"),
         format!("{p}.changes.>"),
         format!("{p}.internal.>"),
     ];
@@ -301,7 +322,12 @@ mod tests {
     fn a_store_may_publish_only_its_own_movements() {
         let (publish, subscribe) = store_permissions(&Subjects::new("inventory"), "TW001");
         assert_eq!(publish, vec!["inventory.movements.TW001"]);
-        assert_eq!(subscribe, vec!["_INBOX.>"]);
+        assert_eq!(subscribe, vec!["_INBOX_store_TW001.>"]);
+        let (_, daemon_sub) = daemon_permissions(&Subjects::new("inventory"));
+        assert!(
+            !daemon_sub.iter().any(|s| s.starts_with("_INBOX.")),
+            "the daemon's deliveries must not land on the inbox stores may read"
+        );
         let (daemon_pub, _) = daemon_permissions(&Subjects::new("inventory"));
         assert!(!daemon_pub.iter().any(|s| s.contains(".movements.")));
         assert!(daemon_pub.contains(&"$JS.ACK.INVENTORY_MOVEMENTS.>".to_owned()));

@@ -11,10 +11,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use futures::StreamExt;
 use omnistock::config::{Connections, NatsAuth, Subjects};
+use omnistock::nats_config::{store_inbox, SERVICE_INBOX};
 
 use crate::daemon::{Daemon, Urls, PREFIX};
-use crate::servers::{free_port, shared_database, shared_redis, tail, turn, Server, TempDir};
+use crate::serve::tail;
+use crate::servers::{free_port, shared_database, shared_redis, turn, Server, TempDir};
 use crate::support::{movement, wait_for, Truth};
 
 const SHIPPED_STORE_DIR: &str = "/var/lib/nats/jetstream";
@@ -56,8 +59,9 @@ pub async fn database_with_locations(dir: &Path, ids: &[&str]) -> String {
     url
 }
 
-/// The connection settings of a client that logs in with the seed in `seed_file`.
-fn with_seed_file(nats_url: &str, seed_file: PathBuf) -> Connections {
+/// The connection settings of a client that logs in with the seed in `seed_file` and takes its
+/// replies on `inbox` (each generated user may listen only on its own).
+fn with_seed_file(nats_url: &str, seed_file: PathBuf, inbox: &str) -> Connections {
     Connections {
         database_url: "postgres://unused".into(),
         redis_url: "redis://unused".into(),
@@ -68,6 +72,7 @@ fn with_seed_file(nats_url: &str, seed_file: PathBuf) -> Connections {
         db_acquire_timeout_ms: 1_000,
         nats_auth: NatsAuth {
             nats_nkey_seed_file: Some(seed_file),
+            nats_inbox_prefix: Some(inbox.to_owned()),
             ..Default::default()
         },
     }
@@ -138,13 +143,17 @@ async fn a_store_publishes_only_its_own_movements_and_the_daemon_only_what_it_ne
     );
     let daemon_seed = conf_dir.join("daemon.seed");
     daemon.set_env("NATS_NKEY_SEED_FILE", &daemon_seed.to_string_lossy());
+    daemon.set_env("NATS_INBOX_PREFIX", SERVICE_INBOX);
     daemon.start().await;
 
     // Store A, through the same connect function as every omnistock command.
-    let store_a =
-        omnistock::app::connect_nats(&with_seed_file(&url, conf_dir.join("stores/A.seed")))
-            .await
-            .expect("store A connects with its seed file");
+    let store_a = omnistock::app::connect_nats(&with_seed_file(
+        &url,
+        conf_dir.join("stores/A.seed"),
+        &store_inbox("A"),
+    ))
+    .await
+    .expect("store A connects with its seed file");
     let js_a = jetstream::new(store_a);
     let subjects = Subjects::new(PREFIX);
     let own = serde_json::to_vec(&movement("sec-a-1", "A", "TEE", "receipt", 5)).expect("json");
@@ -163,6 +172,7 @@ async fn a_store_publishes_only_its_own_movements_and_the_daemon_only_what_it_ne
     let (tx, mut errors) = tokio::sync::mpsc::unbounded_channel::<String>();
     let seed_a = std::fs::read_to_string(conf_dir.join("stores/A.seed")).expect("seed");
     let raw_a = async_nats::ConnectOptions::with_nkey(seed_a.trim().to_owned())
+        .custom_inbox_prefix(store_inbox("A"))
         .event_callback(move |e| {
             let tx = tx.clone();
             async move {
@@ -214,9 +224,13 @@ async fn a_store_publishes_only_its_own_movements_and_the_daemon_only_what_it_ne
         "store A's movement was not applied:\n{}",
         daemon.log_tail()
     );
-    let ops = omnistock::app::connect_nats(&with_seed_file(&url, conf_dir.join("ops.seed")))
-        .await
-        .expect("the ops user connects");
+    let ops = omnistock::app::connect_nats(&with_seed_file(
+        &url,
+        conf_dir.join("ops.seed"),
+        SERVICE_INBOX,
+    ))
+    .await
+    .expect("the ops user connects");
     let ops_js = jetstream::new(ops);
     let changes = subjects.changes_stream();
     let published = wait_for(Duration::from_secs(30), || async {
@@ -231,6 +245,25 @@ async fn a_store_publishes_only_its_own_movements_and_the_daemon_only_what_it_ne
         "no change event published:\n{}",
         daemon.log_tail()
     );
+    // Store A listening on the daemon's inbox, where the daemon's pull consumer delivers every
+    // store's movements: the server refuses the subscription and nothing arrives.
+    let (spy_tx, mut spy_errors) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let spy = async_nats::ConnectOptions::with_nkey(seed_a.trim().to_owned())
+        .custom_inbox_prefix(store_inbox("A"))
+        .event_callback(move |e| {
+            let tx = spy_tx.clone();
+            async move {
+                let _ = tx.send(e.to_string());
+            }
+        })
+        .connect(&url)
+        .await
+        .expect("store A connects");
+    let mut spied = spy
+        .subscribe(format!("{SERVICE_INBOX}.>"))
+        .await
+        .expect("the subscription is sent");
+    spy.flush().await.expect("flush");
     // More of what the daemon does on NATS: dead-letter a bad movement, announce a changed
     // location, read its consumer and dead letters for the ops view.
     let bad = serde_json::to_vec(&movement("sec-a-bad", "A", "TEE", "receipt", -3)).expect("json");
@@ -250,6 +283,25 @@ async fn a_store_publishes_only_its_own_movements_and_the_daemon_only_what_it_ne
         dead_lettered.is_some(),
         "no dead letter:\n{}",
         daemon.log_tail()
+    );
+    let overheard = tokio::time::timeout(Duration::from_millis(500), spied.next()).await;
+    assert!(
+        !matches!(overheard, Ok(Some(_))),
+        "store A read a message on the daemon's inbox"
+    );
+    let refused_spy = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(e) = spy_errors.recv().await {
+            if e.to_lowercase().contains("permissions violation") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        refused_spy,
+        "store A's subscription to the daemon's inbox was not refused"
     );
     daemon.store("A", 52.5, 13.4).await;
     let summary = daemon.get("/v1/ops/summary").await;
@@ -294,7 +346,7 @@ async fn a_store_publishes_only_its_own_movements_and_the_daemon_only_what_it_ne
     );
 
     // A seed that is no seed is refused before connecting, and not echoed back.
-    let mut bad = with_seed_file(&url, conf_dir.join("none"));
+    let mut bad = with_seed_file(&url, conf_dir.join("none"), SERVICE_INBOX);
     bad.nats_auth = NatsAuth {
         nats_nkey_seed: Some("SUnot-a-seed-s3cret".into()),
         ..Default::default()
@@ -308,7 +360,7 @@ async fn a_store_publishes_only_its_own_movements_and_the_daemon_only_what_it_ne
     let stranger = dir.path().join("stranger.seed");
     let key = nkeys::KeyPair::new_user();
     std::fs::write(&stranger, key.seed().expect("seed")).expect("write seed");
-    let err = omnistock::app::connect_nats(&with_seed_file(&url, stranger))
+    let err = omnistock::app::connect_nats(&with_seed_file(&url, stranger, SERVICE_INBOX))
         .await
         .expect_err("an unknown key is refused");
     assert!(
@@ -415,7 +467,7 @@ async fn tls_options_reach_a_server_that_verifies_clients() {
     let url = format!("nats://127.0.0.1:{}", nats.port);
     let connections = |auth: NatsAuth| Connections {
         nats_auth: auth,
-        ..with_seed_file(&url, d.join("unused"))
+        ..with_seed_file(&url, d.join("unused"), SERVICE_INBOX)
     };
     let full = NatsAuth {
         nats_tls_ca: Some(d.join("ca.pem")),
