@@ -273,7 +273,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 RedisStore::new(&connections.redis_url, &connections.redis_prefix)?,
                 pool,
             );
-            let n = cache.rebuild().await.context("rebuilding the cache")?;
+            let n = crate::cache::sync::rebuild_and_vouch(&cache)
+                .await
+                .context("rebuilding the cache")?;
             println!("cache rebuilt: {n} SKUs written");
             Ok(())
         }

@@ -492,8 +492,8 @@ impl StockCache {
     async fn fill(&self, skus: &[String]) -> anyhow::Result<usize> {
         for chunk in skus.chunks(REBUILD_PAGE as usize) {
             let rows = db::levels::for_skus(&self.pool, chunk).await?;
-            self.store.write(&rows, true).await?;
-            METRICS.cache_resyncs.add(chunk.len() as u64);
+            let page = self.fill_page_of(rows).await?;
+            self.write_fill_page(&page).await?;
         }
         Ok(skus.len())
     }
@@ -501,38 +501,29 @@ impl StockCache {
     /// Rewrites every level from PostgreSQL, SKU page by SKU page; returns the SKUs written.
     /// Versioned writes make it safe while movements keep flowing.
     pub async fn rebuild(&self) -> anyhow::Result<usize> {
-        let (pages, filled) = tokio::sync::mpsc::channel(1);
-        let read = async {
+        let read = |pages: PageSender| async move {
             let mut after: Option<String> = None;
             loop {
                 let rows =
                     db::levels::page_by_sku(&self.pool, after.as_deref(), REBUILD_PAGE).await?;
                 let Some(last) = rows.last() else { break };
                 after = Some(last.sku.clone());
-                let page = self.fill_page_of(rows).await?;
-                if pages.send(page).await.is_err() {
+                if !pages.send(self.fill_page_of(rows).await?).await {
                     break;
                 }
             }
-            drop(pages);
-            Ok(())
+            anyhow::Ok(())
         };
-        let (read, written) = tokio::join!(read, self.write_fill_pages(filled, |_| ()));
-        let written = written?;
-        read.map(|()| written)
+        self.fill_overlapped(read, |_| ()).await
     }
 
     /// The levels and totals of these SKUs as PostgreSQL holds them, for a fill.
     pub async fn read_fill_page(&self, skus: Vec<String>) -> Result<FillPage, sqlx::Error> {
         let levels = db::levels::for_skus(&self.pool, &skus).await?;
-        let totals = db::totals::for_skus(&self.pool, &skus).await?;
-        Ok(FillPage {
-            skus,
-            levels,
-            totals,
-        })
+        self.with_totals(skus, levels).await
     }
 
+    /// A fill page of these levels: their SKUs, with the SKUs' totals.
     async fn fill_page_of(&self, levels: Vec<LevelRow>) -> Result<FillPage, sqlx::Error> {
         let skus: Vec<String> = levels
             .iter()
@@ -541,6 +532,14 @@ impl StockCache {
             .into_iter()
             .map(str::to_owned)
             .collect();
+        self.with_totals(skus, levels).await
+    }
+
+    async fn with_totals(
+        &self,
+        skus: Vec<String>,
+        levels: Vec<LevelRow>,
+    ) -> Result<FillPage, sqlx::Error> {
         let totals = db::totals::for_skus(&self.pool, &skus).await?;
         Ok(FillPage {
             skus,
@@ -549,24 +548,51 @@ impl StockCache {
         })
     }
 
-    /// Writes fill pages to Redis as complete entries as they arrive; returns the SKUs written.
-    /// Fed through a channel of one so that PostgreSQL reads the next page while Redis writes
-    /// this one: a fill takes about the slower of the two, not their sum.
-    pub async fn write_fill_pages(
+    /// Writes the pages `read` sends (until it returns) to Redis as complete entries; returns
+    /// the SKUs written. A channel of one lets PostgreSQL read the next page while Redis writes
+    /// this one, so a fill takes about the slower of the two, not their sum. A failed write
+    /// stops the reads: `send` answers false.
+    pub async fn fill_overlapped<F, Fut>(
         &self,
-        mut pages: tokio::sync::mpsc::Receiver<FillPage>,
+        read: F,
         on_page: impl Fn(usize),
-    ) -> anyhow::Result<usize> {
-        let mut total = 0;
-        while let Some(page) = pages.recv().await {
-            self.store
-                .write_with_totals(&page.levels, true, &page.skus, &page.totals, &[])
-                .await?;
-            METRICS.cache_resyncs.add(page.skus.len() as u64);
-            total += page.skus.len();
-            on_page(page.skus.len());
-        }
-        Ok(total)
+    ) -> anyhow::Result<usize>
+    where
+        F: FnOnce(PageSender) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        let (pages, mut filled) = tokio::sync::mpsc::channel::<FillPage>(1);
+        // `move`: a writer that fails must drop the receiver, or the reader waits forever.
+        let write = async move {
+            let mut total = 0;
+            while let Some(page) = filled.recv().await {
+                self.write_fill_page(&page).await?;
+                total += page.skus.len();
+                on_page(page.skus.len());
+            }
+            anyhow::Ok(total)
+        };
+        let (read, written) = tokio::join!(read(PageSender(pages)), write);
+        let written = written?;
+        read.map(|()| written)
+    }
+
+    async fn write_fill_page(&self, page: &FillPage) -> Result<(), redis::RedisError> {
+        self.store
+            .write_with_totals(&page.levels, true, &page.skus, &page.totals, &[])
+            .await?;
+        METRICS.cache_resyncs.add(page.skus.len() as u64);
+        Ok(())
+    }
+}
+
+/// Where a fill's reader hands its pages to the Redis writer.
+pub struct PageSender(tokio::sync::mpsc::Sender<FillPage>);
+
+impl PageSender {
+    /// Queues a page behind the one being written; false once the writer has stopped.
+    pub async fn send(&self, page: FillPage) -> bool {
+        self.0.send(page).await.is_ok()
     }
 }
 

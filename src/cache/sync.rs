@@ -61,6 +61,20 @@ impl From<Change> for LevelRow {
     }
 }
 
+/// Rewrites every level and total from PostgreSQL, then vouches for this Redis (the watermark):
+/// every commit before the rebuild began is in PostgreSQL's pages, read after it, and so in
+/// Redis now. Returns the SKUs written. `omnistock cache rebuild` ends the same way, so that the
+/// first daemon after it trusts Redis at once instead of rebuilding it all over again, with
+/// every read going to PostgreSQL meanwhile.
+pub async fn rebuild_and_vouch(cache: &StockCache) -> anyhow::Result<usize> {
+    let (started, run_id) = cache.store.clock().await?;
+    let skus = cache.rebuild().await?;
+    let (_, still) = cache.store.clock().await?;
+    anyhow::ensure!(still == run_id, "Redis restarted during the rebuild");
+    cache.store.raise_watermark(started, &run_id).await?;
+    Ok(skus)
+}
+
 /// One run: `None` when another daemon's run holds the turn, else the rows written.
 pub async fn sync_once(cache: &StockCache) -> anyhow::Result<Option<usize>> {
     let (pool, store) = (&cache.pool, &cache.store);
@@ -73,11 +87,7 @@ pub async fn sync_once(cache: &StockCache) -> anyhow::Result<Option<usize>> {
     }
     if store.watermark().await?.is_none_or(|(_, id)| id != run_id) {
         // A Redis this sync has never vouched for: what it lacks is unknown, so rewrite it all.
-        // Every commit before `started` is in PostgreSQL's pages, read after it.
-        let skus = cache.rebuild().await?;
-        let (_, still) = store.clock().await?;
-        anyhow::ensure!(still == run_id, "Redis restarted during the rebuild");
-        store.raise_watermark(started, &run_id).await?;
+        let skus = rebuild_and_vouch(cache).await?;
         tx.commit().await?;
         tracing::info!(skus, "cache rebuilt for a Redis it had not synced");
         return Ok(Some(0));

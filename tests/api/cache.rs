@@ -266,3 +266,72 @@ async fn the_cache_can_be_rebuilt_from_postgres() {
         assert_eq!(levels[0].on_hand, 5);
     }
 }
+
+/// `omnistock cache rebuild` ends by vouching for the Redis it filled, so the first daemon
+/// after it trusts Redis at once: before, the daemon's sync rebuilt it all again (75 s at 10M
+/// levels), with every read going to PostgreSQL meanwhile.
+#[tokio::test]
+async fn a_rebuild_vouches_for_the_redis_it_filled() {
+    let app = spawn_app().await;
+    app.store("TW1", 25.0, 121.5).await;
+    app.stock("TW1", "V", 3).await;
+    // A prefix no daemon syncs: only the rebuild can set its watermark.
+    let prefix = format!("{}-vouch", app.iso.redis_prefix);
+    let store = RedisStore::new(&app.iso.redis_url, &prefix).expect("store");
+    assert!(store.watermark().await.expect("watermark").is_none());
+    let (before, run_id) = store.clock().await.expect("clock");
+    let pool = omnistock::db::connect(&app.iso.database_url, 2)
+        .await
+        .expect("pool");
+    let cache = omnistock::cache::StockCache::new(
+        RedisStore::new(&app.iso.redis_url, &prefix).expect("store"),
+        pool,
+    );
+    let skus = omnistock::cache::sync::rebuild_and_vouch(&cache)
+        .await
+        .expect("rebuild");
+    assert!(skus >= 1, "{skus} SKUs rebuilt");
+    let (at, id) = store
+        .watermark()
+        .await
+        .expect("watermark")
+        .expect("the rebuild vouched for Redis");
+    assert_eq!(id, run_id, "the watermark names this Redis process");
+    assert!(at >= before, "vouched from the rebuild's start, not before");
+    let read = store.read(&["V"]).await.expect("read");
+    let levels = read[0].as_ref().expect("complete after the rebuild");
+    assert_eq!(levels[0].on_hand, 3);
+}
+
+/// A fill whose Redis fails ends with the error: its reader, pages ahead of the writer, must
+/// not wait forever to hand a page to a writer that has stopped.
+#[tokio::test]
+async fn a_rebuild_into_a_failing_redis_ends_with_its_error() {
+    let app = spawn_app().await;
+    app.store("TW1", 25.0, 121.5).await;
+    // More SKU pages (500 SKUs each) than the channel between reader and writer holds.
+    sqlx::query("INSERT INTO skus (sku) SELECT 'F' || g FROM generate_series(1, 1600) g")
+        .execute(&app.pool)
+        .await
+        .expect("skus");
+    sqlx::query(
+        "INSERT INTO stock_levels (location_id, sku, on_hand, version)
+         SELECT 'TW1', 'F' || g, 1, 1 FROM generate_series(1, 1600) g",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("levels");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let nobody = format!("redis://127.0.0.1:{port}/");
+    let cache = omnistock::cache::StockCache::new(
+        RedisStore::new(&nobody, "nobody").expect("store"),
+        app.pool.clone(),
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(60), cache.rebuild())
+        .await
+        .expect("the rebuild ended instead of waiting forever");
+    assert!(ended.is_err(), "a rebuild into no Redis reported success");
+}

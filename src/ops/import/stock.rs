@@ -38,7 +38,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use super::progress::Progress;
 use super::rows::{Checker, Columns, Counting};
 use super::{backoff, Errors, ATTEMPTS};
-use crate::cache::StockCache;
+use crate::cache::{PageSender, StockCache};
 use crate::db;
 use crate::db::import::Range;
 use crate::db::levels::LevelRow;
@@ -455,25 +455,21 @@ async fn fill_cache(
             cache.store().delete(&page).await?;
             cache.store().delete_totals(&page).await?;
         }
-        let (pages, filled) = tokio::sync::mpsc::channel(1);
-        let read = async {
+        let read = |pages: PageSender| async move {
             let mut after: Option<String> = None;
             loop {
                 let skus = db::import::skus_page(conn, after.as_deref(), FILL_PAGE).await?;
                 let Some(last) = skus.last() else { break };
                 after = Some(last.clone());
-                let page = cache.read_fill_page(skus).await?;
-                if pages.send(page).await.is_err() {
+                if !pages.send(cache.read_fill_page(skus).await?).await {
                     break;
                 }
             }
-            drop(pages);
             anyhow::Ok(())
         };
-        let written = cache.write_fill_pages(filled, |n| progress.filled(n as u64));
-        let (read, written) = tokio::join!(read, written);
-        let written = written?;
-        read.map(|()| written)
+        cache
+            .fill_overlapped(read, |n| progress.filled(n as u64))
+            .await
     }
     .await;
     match result {
