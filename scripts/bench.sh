@@ -444,7 +444,8 @@ measure() {
         fi
         record "visible.$rate" "$scale" "$(jq .background_rate <<<"$out")" "movements/s background" \
             "omnistock bench visible --rate $rate --samples $PROBES --interval-ms 20 (HTTP poll of GET /v1/availability/BENCH-PROBE after each JetStream ack)" \
-            "$(jq .p50_ms <<<"$out")" "$(jq .p99_ms <<<"$out")" null null "max $(jq .max_ms <<<"$out") ms"
+            "$(jq .p50_ms <<<"$out")" "$(jq .p99_ms <<<"$out")" null null \
+            "max $(jq .max_ms <<<"$out") ms$(jq -r 'if .behind then "; fell behind: " + .behind else "" end' <<<"$out")"
     done
     wait_idle
 

@@ -402,6 +402,11 @@ pub fn markdown(r: &Results, svg_name: &str) -> String {
     for (issue, text, v) in targets(r) {
         let _ = writeln!(s, "| {issue} | {text} | {} |", v.cell());
     }
+    // The why of a missed target takes a profile and prose, which a generated page cannot hold.
+    s.push_str(
+        "\nWhere the time goes in each benchmark, and why a target is missed: \
+         [profiles.md](profiles.md) (whole-machine `perf` profiles of the same workloads).\n",
+    );
 
     let _ = writeln!(
         s,
