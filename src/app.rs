@@ -124,25 +124,42 @@ async fn nats_security(
     Ok(options)
 }
 
-/// The pool of one-off commands: no statement or lock bound (an import or export may rightly
-/// run one long statement).
-/// Creates the streams, retrying for a bounded time: a daemon started together with its NATS
-/// cluster (compose, Kubernetes, a restart of both) can ask before the cluster's JetStream has
-/// heard from every peer, and a replicated stream is then refused ("no suitable peers") for a
-/// few seconds although nothing is wrong.
-async fn ensure_streams_patiently(
+/// Creates the streams and the ingest consumer, retrying for a bounded time: a daemon started
+/// together with its NATS cluster (compose, Kubernetes, a restart of both), or restarted while
+/// the cluster elects a new stream leader after losing a node, can ask before JetStream is ready:
+/// a replicated stream is then refused ("no suitable peers") or a request times out for a few
+/// seconds although nothing is wrong.
+async fn ensure_jetstream_patiently(
     js: &jetstream::Context,
     subjects: &Subjects,
-    replicas: usize,
+    config: &ServeConfig,
 ) -> anyhow::Result<jetstream::stream::Stream> {
     const PATIENCE: Duration = Duration::from_secs(30);
+    let replicas = config.stream_replicas;
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(250);
     loop {
-        match ingest::ensure_streams_replicated(js, subjects, replicas).await {
+        let attempt = async {
+            let stream = ingest::ensure_streams_replicated(js, subjects, replicas)
+                .await
+                .context("creating the JetStream streams (is JetStream enabled on the server?)")?;
+            ingest::ensure_consumer(
+                &stream,
+                subjects,
+                config.ack_wait(),
+                config.ingest_max_deliver,
+            )
+            .await
+            .context("creating the ingest consumer")?;
+            crate::events::relay::ensure_streams_replicated(js, subjects, replicas)
+                .await
+                .context("creating the event streams")?;
+            anyhow::Ok(stream)
+        };
+        match attempt.await {
             Ok(stream) => return Ok(stream),
             Err(e) if started.elapsed() + pause < PATIENCE => {
-                tracing::warn!(error = %e, "JetStream refused the streams; retrying");
+                tracing::warn!(error = %format!("{e:#}"), "JetStream is not ready; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(4));
             }
@@ -151,6 +168,8 @@ async fn ensure_streams_patiently(
     }
 }
 
+/// The pool of one-off commands: no statement or lock bound (an import or export may rightly
+/// run one long statement).
 pub async fn connect_db(c: &Connections) -> anyhow::Result<PgPool> {
     let mut settings = PoolSettings::new(&c.database_url, c.db_max_connections);
     settings.acquire_timeout = c.db_acquire_timeout();
@@ -194,18 +213,7 @@ impl Application {
         let nats = connect_nats(c).await?;
         let subjects = Subjects::new(&c.subject_prefix);
         let js = jetstream::new(nats.clone());
-        let stream = ensure_streams_patiently(&js, &subjects, config.stream_replicas)
-            .await
-            .context("creating the JetStream streams (is JetStream enabled on the server?)")?;
-        ingest::ensure_consumer(
-            &stream,
-            &subjects,
-            config.ack_wait(),
-            config.ingest_max_deliver,
-        )
-        .await?;
-        crate::events::relay::ensure_streams_replicated(&js, &subjects, config.stream_replicas)
-            .await?;
+        let stream = ensure_jetstream_patiently(&js, &subjects, &config).await?;
         crate::events::set_default_low_stock_threshold(config.low_stock_threshold);
         let store = RedisStore::new(&c.redis_url, &c.redis_prefix).context("REDIS_URL")?;
         let db_health = DbHealth::default();
