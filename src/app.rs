@@ -133,7 +133,7 @@ async fn ensure_jetstream_patiently(
     js: &jetstream::Context,
     subjects: &Subjects,
     config: &ServeConfig,
-) -> anyhow::Result<jetstream::stream::Stream> {
+) -> anyhow::Result<()> {
     const PATIENCE: Duration = Duration::from_secs(30);
     let replicas = config.stream_replicas;
     let started = tokio::time::Instant::now();
@@ -154,10 +154,10 @@ async fn ensure_jetstream_patiently(
             crate::events::relay::ensure_streams_replicated(js, subjects, replicas)
                 .await
                 .context("creating the event streams")?;
-            anyhow::Ok(stream)
+            anyhow::Ok(())
         };
         match attempt.await {
-            Ok(stream) => return Ok(stream),
+            Ok(()) => return Ok(()),
             Err(e) if started.elapsed() + pause < PATIENCE => {
                 tracing::warn!(error = %format!("{e:#}"), "JetStream is not ready; retrying");
                 tokio::time::sleep(pause).await;
@@ -213,7 +213,7 @@ impl Application {
         let nats = connect_nats(c).await?;
         let subjects = Subjects::new(&c.subject_prefix);
         let js = jetstream::new(nats.clone());
-        let stream = ensure_jetstream_patiently(&js, &subjects, &config).await?;
+        ensure_jetstream_patiently(&js, &subjects, &config).await?;
         crate::events::set_default_low_stock_threshold(config.low_stock_threshold);
         let store = RedisStore::new(&c.redis_url, &c.redis_prefix).context("REDIS_URL")?;
         let db_health = DbHealth::default();
