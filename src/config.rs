@@ -646,6 +646,15 @@ mod tests {
             ..Default::default()
         };
         assert!(cert_without_key.validate().is_err());
+        let inbox = |p: &str| NatsAuth {
+            nats_inbox_prefix: Some(p.into()),
+            ..Default::default()
+        };
+        assert!(inbox("_INBOX_store_TW001").validate().is_ok());
+        assert!(inbox("_INBOX.omni").validate().is_ok());
+        for bad in ["", "_INBOX.>", "_INBOX.*", "a..b", "_INBOX.", "in box"] {
+            assert!(inbox(bad).validate().is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

@@ -368,10 +368,11 @@ async fn totals_equal_the_sum_of_their_levels_after_any_mix_of_writes() {
                     )
                     .await;
                 assert_eq!(s, 200);
+                // The whole sequence: it is random, and a failure is not reproducible without it.
                 assert_eq!(
                     one["available"].as_i64(),
                     Some(*total),
-                    "{sku} {channel}: {one}"
+                    "{sku} {channel}: {one}\nafter {ops:#?}"
                 );
                 let (_, only) = app
                     .get(
@@ -379,7 +380,11 @@ async fn totals_equal_the_sum_of_their_levels_after_any_mix_of_writes() {
                         READ_KEY,
                     )
                     .await;
-                assert_eq!(only["available"].as_i64(), Some(*total), "{only}");
+                assert_eq!(
+                    only["available"].as_i64(),
+                    Some(*total),
+                    "{only}\nafter {ops:#?}"
+                );
             }
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }

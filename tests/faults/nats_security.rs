@@ -78,6 +78,46 @@ fn with_seed_file(nats_url: &str, seed_file: PathBuf, inbox: &str) -> Connection
     }
 }
 
+/// A store's own NATS client (its seed, its inbox), with the client errors the server reports
+/// to it, e.g. a permissions violation.
+async fn store_client(
+    url: &str,
+    seed: &str,
+    location_id: &str,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, errors) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let client = async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
+        .custom_inbox_prefix(store_inbox(location_id))
+        .event_callback(move |e| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(e.to_string());
+            }
+        })
+        .connect(url)
+        .await
+        .expect("the store connects");
+    (client, errors)
+}
+
+/// Whether the server reports a permissions violation to the client within 5 s.
+async fn violation_reported(errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> bool {
+    let seen = async {
+        while let Some(e) = errors.recv().await {
+            if e.to_lowercase().contains("permissions violation") {
+                return true;
+            }
+        }
+        false
+    };
+    tokio::time::timeout(Duration::from_secs(5), seen)
+        .await
+        .unwrap_or(false)
+}
+
 fn public_key(seed_file: &Path) -> String {
     let seed = std::fs::read_to_string(seed_file).expect("seed file");
     nkeys::KeyPair::from_seed(seed.trim())
@@ -169,19 +209,8 @@ async fn a_store_publishes_only_its_own_movements_and_the_daemon_only_what_it_ne
     assert_eq!(ack.stream, subjects.movements_stream());
 
     // Store A pretending to be store B: the server refuses the publish, nothing is stored.
-    let (tx, mut errors) = tokio::sync::mpsc::unbounded_channel::<String>();
     let seed_a = std::fs::read_to_string(conf_dir.join("stores/A.seed")).expect("seed");
-    let raw_a = async_nats::ConnectOptions::with_nkey(seed_a.trim().to_owned())
-        .custom_inbox_prefix(store_inbox("A"))
-        .event_callback(move |e| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(e.to_string());
-            }
-        })
-        .connect(&url)
-        .await
-        .expect("store A connects");
+    let (raw_a, mut errors) = store_client(&url, &seed_a, "A").await;
     let forged =
         serde_json::to_vec(&movement("sec-b-forged", "B", "TEE", "sale", 5)).expect("json");
     let refused = tokio::time::timeout(Duration::from_secs(15), async {
@@ -197,19 +226,8 @@ async fn a_store_publishes_only_its_own_movements_and_the_daemon_only_what_it_ne
         refused.is_err(),
         "store A's publish to B's subject was acked"
     );
-    let violation = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(e) = errors.recv().await {
-            if e.to_lowercase().contains("permissions violation") {
-                return Some(e);
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten();
     assert!(
-        violation.is_some(),
+        violation_reported(&mut errors).await,
         "no permissions violation reported to store A"
     );
 
@@ -247,18 +265,7 @@ async fn a_store_publishes_only_its_own_movements_and_the_daemon_only_what_it_ne
     );
     // Store A listening on the daemon's inbox, where the daemon's pull consumer delivers every
     // store's movements: the server refuses the subscription and nothing arrives.
-    let (spy_tx, mut spy_errors) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let spy = async_nats::ConnectOptions::with_nkey(seed_a.trim().to_owned())
-        .custom_inbox_prefix(store_inbox("A"))
-        .event_callback(move |e| {
-            let tx = spy_tx.clone();
-            async move {
-                let _ = tx.send(e.to_string());
-            }
-        })
-        .connect(&url)
-        .await
-        .expect("store A connects");
+    let (spy, mut spy_errors) = store_client(&url, &seed_a, "A").await;
     let mut spied = spy
         .subscribe(format!("{SERVICE_INBOX}.>"))
         .await
@@ -289,18 +296,8 @@ async fn a_store_publishes_only_its_own_movements_and_the_daemon_only_what_it_ne
         !matches!(overheard, Ok(Some(_))),
         "store A read a message on the daemon's inbox"
     );
-    let refused_spy = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(e) = spy_errors.recv().await {
-            if e.to_lowercase().contains("permissions violation") {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
     assert!(
-        refused_spy,
+        violation_reported(&mut spy_errors).await,
         "store A's subscription to the daemon's inbox was not refused"
     );
     daemon.store("A", 52.5, 13.4).await;
