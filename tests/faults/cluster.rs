@@ -124,20 +124,42 @@ fn message(i: usize, rng: &mut crate::support::Rng) -> (String, Vec<Value>) {
     (location.to_owned(), body)
 }
 
+/// A reader of the whole stream. After a node was killed and restarted, the R3 stream may still
+/// be electing a leader, and JetStream requests time out meanwhile (CI saw "reader: TimedOut"):
+/// retry for a minute, as the daemon does at start.
+async fn reader(
+    js: &jetstream::Context,
+    stream: &str,
+) -> consumer::Consumer<consumer::pull::Config> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let attempt = async {
+            let s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+            s.create_consumer(consumer::pull::Config {
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(60),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())
+        };
+        match attempt.await {
+            Ok(c) => return c,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("reader of {stream} not ready ({e}); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => panic!("reader of {stream}: {e}"),
+        }
+    }
+}
+
 /// Every change event on the changes stream: Nats-Msg-Id → (location, sku, version, on_hand).
 async fn change_events(
     js: &jetstream::Context,
     stream: &str,
 ) -> HashMap<String, (String, String, i64, i64)> {
-    let stream = js.get_stream(stream).await.expect("changes stream");
-    let c = stream
-        .create_consumer(consumer::pull::Config {
-            ack_policy: consumer::AckPolicy::None,
-            inactive_threshold: Duration::from_secs(60),
-            ..Default::default()
-        })
-        .await
-        .expect("reader");
+    let c = reader(js, stream).await;
     let mut pending = c.cached_info().num_pending;
     let mut out = HashMap::new();
     while pending > 0 {
