@@ -332,6 +332,22 @@ impl TestApp {
     }
 
     /// The invariant: every level's on-hand equals what its ledger implies.
+    /// Waits until some session of this database waits for a lock: the transaction under test
+    /// has reached the row another one holds.
+    pub async fn wait_for_a_lock_wait(&self, what: &str) {
+        wait_until(what, || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .expect("activity")
+                > 0
+        })
+        .await;
+    }
+
     pub async fn assert_ledger_consistent(&self) {
         let bad = omnistock::db::invariants::ledger_mismatches(&self.pool, 10)
             .await

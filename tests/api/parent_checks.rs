@@ -162,17 +162,8 @@ async fn a_level_created_under_the_import_is_merged_not_duplicated() {
     let importing =
         tokio::spawn(async move { import::stock(&pool, None, &file, Utc::now()).await });
     // The import's plain insert blocks on the uncommitted level until the writer commits.
-    crate::helpers::wait_until("the import waits for the other writer", || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .expect("activity");
-        waiting > 0
-    })
-    .await;
+    app.wait_for_a_lock_wait("the import waits for the other writer")
+        .await;
     other.commit().await.expect("commit");
     let r = importing.await.expect("task").expect("import");
     assert_eq!((r.rows, r.recorded, r.already_imported), (50, 50, 0));

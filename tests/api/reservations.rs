@@ -794,21 +794,6 @@ async fn block_level(
     tx
 }
 
-/// Waits until a transaction of the daemon waits for a row lock (the group in front).
-async fn wait_for_lock_waiter(app: &TestApp) {
-    wait_until("a hold waiting for the level lock", || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .expect("activity")
-            > 0
-    })
-    .await;
-}
-
 fn spawn_hold(app: &TestApp, body: Value) -> tokio::task::JoinHandle<(u16, Value)> {
     let (http, url) = (app.http.clone(), app.url("/v1/reservations"));
     tokio::spawn(async move {
@@ -835,7 +820,8 @@ async fn idempotent_repeats_in_one_group_answer_the_same_reservation() {
         json!({"reservation_id": "front", "location_id": "GRP1",
                                         "lines": [{"sku": "HOT", "quantity": 1}]}),
     );
-    wait_for_lock_waiter(&app).await;
+    app.wait_for_a_lock_wait("a hold waiting for the level lock")
+        .await;
     // Queued behind the group in front: they go together once the lock is released.
     let mut queued = Vec::new();
     for copy in 0..8 {
@@ -894,7 +880,8 @@ async fn a_hold_that_fails_in_a_group_does_not_fail_the_others() {
         json!({"reservation_id": "front", "location_id": "GRP2",
                                         "lines": [{"sku": "HOT", "quantity": 1}]}),
     );
-    wait_for_lock_waiter(&app).await;
+    app.wait_for_a_lock_wait("a hold waiting for the level lock")
+        .await;
     let mut queued = Vec::new();
     for i in 0..6 {
         let id = if i == 3 {

@@ -441,17 +441,8 @@ async fn a_hold_reads_the_safety_stock_under_the_level_lock() {
             (r.status().as_u16(), r.json::<Value>().await.expect("JSON"))
         })
     };
-    wait_until("the hold to wait for the level lock", || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .expect("activity");
-        waiting > 0
-    })
-    .await;
+    app.wait_for_a_lock_wait("the hold to wait for the level lock")
+        .await;
     // While the hold waits, the store raises its safety stock: 10 - 5 leaves 5 to promise.
     app.put_location(
         "SS1",
