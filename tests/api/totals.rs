@@ -55,7 +55,7 @@ enum Op {
         enabled: Option<bool>,
     },
     DropOverride(usize),
-    /// A bulk insert straight into stock_levels, as an import does.
+    /// A bulk insert straight into stock_levels, then the cache refill, as an import does.
     Bulk {
         loc: usize,
         huge: bool,
@@ -200,6 +200,20 @@ async fn apply(app: &TestApp, op: &Op, n: usize, holds: &mut Vec<String>) {
             .execute(&app.pool)
             .await
             .expect("bulk insert");
+            // A bulk write records no change events, so the cache sync never hears of it: as
+            // `import` does after its commit, drop the SKUs' cached entries and fill them.
+            let cache = omnistock::cache::StockCache::new(
+                RedisStore::new(&app.iso.redis_url, &app.iso.redis_prefix).expect("store"),
+                app.pool.clone(),
+            );
+            cache.store().delete(&SKUS).await.expect("drop levels");
+            cache.store().delete_totals(&SKUS).await.expect("drop totals");
+            let cache = &cache;
+            let fill = |pages: omnistock::cache::PageSender| async move {
+                pages.send(cache.read_fill_page(skus).await?).await;
+                anyhow::Ok(())
+            };
+            cache.fill_overlapped(fill, |_| ()).await.expect("fill");
         }
     }
 }
