@@ -15,13 +15,15 @@ local hot_sku = os.getenv("BENCH_HOT_SKU") or ""
 local hot_location = os.getenv("BENCH_HOT_LOCATION") or ""
 local skus = {}
 local counter = 0
-local thread_id = 0
+-- Not `thread_id`: a local of that name would shadow the global each thread gets from
+-- `thread:set`, and every thread would make the same ids (replays, not new requests).
+local threads = 0
 local auth = {["Authorization"] = "Bearer " .. key}
 local post = {["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json"}
 
 function setup(thread)
-  thread:set("thread_id", thread_id)
-  thread_id = thread_id + 1
+  thread:set("thread_id", threads)
+  threads = threads + 1
 end
 
 function init(args)

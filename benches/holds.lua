@@ -2,12 +2,14 @@
 -- request (so none is an idempotent replay). Used by scripts/bench-holds.sh.
 -- Env: OMNISTOCK_BENCH_KEY, OMNISTOCK_BENCH_LOCATION, OMNISTOCK_BENCH_SKU.
 local counter = 0
-local thread_id = 0
+-- Not `thread_id`: a local of that name would shadow the global each thread gets from
+-- `thread:set`, and every thread would make the same ids (replays, not new requests).
+local threads = 0
 local run = os.time()
 
 function setup(thread)
-  thread:set("thread_id", thread_id)
-  thread_id = thread_id + 1
+  thread:set("thread_id", threads)
+  threads = threads + 1
 end
 
 function request()

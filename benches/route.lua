@@ -2,13 +2,15 @@
 -- and holds, none is an idempotent replay). Used by scripts/bench-route.sh and scripts/bench.sh.
 -- BENCH_LINES (default 1) distinct random SKUs per order.
 local counter = 0
-local thread_id = 0
+-- Not `thread_id`: a local of that name would shadow the global each thread gets from
+-- `thread:set`, and every thread would make the same ids (replays, not new requests).
+local threads = 0
 local skus = {}
 local lines = tonumber(os.getenv("BENCH_LINES") or "1")
 
 function setup(thread)
-  thread:set("thread_id", thread_id)
-  thread_id = thread_id + 1
+  thread:set("thread_id", threads)
+  threads = threads + 1
 end
 
 function init(args)
