@@ -112,16 +112,6 @@ pub async fn timezone_exists(pool: &PgPool, tz: &str) -> Result<bool, sqlx::Erro
         .await
 }
 
-/// Locks a location against concurrent routing (daily capacity). `FOR NO KEY UPDATE` so it
-/// never blocks movements that only reference the location.
-pub async fn lock_for_routing(conn: &mut sqlx::PgConnection, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1 FROM locations WHERE location_id = $1 FOR NO KEY UPDATE")
-        .bind(id)
-        .execute(conn)
-        .await
-        .map(|_| ())
-}
-
 pub async fn safety_stock(db: impl PgExecutor<'_>, id: &str) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT safety_stock FROM locations WHERE location_id = $1")
         .bind(id)

@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 
+use chrono::NaiveDate;
 use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor};
 
@@ -35,28 +36,62 @@ pub async fn insert(
         .map(|_| ())
 }
 
-/// Records an assignment on the location's own calendar day, and counts it.
+/// Takes one of today's order slots at the location (its own calendar day), in a statement
+/// of its own; the day taken, or `None` when its daily capacity is used up. Every location's
+/// orders are counted, with a capacity or not.
+pub async fn take_slot(
+    conn: &mut PgConnection,
+    location_id: &str,
+) -> Result<Option<NaiveDate>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO daily_order_counts (location_id, local_date, orders)
+         SELECT location_id, (now() AT TIME ZONE timezone)::date, 1 FROM locations
+         WHERE location_id = $1 AND coalesce(daily_order_capacity > 0, true)
+         ON CONFLICT (location_id, local_date) DO UPDATE
+         SET orders = daily_order_counts.orders + 1
+         WHERE coalesce(daily_order_counts.orders < (
+             SELECT daily_order_capacity FROM locations WHERE location_id = EXCLUDED.location_id
+         ), true)
+         RETURNING local_date",
+    )
+    .bind(location_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Gives back a slot taken by `take_slot` for a route that did not commit.
+pub async fn give_back_slot(
+    conn: &mut PgConnection,
+    location_id: &str,
+    day: NaiveDate,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE daily_order_counts SET orders = orders - 1
+         WHERE location_id = $1 AND local_date = $2 AND orders > 0",
+    )
+    .bind(location_id)
+    .bind(day)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Records a routed order's assignment on the day its slot was taken.
 pub async fn insert_assignment(
     conn: &mut PgConnection,
     order_id: &str,
     location_id: &str,
     reservation_id: &str,
+    day: NaiveDate,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "WITH a AS (
-             INSERT INTO order_assignments (order_id, location_id, reservation_id, local_date)
-             SELECT $1, $2, $3, (now() AT TIME ZONE timezone)::date
-             FROM locations WHERE location_id = $2
-             RETURNING location_id, local_date
-         )
-         INSERT INTO daily_order_counts (location_id, local_date, orders)
-         SELECT location_id, local_date, 1 FROM a
-         ON CONFLICT (location_id, local_date)
-         DO UPDATE SET orders = daily_order_counts.orders + 1",
+        "INSERT INTO order_assignments (order_id, location_id, reservation_id, local_date)
+         VALUES ($1, $2, $3, $4)",
     )
     .bind(order_id)
     .bind(location_id)
     .bind(reservation_id)
+    .bind(day)
     .execute(conn)
     .await
     .map(|_| ())
@@ -75,23 +110,4 @@ pub async fn capacity_left(db: impl PgExecutor<'_>) -> Result<HashMap<String, i6
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().collect())
-}
-
-/// What is left of today's capacity at one location, `None` when it has no capacity (read
-/// under the location's routing lock, so the capacity itself is current too).
-pub async fn capacity_left_at(
-    conn: &mut PgConnection,
-    location_id: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    let left: Option<Option<i64>> = sqlx::query_scalar(
-        "SELECT l.daily_order_capacity - coalesce(c.orders, 0)
-         FROM locations l
-         LEFT JOIN daily_order_counts c ON c.location_id = l.location_id
-              AND c.local_date = (now() AT TIME ZONE l.timezone)::date
-         WHERE l.location_id = $1",
-    )
-    .bind(location_id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(left.flatten())
 }

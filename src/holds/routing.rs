@@ -7,8 +7,9 @@
 //! capacity) between the decision and the hold, it decides again on fresh data.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
@@ -200,28 +201,34 @@ pub struct RouteAnswer {
 /// Timed in `omnistock_route_duration_seconds` by outcome; an order no location could serve
 /// also counts in `omnistock_oversell_attempts_total` (unless a dry run).
 pub async fn route_order(
-    pool: &PgPool,
-    cache: &StockCache,
-    directory: &Directory,
-    order: &Order,
+    pool: PgPool,
+    cache: Arc<StockCache>,
+    directory: Directory,
+    order: Order,
     dry_run: bool,
 ) -> Result<Routed, RouteError> {
-    let timer = metrics::Timed::start(metrics::ROUTE_SECONDS);
-    let routed = route_timed(pool, cache, directory, order, dry_run).await;
-    timer.finish(match &routed {
-        Ok(Routed::Done(_)) if dry_run => "dry_run",
-        Ok(Routed::Done(_)) => "routed",
-        Ok(Routed::Replay(_)) => "replay",
-        Ok(Routed::NoOption(_)) if dry_run => "dry_run_no_option",
-        Ok(Routed::NoOption(_)) => {
-            metrics::oversell_attempt("route", order.channel.as_deref());
-            "no_option"
-        }
-        Err(RouteError::Invalid(_)) => "invalid",
-        Err(RouteError::Contended) => "contended",
-        Err(RouteError::Db(_)) => "error",
+    // In a task of its own: a caller that gives up (its client went away, its deadline
+    // passed) leaves the route whole, committed, or rolled back with its slots given back.
+    let task = tokio::spawn(async move {
+        let timer = metrics::Timed::start(metrics::ROUTE_SECONDS);
+        let routed = route_timed(&pool, &cache, &directory, &order, dry_run).await;
+        timer.finish(match &routed {
+            Ok(Routed::Done(_)) if dry_run => "dry_run",
+            Ok(Routed::Done(_)) => "routed",
+            Ok(Routed::Replay(_)) => "replay",
+            Ok(Routed::NoOption(_)) if dry_run => "dry_run_no_option",
+            Ok(Routed::NoOption(_)) => {
+                metrics::oversell_attempt("route", order.channel.as_deref());
+                "no_option"
+            }
+            Err(RouteError::Invalid(_)) => "invalid",
+            Err(RouteError::Contended) => "contended",
+            Err(RouteError::Db(_)) => "error",
+        });
+        routed
     });
-    routed
+    task.await
+        .unwrap_or(Err(RouteError::Db(sqlx::Error::WorkerCrashed)))
 }
 
 async fn route_timed(
@@ -271,8 +278,16 @@ async fn route_timed(
     Err(RouteError::Contended)
 }
 
-/// One attempt: decide on current data and hold it all, in one transaction. `None` when a
-/// concurrent order took the stock or the capacity between the decision and the hold.
+/// One attempt: decide on current data, take the capacity slots, and hold it all in one
+/// transaction. `None` when a concurrent order took the stock or the last slot between the
+/// decision and the hold.
+///
+/// A location's day counter is one row that every route to it updates, the hot row of a busy
+/// warehouse. Inside the route's transaction its lock would be held through every statement
+/// and the commit, and routes to the warehouse would go one at a time. So a slot is taken in a
+/// statement of its own, before the transaction, and given back if the route does not commit.
+/// A route that stops between the two (a crash) leaves its slot taken: the day's capacity can
+/// end up under-used, never exceeded.
 async fn try_route(
     pool: &PgPool,
     cache: &StockCache,
@@ -280,43 +295,113 @@ async fn try_route(
     order: &Order,
     expires_at: DateTime<Utc>,
 ) -> Result<Option<Routed>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    db::orders::lock_order_id(&mut tx, &order.order_id).await?;
-    if let Some(previous) = db::orders::response(&mut *tx, &order.order_id).await? {
+    let mut conn = pool.acquire().await?;
+    if let Some(previous) = db::orders::response(&mut *conn, &order.order_id).await? {
         return Ok(Some(Routed::Replay(previous)));
     }
     let locations = directory.snapshot();
-    let candidates =
-        candidates(&mut tx, &locations, &order.lines, order.channel.as_deref()).await?;
+    let candidates = candidates(
+        &mut conn,
+        &locations,
+        &order.lines,
+        order.channel.as_deref(),
+    )
+    .await?;
     let outcome = decide(order, &candidates);
     if outcome.assignments.is_empty() {
         return Ok(Some(Routed::NoOption(outcome)));
     }
-    // Hold in location order: the (location, SKU) lock order every writer follows.
+    // Location order: the (location, SKU) lock order every writer follows.
     let mut order_of: Vec<usize> = (0..outcome.assignments.len()).collect();
     order_of.sort_by(|&a, &b| {
         outcome.assignments[a]
             .location_id
             .cmp(&outcome.assignments[b].location_id)
     });
+    let mut slots: Vec<Option<NaiveDate>> = vec![None; outcome.assignments.len()];
+    for &i in &order_of {
+        match db::orders::take_slot(&mut conn, &outcome.assignments[i].location_id).await {
+            Ok(Some(day)) => slots[i] = Some(day),
+            Ok(None) => {
+                give_back(&mut conn, &outcome, &slots).await;
+                return Ok(None);
+            }
+            Err(e) => {
+                give_back(&mut conn, &outcome, &slots).await;
+                return Err(e);
+            }
+        }
+    }
+    let slots: Vec<NaiveDate> = slots.into_iter().flatten().collect();
+    let held = hold_all(
+        &mut conn, cache, order, &outcome, &order_of, &slots, expires_at,
+    )
+    .await;
+    match held {
+        Held::Committed(body) => Ok(Some(Routed::Done(body))),
+        Held::RolledBack(answer) => {
+            let slots: Vec<Option<NaiveDate>> = slots.into_iter().map(Some).collect();
+            give_back(&mut conn, &outcome, &slots).await;
+            answer
+        }
+        // The commit was sent and its answer lost: the route may have committed, so its
+        // slots stay taken.
+        Held::Unknown(e) => Err(e),
+    }
+}
+
+/// How the route's transaction ended.
+enum Held {
+    Committed(Value),
+    /// Nothing was written: the slots go back. `Ok(None)`: decide again.
+    RolledBack(Result<Option<Routed>, sqlx::Error>),
+    Unknown(sqlx::Error),
+}
+
+/// Holds every assignment, records the order and its assignments, and commits.
+async fn hold_all(
+    conn: &mut PgConnection,
+    cache: &StockCache,
+    order: &Order,
+    outcome: &RouteOutcome,
+    order_of: &[usize],
+    slots: &[NaiveDate],
+    expires_at: DateTime<Utc>,
+) -> Held {
+    let mut tx = match sqlx::Connection::begin(&mut *conn).await {
+        Ok(tx) => tx,
+        Err(e) => return Held::RolledBack(Err(e)),
+    };
+    let body = match hold_in_tx(&mut tx, order, outcome, order_of, slots, expires_at).await {
+        Ok(Ok(body)) => body,
+        // Dropping the transaction rolls it back.
+        Ok(Err(answer)) => return Held::RolledBack(Ok(answer)),
+        Err(e) => return Held::RolledBack(Err(e)),
+    };
+    match crate::commit::commit(tx, Some(cache), &body.1).await {
+        Ok(()) => Held::Committed(body.0),
+        Err(e) => Held::Unknown(e),
+    }
+}
+
+/// The route's writes, in its transaction: `Err(answer)` when it must roll back instead.
+async fn hold_in_tx(
+    tx: &mut PgConnection,
+    order: &Order,
+    outcome: &RouteOutcome,
+    order_of: &[usize],
+    slots: &[NaiveDate],
+    expires_at: DateTime<Utc>,
+) -> Result<Result<(Value, Vec<LevelRow>), Option<Routed>>, sqlx::Error> {
+    db::orders::lock_order_id(&mut *tx, &order.order_id).await?;
+    if let Some(previous) = db::orders::response(&mut *tx, &order.order_id).await? {
+        return Ok(Err(Some(Routed::Replay(previous))));
+    }
     let mut holds = vec![(String::new(), expires_at); outcome.assignments.len()];
     let mut changed = Vec::new();
     let mut changes = Vec::new();
-    for &i in &order_of {
+    for &i in order_of {
         let a = &outcome.assignments[i];
-        let limited = candidates
-            .iter()
-            .any(|c| c.location_id == a.location_id && c.capacity_left.is_some());
-        if limited {
-            // Serialises routing to this location, so two orders cannot take its last slot.
-            db::locations::lock_for_routing(&mut tx, &a.location_id).await?;
-            if db::orders::capacity_left_at(&mut tx, &a.location_id)
-                .await?
-                .is_some_and(|left| left <= 0)
-            {
-                return Ok(None);
-            }
-        }
         let id = format!("ord-{}", uuid::Uuid::new_v4().simple());
         let hold = NewHold {
             reservation_id: &id,
@@ -327,25 +412,46 @@ async fn try_route(
             channel: order.channel.as_deref(),
             preorder: false,
         };
-        match hold_in(&mut tx, &hold).await? {
+        match hold_in(&mut *tx, &hold).await? {
             Ok(held) => {
                 changed.extend(held.changed);
                 changes.extend(held.events);
             }
             Err(NotHeld::Short(_)) | Err(NotHeld::Exists) | Err(NotHeld::UnknownLocation) => {
-                return Ok(None);
+                return Ok(Err(None));
             }
         }
-        db::orders::insert_assignment(&mut tx, &order.order_id, &a.location_id, &id).await?;
         holds[i].0 = id;
     }
     // Events of every hold at once: recording takes per-SKU alert locks, which must come
     // after all level locks of the transaction (the order every writer follows).
-    crate::events::record(&mut tx, &changes).await?;
-    let body = response(order, &outcome, &holds, false);
-    db::orders::insert(&mut tx, &order.order_id, &body).await?;
-    crate::commit::commit(tx, Some(cache), &changed).await?;
-    Ok(Some(Routed::Done(body)))
+    crate::events::record(&mut *tx, &changes).await?;
+    let body = response(order, outcome, &holds, false);
+    db::orders::insert(&mut *tx, &order.order_id, &body).await?;
+    for &i in order_of {
+        let a = &outcome.assignments[i];
+        db::orders::insert_assignment(
+            &mut *tx,
+            &order.order_id,
+            &a.location_id,
+            &holds[i].0,
+            slots[i],
+        )
+        .await?;
+    }
+    Ok(Ok((body, changed)))
+}
+
+/// Gives back the slots taken for a route that did not commit. A failure here leaves them
+/// taken (capacity under-used, never exceeded), so it is only logged.
+async fn give_back(conn: &mut PgConnection, outcome: &RouteOutcome, slots: &[Option<NaiveDate>]) {
+    for (a, day) in outcome.assignments.iter().zip(slots) {
+        if let Some(day) = day {
+            if let Err(e) = db::orders::give_back_slot(&mut *conn, &a.location_id, *day).await {
+                tracing::warn!(location_id = %a.location_id, error = %e, "a route's capacity slot was not given back");
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

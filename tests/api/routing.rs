@@ -272,6 +272,62 @@ async fn a_thousand_concurrent_routes_never_promise_more_than_is_there() {
     assert_eq!(app.reserved("TAOYUAN", "HOT").await, 60);
     assert_eq!(app.reserved("HSINCHU", "HOT").await, 40);
     app.assert_ledger_consistent().await;
+    // A route that lost the race for the stock gave its capacity slot back.
+    assert_eq!(slots_and_assignments(&app, "TAOYUAN").await, (60, 60));
+    assert_eq!(slots_and_assignments(&app, "HSINCHU").await, (40, 40));
+}
+
+/// The day's slots counted at a location, and its assignments.
+async fn slots_and_assignments(app: &TestApp, location: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT coalesce(sum(orders), 0)::bigint FROM daily_order_counts WHERE location_id = $1),
+                (SELECT count(*) FROM order_assignments WHERE location_id = $1)",
+    )
+    .bind(location)
+    .fetch_one(&app.pool)
+    .await
+    .expect("counts")
+}
+
+/// A day's order capacity is a promise too: routes racing for the last slots of two stores
+/// take exactly their capacities, and each slot taken is one assignment and one hold.
+#[tokio::test]
+async fn concurrent_routes_never_take_more_than_a_days_capacity() {
+    let app = spawn_app().await;
+    cities(&app, Some(7)).await;
+    app.stock("NEWTPE", "CAP", 500).await;
+    app.stock("BANQIAO", "CAP", 500).await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (http, url) = (app.http.clone(), app.url("/v1/orders/route"));
+        tasks.push(tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(RESERVE_KEY)
+                .json(&order(
+                    &format!("cap-{i}"),
+                    json!([{"sku": "CAP", "quantity": 1}]),
+                ))
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            200 => ok += 1,
+            409 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(ok, 14, "two stores of capacity 7");
+    for store in ["NEWTPE", "BANQIAO"] {
+        assert_eq!(slots_and_assignments(&app, store).await, (7, 7), "{store}");
+        assert_eq!(app.reserved(store, "CAP").await, 7, "{store}");
+    }
+    app.assert_ledger_consistent().await;
 }
 
 #[tokio::test]

@@ -207,7 +207,11 @@ async fn apply(app: &TestApp, op: &Op, n: usize, holds: &mut Vec<String>) {
                 app.pool.clone(),
             );
             cache.store().delete(&SKUS).await.expect("drop levels");
-            cache.store().delete_totals(&SKUS).await.expect("drop totals");
+            cache
+                .store()
+                .delete_totals(&SKUS)
+                .await
+                .expect("drop totals");
             let cache = &cache;
             let fill = |pages: omnistock::cache::PageSender| async move {
                 pages.send(cache.read_fill_page(skus).await?).await;
