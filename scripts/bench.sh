@@ -3,7 +3,7 @@
 # services instance `bench` (fsync and synchronous_commit on, JetStream sync_interval always),
 # then write docs/performance.md (+ docs/performance.svg) from the results JSON.
 #
-#   BENCH_SCALES   data sets after the demo data: "1m" (200 locations x 5,000 SKUs) and/or
+#   BENCH_SCALES   data sets after the demo data ("none": the demo only): "1m" (200 locations x 5,000 SKUs) and/or
 #                  "10m" (200 x 50,000). Default "1m 10m".
 #   BENCH_QUICK=1  small data (20 x 500) and short runs: proves the harness, figures not to quote.
 #   BENCH_SECONDS  seconds per wrk / pgbench run (default 15; quick 3).
@@ -32,6 +32,8 @@ else
     MOVEMENTS="${BENCH_MOVEMENTS:-100000}"
     PROBES=200
 fi
+# "none": the demo data only.
+[[ "$SCALES" == none ]] && SCALES=""
 OUT_DIR="${BENCH_OUT:-$ROOT/docs}"
 BENCH_DIR="$ROOT/target/bench"
 WORK="$BENCH_DIR/work"
