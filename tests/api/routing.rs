@@ -243,16 +243,29 @@ async fn a_thousand_concurrent_routes_never_promise_more_than_is_there() {
     cities(&app, None).await;
     app.stock("TAOYUAN", "HOT", 60).await;
     app.stock("HSINCHU", "HOT", 40).await;
+    let ok = race_routes(&app, "race", 1000, "HOT").await;
+    assert_eq!(ok, 100);
+    assert_eq!(app.reserved("TAOYUAN", "HOT").await, 60);
+    assert_eq!(app.reserved("HSINCHU", "HOT").await, 40);
+    app.assert_ledger_consistent().await;
+    // A route that lost the race for the stock gave its capacity slot back.
+    assert_eq!(slots_and_assignments(&app, "TAOYUAN").await, (60, 60));
+    assert_eq!(slots_and_assignments(&app, "HSINCHU").await, (40, 40));
+}
+
+/// Sends `n` one-unit orders of `sku` at once; how many were routed (the rest must be 409).
+async fn race_routes(app: &TestApp, prefix: &str, n: usize, sku: &str) -> usize {
     let mut tasks = Vec::new();
-    for i in 0..1000 {
+    for i in 0..n {
         let (http, url) = (app.http.clone(), app.url("/v1/orders/route"));
+        let body = order(
+            &format!("{prefix}-{i}"),
+            json!([{"sku": sku, "quantity": 1}]),
+        );
         tasks.push(tokio::spawn(async move {
             http.post(url)
                 .bearer_auth(RESERVE_KEY)
-                .json(&order(
-                    &format!("race-{i}"),
-                    json!([{"sku": "HOT", "quantity": 1}]),
-                ))
+                .json(&body)
                 .send()
                 .await
                 .expect("request")
@@ -268,13 +281,7 @@ async fn a_thousand_concurrent_routes_never_promise_more_than_is_there() {
             other => panic!("unexpected status {other}"),
         }
     }
-    assert_eq!(ok, 100);
-    assert_eq!(app.reserved("TAOYUAN", "HOT").await, 60);
-    assert_eq!(app.reserved("HSINCHU", "HOT").await, 40);
-    app.assert_ledger_consistent().await;
-    // A route that lost the race for the stock gave its capacity slot back.
-    assert_eq!(slots_and_assignments(&app, "TAOYUAN").await, (60, 60));
-    assert_eq!(slots_and_assignments(&app, "HSINCHU").await, (40, 40));
+    ok
 }
 
 /// The day's slots counted at a location, and its assignments.
@@ -297,31 +304,7 @@ async fn concurrent_routes_never_take_more_than_a_days_capacity() {
     cities(&app, Some(7)).await;
     app.stock("NEWTPE", "CAP", 500).await;
     app.stock("BANQIAO", "CAP", 500).await;
-    let mut tasks = Vec::new();
-    for i in 0..200 {
-        let (http, url) = (app.http.clone(), app.url("/v1/orders/route"));
-        tasks.push(tokio::spawn(async move {
-            http.post(url)
-                .bearer_auth(RESERVE_KEY)
-                .json(&order(
-                    &format!("cap-{i}"),
-                    json!([{"sku": "CAP", "quantity": 1}]),
-                ))
-                .send()
-                .await
-                .expect("request")
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        match t.await.expect("join") {
-            200 => ok += 1,
-            409 => {}
-            other => panic!("unexpected status {other}"),
-        }
-    }
+    let ok = race_routes(&app, "cap", 200, "CAP").await;
     assert_eq!(ok, 14, "two stores of capacity 7");
     for store in ["NEWTPE", "BANQIAO"] {
         assert_eq!(slots_and_assignments(&app, store).await, (7, 7), "{store}");
