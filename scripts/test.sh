@@ -9,7 +9,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 SERVICES="$ROOT/scripts/services.sh"
 cd "$ROOT"
 
-say() { printf '==> %s\n' "$*"; }
+# With the seconds since the start, so a slow CI run says which step grew.
+say() { printf '==> [+%ss] %s\n' "$SECONDS" "$*"; }
 
 # cargo may be installed by rustup without being on PATH.
 if ! command -v cargo >/dev/null 2>&1; then
@@ -106,3 +107,4 @@ if ((${#failed[@]})); then
     exit 1
 fi
 rm -f "$TEST_LOG"
+say "all steps passed"
