@@ -318,30 +318,30 @@ async fn try_route(
             .location_id
             .cmp(&outcome.assignments[b].location_id)
     });
-    let mut slots: Vec<Option<NaiveDate>> = vec![None; outcome.assignments.len()];
+    // The slots taken so far, in `order_of` order.
+    let mut taken: Vec<(&str, NaiveDate)> = Vec::with_capacity(order_of.len());
     for &i in &order_of {
-        match db::orders::take_slot(&mut conn, &outcome.assignments[i].location_id).await {
-            Ok(Some(day)) => slots[i] = Some(day),
+        let location_id = outcome.assignments[i].location_id.as_str();
+        match db::orders::take_slot(&mut conn, location_id).await {
+            Ok(Some(day)) => taken.push((location_id, day)),
             Ok(None) => {
-                give_back(&mut conn, &outcome, &slots).await;
+                give_back(&mut conn, &taken).await;
                 return Ok(None);
             }
             Err(e) => {
-                give_back(&mut conn, &outcome, &slots).await;
+                give_back(&mut conn, &taken).await;
                 return Err(e);
             }
         }
     }
-    let slots: Vec<NaiveDate> = slots.into_iter().flatten().collect();
     let held = hold_all(
-        &mut conn, cache, order, &outcome, &order_of, &slots, expires_at,
+        &mut conn, cache, order, &outcome, &order_of, &taken, expires_at,
     )
     .await;
     match held {
         Held::Committed(body) => Ok(Some(Routed::Done(body))),
         Held::RolledBack(answer) => {
-            let slots: Vec<Option<NaiveDate>> = slots.into_iter().map(Some).collect();
-            give_back(&mut conn, &outcome, &slots).await;
+            give_back(&mut conn, &taken).await;
             answer
         }
         // The commit was sent and its answer lost: the route may have committed, so its
@@ -365,7 +365,7 @@ async fn hold_all(
     order: &Order,
     outcome: &RouteOutcome,
     order_of: &[usize],
-    slots: &[NaiveDate],
+    slots: &[(&str, NaiveDate)],
     expires_at: DateTime<Utc>,
 ) -> Held {
     let mut tx = match sqlx::Connection::begin(&mut *conn).await {
@@ -390,7 +390,7 @@ async fn hold_in_tx(
     order: &Order,
     outcome: &RouteOutcome,
     order_of: &[usize],
-    slots: &[NaiveDate],
+    slots: &[(&str, NaiveDate)],
     expires_at: DateTime<Utc>,
 ) -> Result<Result<(Value, Vec<LevelRow>), Option<Routed>>, sqlx::Error> {
     db::orders::lock_order_id(&mut *tx, &order.order_id).await?;
@@ -428,28 +428,19 @@ async fn hold_in_tx(
     crate::events::record(&mut *tx, &changes).await?;
     let body = response(order, outcome, &holds, false);
     db::orders::insert(&mut *tx, &order.order_id, &body).await?;
-    for &i in order_of {
-        let a = &outcome.assignments[i];
-        db::orders::insert_assignment(
-            &mut *tx,
-            &order.order_id,
-            &a.location_id,
-            &holds[i].0,
-            slots[i],
-        )
-        .await?;
+    for (&i, &(location_id, day)) in order_of.iter().zip(slots) {
+        db::orders::insert_assignment(&mut *tx, &order.order_id, location_id, &holds[i].0, day)
+            .await?;
     }
     Ok(Ok((body, changed)))
 }
 
 /// Gives back the slots taken for a route that did not commit. A failure here leaves them
 /// taken (capacity under-used, never exceeded), so it is only logged.
-async fn give_back(conn: &mut PgConnection, outcome: &RouteOutcome, slots: &[Option<NaiveDate>]) {
-    for (a, day) in outcome.assignments.iter().zip(slots) {
-        if let Some(day) = day {
-            if let Err(e) = db::orders::give_back_slot(&mut *conn, &a.location_id, *day).await {
-                tracing::warn!(location_id = %a.location_id, error = %e, "a route's capacity slot was not given back");
-            }
+async fn give_back(conn: &mut PgConnection, taken: &[(&str, NaiveDate)]) {
+    for &(location_id, day) in taken {
+        if let Err(e) = db::orders::give_back_slot(&mut *conn, location_id, day).await {
+            tracing::warn!(%location_id, error = %e, "a route's capacity slot was not given back");
         }
     }
 }
