@@ -195,16 +195,18 @@ run_wrk() {
 # machine
 
 machine() {
-    local cpu mem pg redis nats
+    local cpu mem pg redis nats pgset
     cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || echo unknown)"
     mem="$(free -h | awk '/^Mem:/ { print $2 }')"
     pg="$(psql -X -At "$DATABASE_URL" -c 'SELECT version()' | cut -d, -f1)"
     redis="$(redis-server --version | awk '{ print $3 }')"
     nats="$("$(dirname "$(command -v nats-server)")/nats-server" --version 2>/dev/null || echo '?')"
+    # As the server runs, not as the file says.
+    pgset="$(psql -X -At "$DATABASE_URL" -c "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'wal_compression')")"
     jq -n --arg cpu "$cpu" --argjson cores "$(nproc)" --arg memory "$mem" \
         --arg kernel "$(uname -r)" --arg os "$(. /etc/os-release && echo "$PRETTY_NAME")" \
         --arg postgres "$pg" --arg redis "Redis $redis" --arg nats "$nats" \
-        --arg services "instance bench: PostgreSQL fsync=on, synchronous_commit=on, shared_buffers=512MB; Redis without persistence; JetStream sync_interval always" \
+        --arg services "instance bench: PostgreSQL $pgset (deploy/postgres/omnistock.conf); Redis without persistence; JetStream sync_interval always" \
         --arg load "$(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average at the start)" \
         '{cpu: $cpu, cores: $cores, memory: $memory, kernel: $kernel, os: $os, postgres: $postgres,
           redis: $redis, nats: $nats, services: $services, load: $load}' >"$BENCH_DIR/machine.json"

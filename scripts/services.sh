@@ -462,8 +462,10 @@ start_postgres() {
         # throwaway data: trade durability for speed
         opts+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     elif [[ "$INSTANCE" == bench ]]; then
-        # measured like a deployment: durable, said explicitly so the figures can quote it
-        opts+=" -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c shared_buffers=512MB"
+        # measured like a deployment: the settings deploy/postgres/omnistock.conf recommends
+        # (durable; OMNISTOCK_PG_CONF names another file to compare), shared_buffers a quarter
+        # of memory unless the file sets it
+        opts+=" $(pg_conf_opts "${OMNISTOCK_PG_CONF:-$ROOT/deploy/postgres/omnistock.conf}")"
     fi
     if ! as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PG_LOG" -w -t "$READY_TIMEOUT" -o "$opts" start \
         </dev/null >"$IDIR/pg_ctl.log" 2>&1 9>&-; then
@@ -472,6 +474,24 @@ start_postgres() {
         die "postgres failed to start (instance $INSTANCE)"
     fi
     wait_ready postgres pg_ready "$PG_LOG"
+}
+
+# `-c key=value` for every setting line of a postgresql.conf-style file, and shared_buffers
+# at 25 % of memory (at most 8 GB) when the file does not set it.
+pg_conf_opts() {
+    local file=$1 key value out="" mem_kb
+    [[ -r "$file" ]] || die "PostgreSQL settings file $file not found"
+    while IFS='=' read -r key value; do
+        key="${key//[[:space:]]/}"
+        value="$(sed -e 's/#.*//' -e "s/^[[:space:]']*//" -e "s/[[:space:]']*\$//" <<<"$value")"
+        [[ -z "$key" || "$key" == \#* || -z "$value" ]] && continue
+        out+=" -c $key=$value"
+    done <"$file"
+    if [[ "$out" != *" -c shared_buffers="* ]]; then
+        mem_kb="$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+        out+=" -c shared_buffers=$(( mem_kb / 4 / 1024 > 8192 ? 8192 : mem_kb / 4 / 1024 ))MB"
+    fi
+    printf '%s' "$out"
 }
 
 ensure_database() {
