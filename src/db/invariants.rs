@@ -108,3 +108,44 @@ pub async fn in_transit_mismatches(
     .fetch_all(db)
     .await
 }
+
+/// A location's day whose order counter differs from the orders assigned to it that day.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
+pub struct CapacityDifference {
+    pub location_id: String,
+    pub local_date: chrono::NaiveDate,
+    /// Slots taken (`daily_order_counts`).
+    pub counted: i64,
+    /// Orders assigned (`order_assignments`).
+    pub assigned: i64,
+}
+
+/// Order counters of each location's today and yesterday (its own calendar) that differ from
+/// the day's assignments. Older days no longer limit any route.
+pub async fn capacity_differences(
+    db: impl PgExecutor<'_>,
+) -> Result<Vec<CapacityDifference>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH days AS (
+             SELECT location_id, (now() AT TIME ZONE timezone)::date - 1 AS since FROM locations
+         ), counted AS (
+             SELECT c.location_id, c.local_date, c.orders AS counted
+             FROM daily_order_counts c JOIN days d USING (location_id)
+             WHERE c.local_date >= d.since
+         ), assigned AS (
+             SELECT a.location_id, a.local_date, count(*)::int8 AS assigned
+             FROM order_assignments a JOIN days d USING (location_id)
+             WHERE a.local_date >= d.since
+             GROUP BY 1, 2
+         )
+         SELECT COALESCE(c.location_id, a.location_id) AS location_id,
+                COALESCE(c.local_date, a.local_date) AS local_date,
+                COALESCE(c.counted, 0)::int8 AS counted, COALESCE(a.assigned, 0)::int8 AS assigned
+         FROM counted c
+         FULL JOIN assigned a ON a.location_id = c.location_id AND a.local_date = c.local_date
+         WHERE COALESCE(c.counted, 0) <> COALESCE(a.assigned, 0)
+         ORDER BY 1, 2",
+    )
+    .fetch_all(db)
+    .await
+}

@@ -338,6 +338,8 @@ pub struct ReconcileGauges {
     pub redis_mismatched: u64,
     pub redis_missing: u64,
     pub redis_repaired: u64,
+    pub capacity_leaked_slots: u64,
+    pub capacity_exceeded_days: u64,
     pub finished_unix_seconds: i64,
     pub duration_seconds: f64,
 }
@@ -358,7 +360,7 @@ pub static RECONCILIATION: Reconciliation = Reconciliation {
 
 impl Reconciliation {
     pub fn set_last(&self, g: ReconcileGauges) {
-        let gauges: [(&'static str, &'static str, f64); 9] = [
+        let gauges: [(&'static str, &'static str, f64); 11] = [
             (
                 "omnistock_reconcile_ledger_mismatches",
                 "Levels whose on_hand differs from what the ledger implies (not repaired).",
@@ -393,6 +395,16 @@ impl Reconciliation {
                 "omnistock_reconcile_redis_repaired",
                 "SKU entries rewritten in Redis from PostgreSQL.",
                 g.redis_repaired as f64,
+            ),
+            (
+                "omnistock_reconcile_capacity_leaked_slots",
+                "Order slots counted today or yesterday without an order (a route stopped between its slot and its commit): capacity under-used, not repaired.",
+                g.capacity_leaked_slots as f64,
+            ),
+            (
+                "omnistock_reconcile_capacity_exceeded_days",
+                "Location days with more orders assigned than slots counted: daily capacity could be exceeded (not repaired).",
+                g.capacity_exceeded_days as f64,
             ),
             (
                 "omnistock_reconcile_last_run_timestamp_seconds",

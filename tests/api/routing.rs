@@ -313,6 +313,56 @@ async fn concurrent_routes_never_take_more_than_a_days_capacity() {
     app.assert_ledger_consistent().await;
 }
 
+/// A route that dies between taking its slot and committing leaves the slot counted without an
+/// order. Reconcile reports it (under-use, consistent), and a counter below its orders as a day
+/// whose capacity could be exceeded (inconsistent).
+#[tokio::test]
+async fn reconcile_reports_a_leaked_slot_and_a_day_over_capacity() {
+    let app = spawn_app().await;
+    cities(&app, Some(7)).await;
+    app.stock("NEWTPE", "CAP", 500).await;
+    app.stock("BANQIAO", "CAP", 500).await;
+    assert_eq!(race_routes(&app, "leak", 3, "CAP").await, 3);
+    let report = app.reconcile().await;
+    assert!(report.capacity.is_clean(), "{report}");
+    assert!(report.to_string().contains("capacity: ok"), "{report}");
+
+    // What a route leaves when it stops after its slot: the slot, and nothing else.
+    let mut conn = app.pool.acquire().await.expect("connection");
+    omnistock::db::orders::take_slot(&mut conn, "NEWTPE")
+        .await
+        .expect("take a slot")
+        .expect("a slot left");
+    let report = app.reconcile().await;
+    assert_eq!(report.capacity.leaked_slots, 1, "{report}");
+    assert_eq!(report.capacity.leaked[0].location_id, "NEWTPE", "{report}");
+    assert!(report.capacity.exceeded.is_empty(), "{report}");
+    assert!(
+        report.postgres_consistent(),
+        "under-use is not an inconsistency"
+    );
+    assert!(
+        report
+            .to_string()
+            .contains("1 slot(s) counted without an order"),
+        "{report}"
+    );
+
+    sqlx::query("UPDATE daily_order_counts SET orders = 0")
+        .execute(&app.pool)
+        .await
+        .expect("hand edit");
+    let report = app.reconcile().await;
+    assert!(!report.capacity.exceeded.is_empty(), "{report}");
+    assert!(!report.postgres_consistent(), "{report}");
+    assert!(
+        report
+            .to_string()
+            .contains("assigned more orders than they counted"),
+        "{report}"
+    );
+}
+
 #[tokio::test]
 async fn nearby_stores_are_sorted_by_distance_within_the_radius() {
     let app = spawn_app().await;

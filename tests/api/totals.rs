@@ -9,7 +9,6 @@ use omnistock::cache::RedisStore;
 use omnistock::domain::availability::available;
 use omnistock::domain::channel::{pool_available, ChannelDef, Selector, SkuOverride};
 use omnistock::domain::location::LocationKind;
-use omnistock::ops::reconcile;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
@@ -407,15 +406,8 @@ async fn totals_equal_the_sum_of_their_levels_after_any_mix_of_writes() {
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
     }
-    let report = reconcile(&app).await;
+    let report = app.reconcile().await;
     assert!(report.totals.is_clean(), "{report}");
-}
-
-async fn reconcile(app: &TestApp) -> omnistock::ops::reconcile::Report {
-    let store = RedisStore::new(&app.iso.redis_url, &app.iso.redis_prefix).expect("store");
-    reconcile::run(&app.pool, &store, true)
-        .await
-        .expect("reconcile")
 }
 
 #[tokio::test]
@@ -430,7 +422,7 @@ async fn reconcile_finds_and_repairs_a_corrupted_total() {
         .execute(&app.pool)
         .await
         .expect("corrupt");
-    let report = reconcile(&app).await;
+    let report = app.reconcile().await;
     assert_eq!(report.totals.mismatched, 1, "{report}");
     assert_eq!(report.totals.repaired, 1, "{report}");
     assert!(
@@ -460,10 +452,10 @@ async fn reconcile_finds_and_repairs_a_corrupted_total() {
         .query_async(&mut redis)
         .await
         .expect("corrupt redis");
-    let report = reconcile(&app).await;
+    let report = app.reconcile().await;
     assert_eq!(report.totals.redis_mismatched, 1, "{report}");
     assert_eq!(report.totals.redis_repaired, 1, "{report}");
-    let report = reconcile(&app).await;
+    let report = app.reconcile().await;
     assert!(report.totals.is_clean(), "clean after the repair: {report}");
     assert_eq!(report.totals_unrepaired(), 0);
     assert_eq!(batch(&app, "all").await[0], 14);

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{RedisFindings, Report};
+use super::{CapacityFindings, RedisFindings, Report};
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -64,6 +64,7 @@ impl fmt::Display for Report {
                 )?;
             }
         }
+        fmt_capacity(f, &self.capacity)?;
         fmt_redis(f, &self.redis, self.repair)?;
         write!(f, "{}", self.totals.display(self.repair))?;
         writeln!(f, "took {:.2} s", self.duration_seconds)
@@ -103,6 +104,47 @@ fn fmt_redis(f: &mut fmt::Formatter<'_>, r: &RedisFindings, repair: bool) -> fmt
                 f,
                 "  {kind:<10} {} {:?}: PostgreSQL {pg}, Redis {redis}",
                 d.location_id, d.sku
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn fmt_capacity(f: &mut fmt::Formatter<'_>, c: &CapacityFindings) -> fmt::Result {
+    if c.is_clean() {
+        return writeln!(
+            f,
+            "capacity: ok, today's and yesterday's order counters equal the orders assigned"
+        );
+    }
+    if !c.exceeded.is_empty() {
+        writeln!(
+            f,
+            "capacity: {} location day(s) assigned more orders than they counted: their daily \
+             capacity could be exceeded. PostgreSQL is not repaired.",
+            c.exceeded.len()
+        )?;
+        for d in &c.exceeded {
+            writeln!(
+                f,
+                "  {} {}: {} counted, {} assigned",
+                d.location_id, d.local_date, d.counted, d.assigned
+            )?;
+        }
+    }
+    if !c.leaked.is_empty() {
+        writeln!(
+            f,
+            "capacity: {} slot(s) counted without an order (a route stopped between taking its \
+             slot and committing): that day's capacity is under-used. Not repaired; the counter \
+             starts again the next day.",
+            c.leaked_slots
+        )?;
+        for d in &c.leaked {
+            writeln!(
+                f,
+                "  {} {}: {} counted, {} assigned",
+                d.location_id, d.local_date, d.counted, d.assigned
             )?;
         }
     }

@@ -8,6 +8,8 @@
 //!   differs is repaired: deleted, then rewritten complete from a fresh PostgreSQL read.
 //! * Totals ([`totals`]): every per-SKU channel total against the sum of its levels (derived
 //!   data, so repaired: recomputed from the levels), and Redis's totals against PostgreSQL's.
+//! * Order capacity ([`capacity`]): each location's day counter against the orders assigned
+//!   that day (not repaired).
 //!
 //! Concurrent commits keep moving while this runs, and Redis is written just *after* each
 //! commit, so a single look can see Redis briefly behind (a write in flight) or ahead (a commit
@@ -19,6 +21,7 @@
 //!   write of a commit at least that pause old never arrived;
 //! * anything between the two is a write in flight, not a difference.
 
+mod capacity;
 mod display;
 mod redis;
 mod totals;
@@ -37,6 +40,7 @@ use crate::db;
 use crate::db::invariants::{InTransitMismatch, LedgerMismatch, ReservedMismatch};
 use crate::metrics::{ReconcileGauges, RECONCILIATION};
 
+pub use self::capacity::CapacityFindings;
 pub use self::redis::{PgLevel, RedisDifference, RedisFindings};
 pub use self::totals::TotalsFindings;
 
@@ -84,6 +88,8 @@ pub struct Report {
     pub redis: RedisFindings,
     /// Totals against the sum of their levels, and Redis's totals against PostgreSQL's.
     pub totals: TotalsFindings,
+    /// Order counters against the orders assigned (not repaired).
+    pub capacity: CapacityFindings,
     /// Whether Redis differences were to be repaired.
     pub repair: bool,
     pub started_at: DateTime<Utc>,
@@ -91,9 +97,13 @@ pub struct Report {
 }
 
 impl Report {
-    /// Every level agrees with its ledger and its holds.
+    /// Every level agrees with its ledger and its holds, and no day took more orders than it
+    /// counted. Leaked capacity slots (under-use) do not make it inconsistent.
     pub fn postgres_consistent(&self) -> bool {
-        self.ledger.count == 0 && self.reserved.count == 0 && self.in_transit.count == 0
+        self.ledger.count == 0
+            && self.reserved.count == 0
+            && self.in_transit.count == 0
+            && self.capacity.exceeded.is_empty()
     }
 
     /// Redis differences found and left as they were.
@@ -115,6 +125,8 @@ impl Report {
             redis_mismatched: self.redis.mismatched,
             redis_missing: self.redis.missing,
             redis_repaired: self.redis.repaired,
+            capacity_leaked_slots: self.capacity.leaked_slots,
+            capacity_exceeded_days: self.capacity.exceeded.len() as u64,
             finished_unix_seconds: Utc::now().timestamp(),
             duration_seconds: self.duration_seconds,
         }
@@ -136,12 +148,16 @@ pub async fn run(pool: &PgPool, store: &RedisStore, repair: bool) -> anyhow::Res
         .context("checking in_transit against the open transfers")?;
     let redis = redis::compare(pool, store, repair).await?;
     let totals = totals::check(pool, store, repair).await?;
+    let capacity = capacity::check(pool, SETTLE, EXAMPLES)
+        .await
+        .context("checking the order counters against the orders assigned")?;
     Ok(Report {
         ledger: Findings::from_rows(ledger),
         reserved: Findings::from_rows(reserved),
         in_transit: Findings::from_rows(in_transit),
         redis,
         totals,
+        capacity,
         repair,
         started_at,
         duration_seconds: clock.elapsed().as_secs_f64(),
@@ -187,7 +203,11 @@ fn record(report: &Report) {
     RECONCILIATION.repaired.add(report.redis.repaired);
     RECONCILIATION.set_last(report.gauges());
     let r = &report.redis;
-    if report.postgres_consistent() && r.stale == 0 && r.mismatched == 0 && report.totals.is_clean()
+    if report.postgres_consistent()
+        && r.stale == 0
+        && r.mismatched == 0
+        && report.totals.is_clean()
+        && report.capacity.is_clean()
     {
         tracing::debug!(
             checked_skus = r.checked_skus,
@@ -205,6 +225,8 @@ fn record(report: &Report) {
         totals_mismatched = report.totals.mismatched,
         totals_redis_differ = report.totals.redis_stale + report.totals.redis_mismatched,
         totals_repaired = report.totals.repaired + report.totals.redis_repaired,
+        capacity_leaked_slots = report.capacity.leaked_slots,
+        capacity_exceeded_days = report.capacity.exceeded.len(),
         checked_skus = r.checked_skus,
         "reconciliation found differences (run `omnistock reconcile` for examples; PostgreSQL is never repaired automatically)"
     );
