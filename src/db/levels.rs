@@ -46,12 +46,21 @@ pub async fn page_by_sku(
     after_sku: Option<&str>,
     skus_per_page: i64,
 ) -> Result<Vec<LevelRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM stock_levels
-         WHERE sku IN (SELECT sku FROM skus WHERE $1::text IS NULL OR sku > $1
-                       ORDER BY sku LIMIT $2)
-         ORDER BY sku, location_id"
-    ))
+    // Each SKU's levels through the SKU index, in a subquery that cannot be flattened
+    // (`OFFSET 0`). As `sku IN (page)` the planner hashed the page and scanned the whole table
+    // for it: every page read all 10M levels at 10M (2.5 s a page, 100 pages), where this
+    // reads the page's own 100,000 (0.19–0.23 s, custom or generic plan). `sku > ''` rather
+    // than `$1 IS NULL OR sku > $1`, which a generic plan can only filter, not seek: an id is
+    // never empty.
+    sqlx::query_as(
+        "SELECT l.location_id, l.sku, l.on_hand, l.reserved, l.in_transit, l.version,
+                l.last_count_at, l.last_movement_at
+         FROM (SELECT sku FROM skus WHERE sku > COALESCE($1, '') ORDER BY sku LIMIT $2) s
+         CROSS JOIN LATERAL (
+             SELECT * FROM stock_levels l WHERE l.sku = s.sku ORDER BY l.location_id OFFSET 0
+         ) l
+         ORDER BY s.sku, l.location_id",
+    )
     .bind(after_sku)
     .bind(skus_per_page)
     .fetch_all(db)

@@ -303,6 +303,53 @@ async fn a_rebuild_vouches_for_the_redis_it_filled() {
     assert_eq!(levels[0].on_hand, 3);
 }
 
+/// A rebuild pages through the catalogue 500 SKUs at a time: every SKU of every page, with all
+/// of its levels, ends up complete in Redis, whatever the paging query looks like.
+#[tokio::test]
+async fn a_rebuild_writes_every_sku_of_every_page_complete() {
+    let app = spawn_app().await;
+    app.store("TW1", 25.0, 121.5).await;
+    app.store("TW2", 25.1, 121.6).await;
+    sqlx::query("INSERT INTO skus (sku) SELECT 'P' || g FROM generate_series(1, 1234) g")
+        .execute(&app.pool)
+        .await
+        .expect("skus");
+    // Two levels a SKU, on_hand = the SKU's number (and twice it at TW2).
+    sqlx::query(
+        "INSERT INTO stock_levels (location_id, sku, on_hand, version)
+         SELECT loc, 'P' || g, g * k, 1
+         FROM generate_series(1, 1234) g, (VALUES ('TW1', 1), ('TW2', 2)) AS l(loc, k)",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("levels");
+    let prefix = format!("{}-pages", app.iso.redis_prefix);
+    let store = RedisStore::new(&app.iso.redis_url, &prefix).expect("store");
+    let cache = omnistock::cache::StockCache::new(
+        RedisStore::new(&app.iso.redis_url, &prefix).expect("store"),
+        app.pool.clone(),
+    );
+    assert_eq!(cache.rebuild().await.expect("rebuild"), 1234);
+    let skus: Vec<String> = (1..=1234).map(|g| format!("P{g}")).collect();
+    let refs: Vec<&str> = skus.iter().map(String::as_str).collect();
+    let read = store.read(&refs).await.expect("read");
+    for (g, entry) in (1..=1234).zip(&read) {
+        let levels = entry
+            .as_ref()
+            .unwrap_or_else(|| panic!("P{g} is not complete in Redis"));
+        let mut got: Vec<(String, i64)> = levels
+            .iter()
+            .map(|l| (l.location_id.clone(), l.on_hand))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [("TW1".to_owned(), g), ("TW2".to_owned(), 2 * g)],
+            "P{g}"
+        );
+    }
+}
+
 /// A fill whose Redis fails ends with the error: its reader, pages ahead of the writer, must
 /// not wait forever to hand a page to a writer that has stopped.
 #[tokio::test]
