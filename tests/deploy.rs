@@ -712,3 +712,42 @@ fn the_readme_configuration_table_lists_every_variable_the_code_reads() {
         BTreeSet::from(["DATABASE_URL".to_owned()])
     );
 }
+
+/// `key = value` lines of a postgresql.conf-style file, comments and blanks left out.
+fn pg_settings(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('\'').to_owned()))
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+        .collect()
+}
+
+#[test]
+fn compose_runs_postgres_with_the_recommended_settings() {
+    let wanted = pg_settings(&read("deploy/postgres/omnistock.conf"));
+    assert!(wanted.contains_key("max_wal_size"), "{wanted:?}");
+    assert_eq!(wanted.get("fsync").map(String::as_str), Some("on"));
+    let compose = yaml("deploy/compose.yaml");
+    let command: Vec<&str> = compose[0]["services"]["postgres"]["command"]
+        .as_sequence()
+        .expect("postgres has a command")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let given: BTreeMap<String, String> = command
+        .windows(2)
+        .filter(|w| w[0] == "-c")
+        .filter_map(|w| w[1].split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    for (k, v) in &wanted {
+        // Durability is PostgreSQL's default; compose leaves it so.
+        if ["fsync", "synchronous_commit", "full_page_writes"].contains(&k.as_str()) {
+            assert!(!given.contains_key(k), "compose turns {k} to {:?}", given[k]);
+            continue;
+        }
+        assert_eq!(given.get(k), Some(v), "compose's {k}");
+    }
+    assert!(given.contains_key("shared_buffers"), "{given:?}");
+}
