@@ -744,7 +744,11 @@ fn compose_runs_postgres_with_the_recommended_settings() {
     for (k, v) in &wanted {
         // Durability is PostgreSQL's default; compose leaves it so.
         if ["fsync", "synchronous_commit", "full_page_writes"].contains(&k.as_str()) {
-            assert!(!given.contains_key(k), "compose turns {k} to {:?}", given[k]);
+            assert!(
+                !given.contains_key(k),
+                "compose turns {k} to {:?}",
+                given[k]
+            );
             continue;
         }
         assert_eq!(given.get(k), Some(v), "compose's {k}");

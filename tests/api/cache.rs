@@ -5,7 +5,7 @@ use omnistock::cache::RedisStore;
 use omnistock::db::levels::LevelRow;
 use serde_json::json;
 
-use crate::helpers::{movement, spawn_app, spawn_with, wait_until, Isolation, READ_KEY};
+use crate::helpers::{movement, spawn_app, spawn_with, wait_until, Isolation, TestApp, READ_KEY};
 
 /// A private redis-server this test may stop and start (the shared one must stay up).
 pub(crate) struct PrivateRedis {
@@ -303,6 +303,30 @@ async fn a_rebuild_vouches_for_the_redis_it_filled() {
     assert_eq!(levels[0].on_hand, 3);
 }
 
+/// SKUs `{prefix}1..={n}` with a level at each location, on hand the SKU's number times the
+/// location's factor, written behind the daemon's back (a catalogue bigger than tests import).
+async fn seed_catalogue(app: &TestApp, prefix: &str, n: i32, locations: &[(&str, i64)]) {
+    sqlx::query("INSERT INTO skus (sku) SELECT $1 || g FROM generate_series(1, $2) g")
+        .bind(prefix)
+        .bind(n)
+        .execute(&app.pool)
+        .await
+        .expect("skus");
+    let (locs, factors): (Vec<&str>, Vec<i64>) = locations.iter().copied().unzip();
+    sqlx::query(
+        "INSERT INTO stock_levels (location_id, sku, on_hand, version)
+         SELECT l.loc, $1 || g, g * l.k, 1
+         FROM generate_series(1, $2) g, UNNEST($3::text[], $4::int8[]) AS l(loc, k)",
+    )
+    .bind(prefix)
+    .bind(n)
+    .bind(&locs)
+    .bind(&factors)
+    .execute(&app.pool)
+    .await
+    .expect("levels");
+}
+
 /// A rebuild pages through the catalogue 500 SKUs at a time: every SKU of every page, with all
 /// of its levels, ends up complete in Redis, whatever the paging query looks like.
 #[tokio::test]
@@ -310,19 +334,8 @@ async fn a_rebuild_writes_every_sku_of_every_page_complete() {
     let app = spawn_app().await;
     app.store("TW1", 25.0, 121.5).await;
     app.store("TW2", 25.1, 121.6).await;
-    sqlx::query("INSERT INTO skus (sku) SELECT 'P' || g FROM generate_series(1, 1234) g")
-        .execute(&app.pool)
-        .await
-        .expect("skus");
-    // Two levels a SKU, on_hand = the SKU's number (and twice it at TW2).
-    sqlx::query(
-        "INSERT INTO stock_levels (location_id, sku, on_hand, version)
-         SELECT loc, 'P' || g, g * k, 1
-         FROM generate_series(1, 1234) g, (VALUES ('TW1', 1), ('TW2', 2)) AS l(loc, k)",
-    )
-    .execute(&app.pool)
-    .await
-    .expect("levels");
+    // On hand: the SKU's number at TW1, twice it at TW2.
+    seed_catalogue(&app, "P", 1234, &[("TW1", 1), ("TW2", 2)]).await;
     let prefix = format!("{}-pages", app.iso.redis_prefix);
     let store = RedisStore::new(&app.iso.redis_url, &prefix).expect("store");
     let cache = omnistock::cache::StockCache::new(
@@ -357,17 +370,7 @@ async fn a_rebuild_into_a_failing_redis_ends_with_its_error() {
     let app = spawn_app().await;
     app.store("TW1", 25.0, 121.5).await;
     // More SKU pages (500 SKUs each) than the channel between reader and writer holds.
-    sqlx::query("INSERT INTO skus (sku) SELECT 'F' || g FROM generate_series(1, 1600) g")
-        .execute(&app.pool)
-        .await
-        .expect("skus");
-    sqlx::query(
-        "INSERT INTO stock_levels (location_id, sku, on_hand, version)
-         SELECT 'TW1', 'F' || g, 1, 1 FROM generate_series(1, 1600) g",
-    )
-    .execute(&app.pool)
-    .await
-    .expect("levels");
+    seed_catalogue(&app, "F", 1600, &[("TW1", 1)]).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")

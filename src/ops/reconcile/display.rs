@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::{CapacityFindings, RedisFindings, Report};
+use crate::db::invariants::CapacityDifference;
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -124,13 +125,7 @@ fn fmt_capacity(f: &mut fmt::Formatter<'_>, c: &CapacityFindings) -> fmt::Result
              capacity could be exceeded. PostgreSQL is not repaired.",
             c.exceeded.len()
         )?;
-        for d in &c.exceeded {
-            writeln!(
-                f,
-                "  {} {}: {} counted, {} assigned",
-                d.location_id, d.local_date, d.counted, d.assigned
-            )?;
-        }
+        fmt_days(f, &c.exceeded)?;
     }
     if !c.leaked.is_empty() {
         writeln!(
@@ -140,13 +135,18 @@ fn fmt_capacity(f: &mut fmt::Formatter<'_>, c: &CapacityFindings) -> fmt::Result
              starts again the next day.",
             c.leaked_slots
         )?;
-        for d in &c.leaked {
-            writeln!(
-                f,
-                "  {} {}: {} counted, {} assigned",
-                d.location_id, d.local_date, d.counted, d.assigned
-            )?;
-        }
+        fmt_days(f, &c.leaked)?;
+    }
+    Ok(())
+}
+
+fn fmt_days(f: &mut fmt::Formatter<'_>, days: &[CapacityDifference]) -> fmt::Result {
+    for d in days {
+        writeln!(
+            f,
+            "  {} {}: {} counted, {} assigned",
+            d.location_id, d.local_date, d.counted, d.assigned
+        )?;
     }
     Ok(())
 }
