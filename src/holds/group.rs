@@ -191,6 +191,7 @@ async fn run(inner: &Inner, key: &Key, batch: Vec<Pending>) {
         return;
     }
     let holds: Vec<&Hold> = batch.iter().map(|p| &p.hold).collect();
+    crate::metrics::observe(crate::metrics::HOLD_GROUP_SIZE, holds.len() as f64);
     match apply(inner, key, &holds).await {
         Ok(answers) => {
             for (p, a) in batch.into_iter().zip(answers) {

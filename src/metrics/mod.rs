@@ -100,13 +100,14 @@ pub static METRICS: Metrics = Metrics {
     readiness_probes: Counter("omnistock_readiness_probes_total"),
 };
 
-// Histograms, all in seconds except the batch size.
+// Histograms, all in seconds except the batch and group sizes.
 pub const INGEST_BATCH_SECONDS: &str = "omnistock_ingest_batch_duration_seconds";
 pub const INGEST_BATCH_SIZE: &str = "omnistock_ingest_batch_size";
 pub const PUBLISH_TO_COMMIT: &str = "omnistock_ingest_publish_to_commit_seconds";
 pub const COMMIT_TO_VISIBLE: &str = "omnistock_commit_to_visible_seconds";
 pub const HTTP_REQUEST_SECONDS: &str = "omnistock_http_request_duration_seconds";
 pub const HOLD_SECONDS: &str = "omnistock_hold_duration_seconds";
+pub const HOLD_GROUP_SIZE: &str = "omnistock_hold_group_size";
 pub const ROUTE_SECONDS: &str = "omnistock_route_duration_seconds";
 // Gauges and counters fed by the background jobs.
 pub const CONSUMER_PENDING: &str = "omnistock_ingest_consumer_pending_messages";
@@ -162,6 +163,11 @@ const HISTOGRAMS: &[(&str, &[f64], &str)] = &[
         HOLD_SECONDS,
         LATENCY_BUCKETS,
         "Time to take a hold (reservation or preorder), by outcome, in seconds.",
+    ),
+    (
+        HOLD_GROUP_SIZE,
+        SIZE_BUCKETS,
+        "Holds on one (location, SKU) taken in one transaction (group commit).",
     ),
     (
         ROUTE_SECONDS,

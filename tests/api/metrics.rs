@@ -184,6 +184,16 @@ async fn holds_are_timed_by_outcome_and_a_short_one_is_an_oversell_attempt() {
     assert!(delta("created") >= 1.0, "{after}");
     assert!(delta("replay") >= 1.0);
     assert!(delta("insufficient") >= 2.0);
+    // Every ordinary hold goes through its (location, SKU) group, even alone.
+    let groups = |name: &str| sum(&after, name, &[]) - sum(&before, name, &[]);
+    assert!(
+        groups("omnistock_hold_group_size_count") >= 1.0,
+        "no group recorded: {after}"
+    );
+    assert!(
+        groups("omnistock_hold_group_size_sum") >= groups("omnistock_hold_group_size_count"),
+        "{after}"
+    );
     // This channel is this test's own: exactly its one refused hold.
     assert_eq!(
         sum(
