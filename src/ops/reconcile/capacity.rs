@@ -34,6 +34,7 @@ pub struct CapacityFindings {
     pub leaked_slots: u64,
     pub leaked: Vec<CapacityDifference>,
     /// Days with more orders than slots counted: the day's capacity could be exceeded.
+    pub exceeded_days: u64,
     pub exceeded: Vec<CapacityDifference>,
 }
 
@@ -87,15 +88,16 @@ fn findings(looks: &[Vec<CapacityDifference>], examples: usize) -> CapacityFindi
         .iter()
         .map(|d| d.counted.saturating_sub(d.assigned).unsigned_abs())
         .sum();
+    let exceeded: Vec<CapacityDifference> = short
+        .into_values()
+        .filter(|(n, _)| *n == looks.len())
+        .map(|(_, d)| d)
+        .collect();
     CapacityFindings {
         leaked_slots,
         leaked: leaked.into_iter().take(examples).collect(),
-        exceeded: short
-            .into_values()
-            .filter(|(n, _)| *n == looks.len())
-            .map(|(_, d)| d)
-            .take(examples)
-            .collect(),
+        exceeded_days: exceeded.len() as u64,
+        exceeded: exceeded.into_iter().take(examples).collect(),
     }
 }
 
@@ -137,6 +139,14 @@ mod tests {
     fn an_excess_must_show_in_every_look() {
         let f = findings(&[vec![d("A", 3, 4)], vec![d("A", 3, 5)]], 10);
         assert_eq!(f.exceeded, vec![d("A", 3, 5)]);
+        assert_eq!(f.exceeded_days, 1);
+        let many: Vec<_> = (0..12).map(|i| d(&format!("L{i:02}"), 0, 1)).collect();
+        let f = findings(&[many.clone(), many], 10);
+        assert_eq!(
+            (f.exceeded_days, f.exceeded.len()),
+            (12, 10),
+            "counted, then cut"
+        );
         let f = findings(&[vec![d("A", 3, 4)], vec![]], 10);
         assert!(f.is_clean(), "{f:?}");
     }

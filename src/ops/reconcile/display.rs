@@ -123,7 +123,7 @@ fn fmt_capacity(f: &mut fmt::Formatter<'_>, c: &CapacityFindings) -> fmt::Result
             f,
             "capacity: {} location day(s) assigned more orders than they counted: their daily \
              capacity could be exceeded. PostgreSQL is not repaired.",
-            c.exceeded.len()
+            c.exceeded_days
         )?;
         fmt_days(f, &c.exceeded)?;
     }

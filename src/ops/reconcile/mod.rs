@@ -126,7 +126,7 @@ impl Report {
             redis_missing: self.redis.missing,
             redis_repaired: self.redis.repaired,
             capacity_leaked_slots: self.capacity.leaked_slots,
-            capacity_exceeded_days: self.capacity.exceeded.len() as u64,
+            capacity_exceeded_days: self.capacity.exceeded_days,
             finished_unix_seconds: Utc::now().timestamp(),
             duration_seconds: self.duration_seconds,
         }
@@ -226,7 +226,7 @@ fn record(report: &Report) {
         totals_redis_differ = report.totals.redis_stale + report.totals.redis_mismatched,
         totals_repaired = report.totals.repaired + report.totals.redis_repaired,
         capacity_leaked_slots = report.capacity.leaked_slots,
-        capacity_exceeded_days = report.capacity.exceeded.len(),
+        capacity_exceeded_days = report.capacity.exceeded_days,
         checked_skus = r.checked_skus,
         "reconciliation found differences (run `omnistock reconcile` for examples; PostgreSQL is never repaired automatically)"
     );
