@@ -19,7 +19,9 @@ use crate::db::health::DbHealth;
 use crate::db::PoolSettings;
 use crate::directory::{self, Directory};
 use crate::events::hub::{self, ChangeHub};
-use crate::http::{self, auth::Auth, AppState, Deadlines, Readiness, StreamSlots, StreamTokens};
+use crate::http::{
+    self, auth::Auth, AppState, Deadlines, Readiness, Shared, StreamSlots, StreamTokens,
+};
 use crate::jobs::{JobStatus, Supervisor};
 use crate::{db, ingest};
 
@@ -250,7 +252,7 @@ impl Application {
         let shutdown = CancellationToken::new();
         let jobs = Supervisor::new(shutdown.clone(), JobStatus::default());
         let holds = crate::holds::group::HoldQueues::new(pool.clone(), Arc::clone(&cache));
-        let state = AppState {
+        let state = AppState::new(Shared {
             holds,
             pool,
             cache,
@@ -269,7 +271,7 @@ impl Application {
                 db_down: config.limits.db_down_request_timeout(),
                 db: db_health,
             },
-        };
+        });
         Ok(Application {
             listener,
             state,
