@@ -69,13 +69,13 @@ pub fn wrap(mut router: Router, cors: &CorsOrigins) -> Router {
 /// is drawn once, and each id mixes it with a counter through a bijection (so no two counters
 /// give the same low half).
 #[derive(Clone)]
-pub struct RequestIds {
+struct RequestIds {
     seed: [u64; 2],
     next: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RequestIds {
-    pub fn new() -> Self {
+    fn new() -> Self {
         let r = uuid::Uuid::new_v4().as_u128();
         Self {
             seed: [(r >> 64) as u64, r as u64],
@@ -84,16 +84,10 @@ impl RequestIds {
     }
 
     /// The id for counter value `n`.
-    pub fn id(&self, n: u64) -> uuid::Uuid {
+    fn id(&self, n: u64) -> uuid::Uuid {
         let lo = splitmix64(n ^ self.seed[1]);
         let bytes = (u128::from(self.seed[0]) << 64 | u128::from(lo)).to_be_bytes();
         uuid::Builder::from_random_bytes(bytes).into_uuid()
-    }
-}
-
-impl Default for RequestIds {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -108,8 +102,9 @@ fn splitmix64(x: u64) -> u64 {
 impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = self.id(n).hyphenated().to_string();
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+        let mut buf = uuid::Uuid::encode_buffer();
+        let id = self.id(n).hyphenated().encode_lower(&mut buf);
+        HeaderValue::from_str(id).ok().map(RequestId::new)
     }
 }
 
