@@ -21,6 +21,44 @@ use crate::domain::reservation::{self, Status};
 use crate::domain::transfer::TransferLine;
 use crate::events::{self, LevelChange};
 
+/// Locks the levels of the keys (given in key order) and returns them. Most batches touch
+/// levels that exist, and then this is one statement. Keys without a level get one (and their
+/// SKU a catalogue row) and are locked after the others: out of key order, so a writer that
+/// created one of them in the meantime and then waits for a level locked here deadlocks with
+/// this batch. PostgreSQL breaks that within `deadlock_timeout`, and the batch is retried
+/// (`db::is_retryable`); ingest shards by level, so it takes a third writer (a transfer's
+/// destination, a hold, a supply line) creating the same new level at that instant.
+async fn lock_levels(
+    conn: &mut PgConnection,
+    locations: &[String],
+    skus: &[String],
+) -> Result<Vec<LevelRow>, sqlx::Error> {
+    let mut locked = db::levels::lock(conn, locations, skus).await?;
+    if locked.len() == locations.len() {
+        return Ok(locked);
+    }
+    let have: HashSet<(&str, &str)> = locked
+        .iter()
+        .map(|l| (l.location_id.as_str(), l.sku.as_str()))
+        .collect();
+    let (new_locs, new_skus): (Vec<String>, Vec<String>) = locations
+        .iter()
+        .zip(skus)
+        .filter(|(l, s)| !have.contains(&(l.as_str(), s.as_str())))
+        .map(|(l, s)| (l.clone(), s.clone()))
+        .unzip();
+    let catalogue: Vec<String> = new_skus
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    db::levels::ensure_skus(conn, &catalogue).await?;
+    db::levels::ensure(conn, &new_locs, &new_skus).await?;
+    locked.extend(db::levels::lock(conn, &new_locs, &new_skus).await?);
+    Ok(locked)
+}
+
 /// What one applied batch did.
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -110,19 +148,11 @@ pub async fn apply_in(
         .map(|m| (m.location_id.as_str(), m.sku.as_str()))
         .collect();
     keys.extend(transit.destination_keys());
-    let skus: Vec<String> = keys
-        .iter()
-        .map(|(_, s)| s.to_string())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
     let (key_locs, key_skus): (Vec<String>, Vec<String>) = keys
         .iter()
         .map(|(l, s)| (l.to_string(), s.to_string()))
         .unzip();
-    db::levels::ensure_skus(conn, &skus).await?;
-    db::levels::ensure(conn, &key_locs, &key_skus).await?;
-    let locked = db::levels::lock(conn, &key_locs, &key_skus).await?;
+    let locked = lock_levels(conn, &key_locs, &key_skus).await?;
 
     let ids: Vec<&str> = fresh.iter().map(|m| m.event_id.as_str()).collect();
     let existing = db::movements::existing_event_ids(conn, &ids).await?;
