@@ -279,6 +279,12 @@ SQL
     record ceiling.redis_get - "$(cut -d, -f2 <<<"$line")" "req/s" "${cmd[*]}" \
         "$(cut -d, -f5 <<<"$line")" "$(cut -d, -f7 <<<"$line")" 50 0
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
+
+    say "ceiling: JetStream publish (as the outbox relay publishes change events)"
+    cmd=("$BIN" bench jetstream --messages "$((QUICK == 1 ? 5000 : 20000))")
+    out="$(bounded 300 "${cmd[@]}" 2>&1)" || die "omnistock bench jetstream failed: $out"
+    record ceiling.js_publish - "$(jq .rate <<<"$out")" "messages/s" \
+        "${cmd[*]:1} (Nats-Msg-Id on each, 1,000 acks in flight, 250 B)" null null 1 0
 }
 
 # --------------------------------------------------------------------------
@@ -496,14 +502,48 @@ wait_level() {
     die "$loc/$sku did not reach on_hand $want within 60 s"
 }
 
+# The outbox relay has published every change event up to outbox id $1 (no gap left below
+# it), waiting at most $2 seconds.
+relay_past() {
+    local last=$1 i
+    for ((i = 0; i < $2 * 10; i++)); do
+        [[ "$(psql -X -At "$DATABASE_URL" -c "SELECT seen_to >= $last AND cardinality(gap_lo) = 0
+                                              FROM outbox_cursors WHERE name = 'relay'")" == t ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+outbox_max() { psql -X -At "$DATABASE_URL" -c 'SELECT coalesce(max(id), 0) FROM outbox'; }
+
 ingest() {
-    local id=$1 scale=$2 out rate
+    local id=$1 scale=$2 out rate t0 first last
     local cmd=("$BIN" load --movements "$MOVEMENTS" --per-message 500 --latency-samples 0)
+    # Events of the runs before (publish -> visible) must not be counted as this run's.
+    first="$(outbox_max)"
+    relay_past "$first" 600 || say "the relay is still behind the runs before; ingest.events includes their events"
+    t0=$(date +%s.%N)
     out="$(bounded 1800 "${cmd[@]}" 2>&1)" || die "omnistock load failed: $out"
     printf '%s\n' "$out" >>"$WORK/load.log"
     rate="$(grep 'all committed after' <<<"$out" | grep -Eo '\(([0-9.]+) movements/s' | grep -Eo '[0-9.]+')"
     record "$id" "$scale" "$rate" "movements/s" "omnistock load --movements $MOVEMENTS --per-message 500 --latency-samples 0" \
         null null null null "$(grep 'all committed after' <<<"$out" | sed 's/  */ /g')"
+    [[ "$id" == ingest.1d ]] || return 0
+    # The same run until its change events are in JetStream too.
+    last="$(outbox_max)"
+    local ok=0 secs events
+    relay_past "$last" 600 && ok=1
+    secs="$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')"
+    events=$((last - first))
+    local what="omnistock load (as ingest.1d), until the relay has published every change event it caused"
+    if ((ok)); then
+        record ingest.events "$scale" "$(awk -v n="$MOVEMENTS" -v s="$secs" 'BEGIN { printf "%.1f", n / s }')" \
+            "movements/s" "$what" null null null null \
+            "$events change events in $secs s: $(awk -v n="$events" -v s="$secs" 'BEGIN { printf "%.0f", n / s }') events/s"
+    else
+        record ingest.events "$scale" 0 "movements/s" "$what" null null null 1 \
+            "the relay had not published the run's $events change events after $secs s"
+    fi
 }
 
 # --------------------------------------------------------------------------

@@ -26,8 +26,9 @@ use crate::events::{self, LevelChange};
 /// SKU a catalogue row) and are locked after the others: out of key order, so a writer that
 /// created one of them in the meantime and then waits for a level locked here deadlocks with
 /// this batch. PostgreSQL breaks that within `deadlock_timeout`, and the batch is retried
-/// (`db::is_retryable`); ingest shards by level, so it takes a third writer (a transfer's
-/// destination, a hold, a supply line) creating the same new level at that instant.
+/// (`db::is_retryable`). Ingest shards by SKU, so no other shard touches these levels: it takes
+/// another writer (a supply line, another daemon's ingest) creating the same level at that
+/// instant.
 async fn lock_levels(
     conn: &mut PgConnection,
     locations: &[String],

@@ -1,8 +1,9 @@
 //! `omnistock bench …` (hidden): the pieces of `make bench` (scripts/bench.sh) that are easier
-//! in Rust than in shell: the bare-axum ceiling server, the publish→visible probe, and the
+//! in Rust than in shell: the bare-axum and JetStream ceilings, the publish→visible probe, and the
 //! writer of docs/performance.md from the run's results JSON.
 
 pub mod ceiling;
+pub mod jetstream;
 pub mod report;
 pub mod results;
 pub mod svg;
@@ -27,6 +28,13 @@ pub enum Command {
         #[command(flatten)]
         args: visible::Args,
     },
+    /// Publish to a scratch JetStream stream as the outbox relay does; prints one JSON line.
+    Jetstream {
+        #[command(flatten)]
+        connections: Box<Connections>,
+        #[command(flatten)]
+        args: jetstream::Args,
+    },
     /// Write docs/performance.md and its SVG plot from a results JSON of scripts/bench.sh.
     Report {
         results: PathBuf,
@@ -42,6 +50,11 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Ceiling { addr } => ceiling::serve(addr).await,
         Command::Visible { connections, args } => {
             let r = visible::run(&connections, &args).await?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Command::Jetstream { connections, args } => {
+            let r = jetstream::run(&connections, &args).await?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
