@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
+use futures::stream::{FuturesUnordered, StreamExt};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -112,55 +113,7 @@ pub async fn relay_once(
         }
         return Ok(0);
     }
-    // Per SKU, one event at a time: the next is published only once JetStream has stored
-    // the one before. Publishing all and awaiting the acks afterwards broke order when one
-    // failed and later ones were stored: the retry then published it after them (the later
-    // ones being dropped as duplicates). Different SKUs still go out pipelined.
-    let mut in_flight: HashMap<String, (usize, jetstream::context::PublishAckFuture)> =
-        HashMap::new();
-    let mut stored = vec![false; rows.len()];
-    let mut failure: Option<anyhow::Error> = None;
-    for (i, r) in rows.iter().enumerate() {
-        let key = order_key(r);
-        if let Some((j, ack)) = in_flight.remove(&key) {
-            if let Err(e) = ack.await {
-                failure = Some(e.into());
-                break;
-            }
-            stored[j] = true;
-        }
-        let id = event_id(&r.subject, r.id);
-        let mut payload = r.payload.clone();
-        if let Some(obj) = payload.as_object_mut() {
-            obj.insert("event_id".into(), serde_json::Value::String(id.clone()));
-        }
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id.as_str());
-        let sent = js
-            .publish_with_headers(
-                format!("{}.{}", subjects.prefix, r.subject),
-                headers,
-                serde_json::to_vec(&payload)?.into(),
-            )
-            .await;
-        match sent {
-            Ok(ack) => {
-                in_flight.insert(key, (i, ack));
-            }
-            Err(e) => {
-                failure = Some(e.into());
-                break;
-            }
-        }
-    }
-    for (_, (j, ack)) in in_flight {
-        match ack.await {
-            Ok(_) => stored[j] = true,
-            Err(e) => {
-                failure.get_or_insert(e.into());
-            }
-        }
-    }
+    let (stored, failure) = publish_in_order(js, subjects, &rows).await;
     // The cursor moves over the stored prefix only: after a failure, what follows it is
     // published again (JetStream drops what it already holds by Nats-Msg-Id), in order.
     let prefix = stored.iter().take_while(|s| **s).count();
@@ -221,6 +174,102 @@ pub async fn clean_outbox(pool: &PgPool, up_to: i64) -> Result<u64, sqlx::Error>
             return Ok(total);
         }
     }
+}
+
+/// Publishes the rows, each SKU's in order: a SKU's next event is published only once JetStream
+/// has stored the one before (publishing all and awaiting the acks afterwards broke order when
+/// one failed and later ones were stored: the retry then published it after them). Different
+/// SKUs go out together, and a SKU waiting for its ack holds up no other: each SKU has its own
+/// queue, and an ack publishes the next event of its SKU. After a failure nothing new is
+/// published and what is in flight is awaited, so a SKU never has an event stored after one of
+/// its own that failed. Returns which rows JetStream stored, and the first failure.
+async fn publish_in_order(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    rows: &[db::events::OutboxRow],
+) -> (Vec<bool>, Option<anyhow::Error>) {
+    let keys: Vec<String> = rows.iter().map(order_key).collect();
+    // Each SKU's rows in order; the SKUs in the order they first appear.
+    let mut first_seen: Vec<&str> = Vec::new();
+    let mut queues: HashMap<&str, VecDeque<usize>> = HashMap::new();
+    for (i, key) in keys.iter().enumerate() {
+        queues
+            .entry(key.as_str())
+            .or_insert_with(|| {
+                first_seen.push(key.as_str());
+                VecDeque::new()
+            })
+            .push_back(i);
+    }
+    let mut stored = vec![false; rows.len()];
+    let mut failure: Option<anyhow::Error> = None;
+    let mut in_flight = FuturesUnordered::new();
+    for key in first_seen {
+        let Some(i) = queues.get_mut(key).and_then(VecDeque::pop_front) else {
+            continue;
+        };
+        match publish_row(js, subjects, &rows[i]).await {
+            Ok(ack) => in_flight.push(tagged(i, ack)),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    while let Some((i, acked)) = in_flight.next().await {
+        if let Err(e) = acked {
+            failure.get_or_insert(e.into());
+            continue;
+        }
+        stored[i] = true;
+        if failure.is_some() {
+            continue;
+        }
+        let next = queues
+            .get_mut(keys[i].as_str())
+            .and_then(VecDeque::pop_front);
+        if let Some(j) = next {
+            match publish_row(js, subjects, &rows[j]).await {
+                Ok(ack) => in_flight.push(tagged(j, ack)),
+                Err(e) => failure = Some(e),
+            }
+        }
+    }
+    (stored, failure)
+}
+
+/// A row's ack, with the row's index (one future type for every row).
+async fn tagged(
+    i: usize,
+    ack: jetstream::context::PublishAckFuture,
+) -> (
+    usize,
+    Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+) {
+    (i, ack.await)
+}
+
+/// Sends one outbox row to JetStream with its event id in the body and as `Nats-Msg-Id`;
+/// returns the future of its ack.
+async fn publish_row(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    r: &db::events::OutboxRow,
+) -> anyhow::Result<jetstream::context::PublishAckFuture> {
+    let id = event_id(&r.subject, r.id);
+    let mut payload = r.payload.clone();
+    if let Some(obj) = payload.as_object_mut() {
+        obj.insert("event_id".into(), serde_json::Value::String(id.clone()));
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id.as_str());
+    Ok(js
+        .publish_with_headers(
+            format!("{}.{}", subjects.prefix, r.subject),
+            headers,
+            serde_json::to_vec(&payload)?.into(),
+        )
+        .await?)
 }
 
 /// Events of one SKU must leave in order; the SKU of an event is in its payload (an event

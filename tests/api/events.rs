@@ -444,3 +444,55 @@ async fn a_failed_publish_never_lets_a_later_event_of_its_sku_overtake_it() {
         .expect("n");
     assert_eq!(unsent, 0);
 }
+
+#[tokio::test]
+async fn one_relay_batch_with_many_changes_per_sku_publishes_each_skus_in_version_order() {
+    // No daemon: the test drives the relay itself.
+    let (pool, js, subjects) = relay_without_daemon().await;
+    // 60 changes of 3 SKUs interleaved in one transaction: the relay's batch holds each SKU's
+    // 20 events, which it publishes one SKU-queue at a time.
+    let movements: Vec<_> = (0..60)
+        .map(|i| {
+            let v = movement(
+                &format!("q{i}"),
+                "TW001",
+                &format!("Q{}", i % 3),
+                "receipt",
+                1,
+            );
+            omnistock::domain::movement::validate("TW001", &v, chrono::Utc::now())
+                .expect("valid")
+                .into()
+        })
+        .collect::<Vec<omnistock::domain::movement::Incoming>>();
+    omnistock::ingest::apply::apply_batch(&pool, None, &movements)
+        .await
+        .expect("apply");
+    let sent = relay::relay_once(&pool, &js, &subjects, Finish::MarkSent)
+        .await
+        .expect("relay");
+    assert_eq!(sent, 63, "60 changes and 3 back-in-stock alerts");
+
+    let mut stream = js
+        .get_stream(subjects.changes_stream())
+        .await
+        .expect("stream");
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let mut per_sku: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.expect("message");
+        let body: Value = serde_json::from_slice(&m.payload).expect("json");
+        per_sku
+            .entry(body["sku"].as_str().expect("sku").to_owned())
+            .or_default()
+            .push(body["version"].as_i64().expect("version"));
+    }
+    assert_eq!(per_sku.len(), 3);
+    for (sku, versions) in per_sku {
+        assert_eq!(
+            versions,
+            (1..=20).collect::<Vec<i64>>(),
+            "{sku}: stored in version order, once each"
+        );
+    }
+}

@@ -1,12 +1,14 @@
 //! The JetStream ceiling: how many messages a second this NATS server stores when a client
-//! publishes them the way the outbox relay does (each with a `Nats-Msg-Id`, up to 1,000 acks
-//! in flight). The relay's change events are divided by it: with `sync_interval: always` the
-//! server fsyncs each message, and no publisher gets past that.
+//! publishes them the way the outbox relay does: each with a `Nats-Msg-Id`, up to 1,000 acks in
+//! flight, a new message sent as each ack returns. The relay's change events are divided by it
+//! (with `sync_interval: always` the server syncs what it stores before it acks).
 
+use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_nats::jetstream::{self, stream};
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 
 use crate::app;
@@ -15,7 +17,7 @@ use crate::config::Connections;
 /// The scratch stream: its own subjects, so it overlaps no stream of the daemon's.
 const STREAM: &str = "OMNISTOCK_BENCH_CEILING";
 const SUBJECT: &str = "omnistock-bench-ceiling";
-/// Acks awaited together, as the relay's batch.
+/// Acks in flight at most, as the relay's batch.
 const IN_FLIGHT: usize = 1_000;
 /// Every ack is awaited at most this long.
 const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -59,23 +61,24 @@ pub async fn run(c: &Connections, args: &Args) -> anyhow::Result<Report> {
 async fn publish(js: &jetstream::Context, args: &Args) -> anyhow::Result<Report> {
     let body = bytes::Bytes::from(vec![b'x'; args.size]);
     let started = Instant::now();
-    let mut acks = Vec::with_capacity(IN_FLIGHT);
+    // A window, not rounds: a new message goes out as each ack comes back, as the relay's
+    // per-SKU queues keep up to a batch in flight.
+    let mut acks = FuturesUnordered::new();
     for i in 0..args.messages {
+        if acks.len() == IN_FLIGHT {
+            settle(acks.next().await)?;
+        }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("ceiling-{i}").as_str());
         // Spread over subjects as change events are (one per location).
         let subject = format!("{SUBJECT}.{}", i % 50);
-        acks.push(
-            js.publish_with_headers(subject, headers, body.clone())
-                .await?,
-        );
-        if acks.len() == IN_FLIGHT || i + 1 == args.messages {
-            for ack in acks.drain(..) {
-                tokio::time::timeout(ACK_WAIT, ack)
-                    .await
-                    .context("JetStream did not ack within 30 s")??;
-            }
-        }
+        let ack = js
+            .publish_with_headers(subject, headers, body.clone())
+            .await?;
+        acks.push(tokio::time::timeout(ACK_WAIT, ack.into_future()));
+    }
+    while let Some(acked) = acks.next().await {
+        settle(Some(acked))?;
     }
     let seconds = started.elapsed().as_secs_f64();
     Ok(Report {
@@ -83,4 +86,17 @@ async fn publish(js: &jetstream::Context, args: &Args) -> anyhow::Result<Report>
         seconds,
         rate: args.messages as f64 / seconds.max(1e-9),
     })
+}
+
+type Acked = Result<
+    Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+    tokio::time::error::Elapsed,
+>;
+
+fn settle(acked: Option<Acked>) -> anyhow::Result<()> {
+    match acked {
+        Some(Ok(Ok(_))) | None => Ok(()),
+        Some(Ok(Err(e))) => Err(e.into()),
+        Some(Err(_)) => anyhow::bail!("JetStream did not ack within 30 s"),
+    }
 }
