@@ -168,16 +168,15 @@ async fn relay_without_daemon() -> (
     (pool, js, subjects)
 }
 
-#[tokio::test]
-async fn a_relay_crash_between_publish_and_mark_loses_nothing_and_repeats_only_the_same_ids() {
-    // No daemon: the test drives the relay itself.
-    let (pool, js, subjects) = relay_without_daemon().await;
-    let movements: Vec<_> = (0..30)
+/// `n` receipts of one unit at TW001, event ids `<id_prefix><i>`, spread over SKUs
+/// `<sku_prefix>0..2` in turn, applied in one transaction.
+async fn receipts_in_one_batch(pool: &sqlx::PgPool, id_prefix: &str, sku_prefix: &str, n: usize) {
+    let movements: Vec<_> = (0..n)
         .map(|i| {
             let v = movement(
-                &format!("e{i}"),
+                &format!("{id_prefix}{i}"),
                 "TW001",
-                &format!("S{}", i % 3),
+                &format!("{sku_prefix}{}", i % 3),
                 "receipt",
                 1,
             );
@@ -186,9 +185,16 @@ async fn a_relay_crash_between_publish_and_mark_loses_nothing_and_repeats_only_t
                 .into()
         })
         .collect::<Vec<omnistock::domain::movement::Incoming>>();
-    omnistock::ingest::apply::apply_batch(&pool, None, &movements)
+    omnistock::ingest::apply::apply_batch(pool, None, &movements)
         .await
         .expect("apply");
+}
+
+#[tokio::test]
+async fn a_relay_crash_between_publish_and_mark_loses_nothing_and_repeats_only_the_same_ids() {
+    // No daemon: the test drives the relay itself.
+    let (pool, js, subjects) = relay_without_daemon().await;
+    receipts_in_one_batch(&pool, "e", "S", 30).await;
 
     // 30 changes, and each of the 3 SKUs came back in stock once (no network alerts: the store
     // does not ship).
@@ -451,23 +457,7 @@ async fn one_relay_batch_with_many_changes_per_sku_publishes_each_skus_in_versio
     let (pool, js, subjects) = relay_without_daemon().await;
     // 60 changes of 3 SKUs interleaved in one transaction: the relay's batch holds each SKU's
     // 20 events, which it publishes one SKU-queue at a time.
-    let movements: Vec<_> = (0..60)
-        .map(|i| {
-            let v = movement(
-                &format!("q{i}"),
-                "TW001",
-                &format!("Q{}", i % 3),
-                "receipt",
-                1,
-            );
-            omnistock::domain::movement::validate("TW001", &v, chrono::Utc::now())
-                .expect("valid")
-                .into()
-        })
-        .collect::<Vec<omnistock::domain::movement::Incoming>>();
-    omnistock::ingest::apply::apply_batch(&pool, None, &movements)
-        .await
-        .expect("apply");
+    receipts_in_one_batch(&pool, "q", "Q", 60).await;
     let sent = relay::relay_once(&pool, &js, &subjects, Finish::MarkSent)
         .await
         .expect("relay");
