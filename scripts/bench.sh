@@ -503,7 +503,7 @@ wait_level() {
 }
 
 # The outbox relay has published every change event up to outbox id $1 (no gap left below
-# it), waiting at most $2 seconds.
+# it); polls every 0.1 s, $2 × 10 times.
 relay_past() {
     local last=$1 i
     for ((i = 0; i < $2 * 10; i++)); do

@@ -66,7 +66,9 @@ async fn publish(js: &jetstream::Context, args: &Args) -> anyhow::Result<Report>
     let mut acks = FuturesUnordered::new();
     for i in 0..args.messages {
         if acks.len() == IN_FLIGHT {
-            settle(acks.next().await)?;
+            if let Some(acked) = acks.next().await {
+                settle(acked)?;
+            }
         }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("ceiling-{i}").as_str());
@@ -78,7 +80,7 @@ async fn publish(js: &jetstream::Context, args: &Args) -> anyhow::Result<Report>
         acks.push(tokio::time::timeout(ACK_WAIT, ack.into_future()));
     }
     while let Some(acked) = acks.next().await {
-        settle(Some(acked))?;
+        settle(acked)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     Ok(Report {
@@ -93,10 +95,10 @@ type Acked = Result<
     tokio::time::error::Elapsed,
 >;
 
-fn settle(acked: Option<Acked>) -> anyhow::Result<()> {
+fn settle(acked: Acked) -> anyhow::Result<()> {
     match acked {
-        Some(Ok(Ok(_))) | None => Ok(()),
-        Some(Ok(Err(e))) => Err(e.into()),
-        Some(Err(_)) => anyhow::bail!("JetStream did not ack within 30 s"),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => anyhow::bail!("JetStream did not ack within 30 s"),
     }
 }
