@@ -252,8 +252,14 @@ impl Application {
         let shutdown = CancellationToken::new();
         let jobs = Supervisor::new(shutdown.clone(), JobStatus::default());
         let holds = crate::holds::group::HoldQueues::new(pool.clone(), Arc::clone(&cache));
+        let routes = crate::holds::route_group::RouteQueues::new(
+            pool.clone(),
+            Arc::clone(&cache),
+            directory.clone(),
+        );
         let state = AppState::new(Shared {
             holds,
+            routes,
             pool,
             cache,
             directory,

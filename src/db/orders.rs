@@ -111,3 +111,119 @@ pub async fn capacity_left(db: impl PgExecutor<'_>) -> Result<HashMap<String, i6
     .await?;
     Ok(rows.into_iter().collect())
 }
+
+/// `lock_order_id` for several ids at once, in the order given (sorted by the caller, so two
+/// groups cannot deadlock on each other).
+pub async fn lock_order_ids(
+    conn: &mut PgConnection,
+    order_ids: &[&str],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(id, 7)) FROM UNNEST($1::text[]) AS id",
+    )
+    .bind(order_ids)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// The stored answers of those of `order_ids` that were routed before.
+pub async fn responses(
+    conn: &mut PgConnection,
+    order_ids: &[&str],
+) -> Result<HashMap<String, Value>, sqlx::Error> {
+    let rows: Vec<(String, Value)> =
+        sqlx::query_as("SELECT order_id, response FROM orders WHERE order_id = ANY($1)")
+            .bind(order_ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Today's order count of each location (its own calendar day), locked until the transaction
+/// ends (created at 0 if missing), in location order: the day, and the slots left (`None`:
+/// no capacity set). A location not registered is absent.
+pub async fn lock_days(
+    conn: &mut PgConnection,
+    location_ids: &[&str],
+) -> Result<HashMap<String, (NaiveDate, Option<i64>)>, sqlx::Error> {
+    // `DO UPDATE` to itself: the only upsert that locks an existing row and returns it.
+    let rows: Vec<(String, NaiveDate, Option<i64>)> = sqlx::query_as(
+        "WITH c AS (
+             INSERT INTO daily_order_counts (location_id, local_date, orders)
+             SELECT location_id, (now() AT TIME ZONE timezone)::date, 0 FROM locations
+             WHERE location_id = ANY($1) ORDER BY location_id
+             ON CONFLICT (location_id, local_date) DO UPDATE SET orders = daily_order_counts.orders
+             RETURNING location_id, local_date, orders
+         )
+         SELECT c.location_id, c.local_date, l.daily_order_capacity - c.orders
+         FROM c JOIN locations l USING (location_id)",
+    )
+    .bind(location_ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(l, d, left)| (l, (d, left)))
+        .collect())
+}
+
+/// Adds `orders[i]` to the count of (`location_ids[i]`, `days[i]`), locked by `lock_days`.
+pub async fn add_to_days(
+    conn: &mut PgConnection,
+    location_ids: &[&str],
+    days: &[NaiveDate],
+    orders: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE daily_order_counts AS c SET orders = c.orders + t.n
+         FROM UNNEST($1::text[], $2::date[], $3::int8[]) AS t(location_id, local_date, n)
+         WHERE c.location_id = t.location_id AND c.local_date = t.local_date",
+    )
+    .bind(location_ids)
+    .bind(days)
+    .bind(orders)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Stores the answers of several routed orders; returns the ids stored (an id stored meanwhile
+/// by another transaction is left out).
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    order_ids: &[&str],
+    responses: &[Value],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO orders (order_id, response)
+         SELECT * FROM UNNEST($1::text[], $2::jsonb[])
+         ON CONFLICT (order_id) DO NOTHING
+         RETURNING order_id",
+    )
+    .bind(order_ids)
+    .bind(responses)
+    .fetch_all(conn)
+    .await
+}
+
+/// `insert_assignment` for several at once.
+pub async fn insert_assignments(
+    conn: &mut PgConnection,
+    order_ids: &[&str],
+    location_ids: &[&str],
+    reservation_ids: &[&str],
+    days: &[NaiveDate],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO order_assignments (order_id, location_id, reservation_id, local_date)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[])",
+    )
+    .bind(order_ids)
+    .bind(location_ids)
+    .bind(reservation_ids)
+    .bind(days)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}

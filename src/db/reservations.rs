@@ -343,23 +343,24 @@ pub async fn location_safety(
         .await
 }
 
-/// Inserts new holds at one location, set-based; returns the ids it inserted, with their
-/// creation and expiry times as stored (an id another transaction took meanwhile is left out).
+/// Inserts new holds, set-based (`locations[i]` is the location of `ids[i]`); returns the ids
+/// it inserted, with their creation and expiry times as stored (an id another transaction took
+/// meanwhile is left out).
 pub async fn insert_many(
     conn: &mut PgConnection,
-    location_id: &str,
+    locations: &[&str],
     ids: &[&str],
     expires_at: &[DateTime<Utc>],
     order_ids: &[Option<&str>],
 ) -> Result<Vec<(String, DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
     sqlx::query_as(
         "INSERT INTO reservations (reservation_id, location_id, status, expires_at, order_id)
-         SELECT i, $1, 'held', e, o
-         FROM UNNEST($2::text[], $3::timestamptz[], $4::text[]) AS t(i, e, o)
+         SELECT i, l, 'held', e, o
+         FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS t(l, i, e, o)
          ON CONFLICT (reservation_id) DO NOTHING
          RETURNING reservation_id, created_at, expires_at",
     )
-    .bind(location_id)
+    .bind(locations)
     .bind(ids)
     .bind(expires_at)
     .bind(order_ids)
@@ -386,12 +387,12 @@ pub async fn insert_lines_many(
     .map(|_| ())
 }
 
-/// Adds the holds of a group to `reserved` of locked levels at one location, bumping each
-/// level's version once per hold (each hold has its own change event); returns the levels
-/// after.
+/// Adds the holds of a group to `reserved` of locked levels (`totals[i]` held at
+/// (`locations[i]`, `skus[i]`) by `holds[i]` holds), bumping each level's version once per hold
+/// (each hold has its own change event); returns the levels after.
 pub async fn add_held_group(
     conn: &mut PgConnection,
-    location_id: &str,
+    locations: &[&str],
     skus: &[&str],
     totals: &[i64],
     holds: &[i64],
@@ -399,12 +400,12 @@ pub async fn add_held_group(
     sqlx::query_as(
         "UPDATE stock_levels AS s SET reserved = s.reserved + n.q, version = s.version + n.k,
                 updated_at = now()
-         FROM UNNEST($2::text[], $3::int8[], $4::int8[]) AS n(sku, q, k)
-         WHERE s.location_id = $1 AND s.sku = n.sku
+         FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) AS n(location_id, sku, q, k)
+         WHERE s.location_id = n.location_id AND s.sku = n.sku
          RETURNING s.location_id, s.sku, s.on_hand, s.reserved, s.in_transit, s.version,
                    s.last_count_at, s.last_movement_at",
     )
-    .bind(location_id)
+    .bind(locations)
     .bind(skus)
     .bind(totals)
     .bind(holds)

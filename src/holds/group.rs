@@ -16,7 +16,7 @@
 //! deadline passed) leaves the group whole, committed or rolled back, never half done.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -30,10 +30,11 @@ use crate::db;
 use crate::domain::availability::available;
 use crate::domain::reservation::{plan_group, Decision, Status};
 use crate::domain::routing::OrderLine;
-use crate::events::{self, LevelChange};
-use crate::ingest::apply::change;
+use crate::events;
 
+use super::queue::{GroupError, Queues};
 use super::reservations::{view, Created, LineView, NewHold, ReservationView};
+use super::takes::{self, Take};
 
 /// Most holds one transaction takes (the rest wait for the next).
 const MAX_GROUP: usize = 512;
@@ -72,8 +73,7 @@ pub struct HoldQueues {
 struct Inner {
     pool: PgPool,
     cache: Arc<StockCache>,
-    /// A key is present while a task drains its queue.
-    queues: Mutex<HashMap<Key, Vec<Pending>>>,
+    queues: Arc<Queues<Key, Pending>>,
 }
 
 impl HoldQueues {
@@ -82,7 +82,7 @@ impl HoldQueues {
             inner: Arc::new(Inner {
                 pool,
                 cache,
-                queues: Mutex::new(HashMap::new()),
+                queues: Arc::new(Queues::new()),
             }),
         }
     }
@@ -106,22 +106,13 @@ impl HoldQueues {
             },
             answer: tx,
         };
-        let start = {
-            let mut queues = self.inner.lock();
-            match queues.get_mut(&key) {
-                Some(q) => {
-                    q.push(pending);
-                    false
-                }
-                None => {
-                    queues.insert(key.clone(), vec![pending]);
-                    true
-                }
-            }
-        };
-        if start {
-            tokio::spawn(drain(self.inner.clone(), key));
-        }
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .queues
+            .push(key, pending, MAX_GROUP, move |key, batch| {
+                let inner = Arc::clone(&inner);
+                async move { run(&inner, &key, batch).await }
+            });
         match tokio::time::timeout(WAIT, rx).await {
             Ok(Ok(answer)) => answer,
             // The task ended without answering (it cannot, short of a panic), or the queue
@@ -129,54 +120,6 @@ impl HoldQueues {
             // same id tells which.
             Ok(Err(_)) | Err(_) => Err(sqlx::Error::PoolTimedOut),
         }
-    }
-}
-
-impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Pending>>> {
-        // The map is consistent between statements, so a panic elsewhere leaves it usable.
-        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Ends a drain: removes its key unless the drain removed it itself (on a panic, the queued
-/// callers' answers are dropped and they fail instead of waiting).
-struct Draining {
-    inner: Arc<Inner>,
-    key: Key,
-    done: bool,
-}
-
-impl Drop for Draining {
-    fn drop(&mut self) {
-        if !self.done {
-            self.inner.lock().remove(&self.key);
-        }
-    }
-}
-
-async fn drain(inner: Arc<Inner>, key: Key) {
-    let mut guard = Draining {
-        inner: inner.clone(),
-        key,
-        done: false,
-    };
-    loop {
-        let batch: Vec<Pending> = {
-            let mut queues = inner.lock();
-            let Some(q) = queues.get_mut(&guard.key) else {
-                guard.done = true;
-                return;
-            };
-            if q.is_empty() {
-                queues.remove(&guard.key);
-                guard.done = true;
-                return;
-            }
-            let n = q.len().min(MAX_GROUP);
-            q.drain(..n).collect()
-        };
-        run(&inner, &guard.key, batch).await;
     }
 }
 
@@ -196,6 +139,13 @@ async fn run(inner: &Inner, key: &Key, batch: Vec<Pending>) {
         Ok(answers) => {
             for (p, a) in batch.into_iter().zip(answers) {
                 let _ = p.answer.send(Ok(a));
+            }
+        }
+        Err(e) if !e.one_by_one() => {
+            tracing::warn!(error = %e, holds = batch.len(), location_id = %key.location_id,
+                "group of holds failed; answering each unavailable");
+            for p in batch {
+                let _ = p.answer.send(Err(sqlx::Error::PoolTimedOut));
             }
         }
         Err(e) => {
@@ -220,15 +170,6 @@ async fn run(inner: &Inner, key: &Key, batch: Vec<Pending>) {
             }
         }
     }
-}
-
-/// Why a group is taken again one by one.
-#[derive(Debug, thiserror::Error)]
-enum GroupError {
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
-    #[error("a reservation id of the group was taken by another transaction meanwhile")]
-    Raced,
 }
 
 /// One transaction for the whole group: the answers in arrival order.
@@ -276,8 +217,14 @@ async fn apply(inner: &Inner, key: &Key, holds: &[&Hold]) -> Result<Vec<Created>
         let t_ids: Vec<&str> = taken.iter().map(|h| h.reservation_id.as_str()).collect();
         let expires: Vec<DateTime<Utc>> = taken.iter().map(|h| h.expires_at).collect();
         let orders: Vec<Option<&str>> = taken.iter().map(|h| h.order_id.as_deref()).collect();
-        let inserted =
-            db::reservations::insert_many(&mut tx, loc, &t_ids, &expires, &orders).await?;
+        let inserted = db::reservations::insert_many(
+            &mut tx,
+            &vec![loc; t_ids.len()],
+            &t_ids,
+            &expires,
+            &orders,
+        )
+        .await?;
         if inserted.len() != taken.len() {
             return Err(GroupError::Raced);
         }
@@ -286,25 +233,18 @@ async fn apply(inner: &Inner, key: &Key, holds: &[&Hold]) -> Result<Vec<Created>
                 .into_iter()
                 .map(|(id, at, until)| (id, (at, until))),
         );
-        let (mut l_ids, mut l_skus, mut l_q) = (Vec::new(), Vec::new(), Vec::new());
-        for h in &taken {
-            for l in &h.lines {
-                l_ids.push(h.reservation_id.as_str());
-                l_skus.push(l.sku.as_str());
-                l_q.push(l.quantity);
-            }
-        }
-        db::reservations::insert_lines_many(&mut tx, &l_ids, &l_skus, &l_q).await?;
-        let (mut totals, mut counts) = (vec![0i64; skus.len()], vec![0i64; skus.len()]);
-        for (s, q) in l_skus.iter().zip(&l_q) {
-            if let Ok(i) = skus.binary_search(s) {
-                totals[i] += q;
-                counts[i] += 1;
-            }
-        }
-        let changed =
-            db::reservations::add_held_group(&mut tx, loc, &skus, &totals, &counts).await?;
-        let changes = hold_changes(&changed, &taken, &totals, &counts, &skus);
+        let takes: Vec<Take<'_>> = taken
+            .iter()
+            .flat_map(|h| {
+                h.lines.iter().map(|l| Take {
+                    reservation_id: &h.reservation_id,
+                    location_id: loc,
+                    sku: &l.sku,
+                    quantity: l.quantity,
+                })
+            })
+            .collect();
+        let (changed, changes) = takes::write(&mut tx, &takes).await?;
         events::record(&mut tx, &changes).await?;
         commit::commit(tx, Some(&inner.cache), &changed).await?;
     }
@@ -324,40 +264,6 @@ async fn apply(inner: &Inner, key: &Key, holds: &[&Hold]) -> Result<Vec<Created>
         });
     }
     Ok(answers)
-}
-
-/// One change event per hold and level, in the order the group decided them: each hold moves
-/// `reserved` and the version on from where the one before it left them.
-fn hold_changes(
-    after: &[db::levels::LevelRow],
-    taken: &[&Hold],
-    totals: &[i64],
-    counts: &[i64],
-    skus: &[&str],
-) -> Vec<LevelChange> {
-    let mut out = Vec::new();
-    for a in after {
-        let Ok(i) = skus.binary_search(&a.sku.as_str()) else {
-            continue;
-        };
-        let mut level = a.clone();
-        level.reserved -= totals[i];
-        level.version -= counts[i];
-        for h in taken {
-            for l in h.lines.iter().filter(|l| l.sku == a.sku) {
-                let before = level.clone();
-                level.reserved += l.quantity;
-                level.version += 1;
-                out.push(change(
-                    &before,
-                    &level,
-                    "reservation_hold",
-                    Some(h.reservation_id.clone()),
-                ));
-            }
-        }
-    }
-    out
 }
 
 /// A hold just taken, as `view` reads it back (lines in SKU order, each held in full; the

@@ -2,5 +2,8 @@
 //! available under the level's row lock.
 
 pub mod group;
+mod queue;
 pub mod reservations;
+pub mod route_group;
 pub mod routing;
+mod takes;

@@ -7,7 +7,6 @@
 //! capacity) between the decision and the hold, it decides again on fresh data.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,12 +21,14 @@ use crate::directory::Directory;
 use crate::domain::availability::available;
 use crate::domain::location::Location;
 use crate::domain::reservation;
+use crate::domain::routing::group::Taken;
 use crate::domain::routing::{self, Candidate, Fulfilment, OrderLine, RouteOutcome, RouteRequest};
 use crate::holds::reservations::{hold_in, NewHold, NotHeld};
+use crate::holds::route_group::RouteQueues;
 use crate::metrics;
 
 /// How often a route is decided again after losing a race for its stock.
-const ATTEMPTS: usize = 10;
+pub(crate) const ATTEMPTS: usize = 10;
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -74,18 +75,31 @@ pub enum Routed {
     NoOption(RouteOutcome),
 }
 
-/// The candidates as they are now: every location, its available-to-promise for the order's
-/// SKUs, and its remaining daily capacity.
-///
-/// Read on the caller's connection: a route holds one connection for its whole transaction,
-/// and asking the pool for a second one could starve it under load.
-async fn candidates(
+/// What routes are decided on, as it is now: the channel's terms, the levels of the orders'
+/// SKUs, and what is left of today's capacity at every location that has one.
+pub(crate) struct Truth {
+    channel: Option<ChannelPool>,
+    levels: HashMap<String, Vec<LevelRow>>,
+    capacity: HashMap<String, i64>,
+}
+
+impl Truth {
+    /// The channel's share of `available` of `sku` (all of it outside a channel).
+    pub(crate) fn channel_available(&self, sku: &str, available: i64) -> i64 {
+        self.channel
+            .as_ref()
+            .map_or(available, |c| c.available(sku, available))
+    }
+}
+
+/// Reads the truth for orders of these SKUs on the caller's connection: a route holds one
+/// connection for its whole transaction, and asking the pool for a second one could starve it
+/// under load.
+pub(crate) async fn read_truth(
     conn: &mut PgConnection,
-    locations: &HashMap<String, Location>,
-    lines: &[OrderLine],
+    skus: &[String],
     channel: Option<&str>,
-) -> Result<Vec<Candidate>, sqlx::Error> {
-    let skus: Vec<String> = lines.iter().map(|l| l.sku.clone()).collect();
+) -> Result<Truth, sqlx::Error> {
     let channel = match channel {
         Some(c) => {
             let refs: Vec<&str> = skus.iter().map(String::as_str).collect();
@@ -93,20 +107,43 @@ async fn candidates(
         }
         None => None,
     };
-    let in_channel = |l: &Location| {
-        channel
-            .as_ref()
-            .is_none_or(|c| c.includes(&l.location_id, l.kind, l.ship_from))
-    };
-    let levels: Vec<LevelRow> = db::levels::for_skus(&mut *conn, &skus).await?;
+    let mut levels: HashMap<String, Vec<LevelRow>> = HashMap::new();
+    for lv in db::levels::for_skus(&mut *conn, skus).await? {
+        levels.entry(lv.sku.clone()).or_default().push(lv);
+    }
     // From PostgreSQL, not the directory: another daemon may have changed a capacity since
     // this one last refreshed its locations.
     let capacity = db::orders::capacity_left(&mut *conn).await?;
+    Ok(Truth {
+        channel,
+        levels,
+        capacity,
+    })
+}
+
+/// The candidates for an order: every location (of its channel), its available-to-promise for
+/// the order's SKUs and its remaining daily capacity, with what `taken` takes (the routes
+/// decided before it in its group) taken out.
+pub(crate) fn candidates(
+    truth: &Truth,
+    locations: &HashMap<String, Location>,
+    lines: &[OrderLine],
+    taken: &Taken,
+) -> Vec<Candidate> {
+    let in_channel = |l: &Location| {
+        truth
+            .channel
+            .as_ref()
+            .is_none_or(|c| c.includes(&l.location_id, l.kind, l.ship_from))
+    };
     let mut out: HashMap<&str, Candidate> = locations
         .values()
         .filter(|l| in_channel(l))
         .map(|l| {
-            let capacity_left = capacity.get(&l.location_id).copied();
+            let capacity_left = truth
+                .capacity
+                .get(&l.location_id)
+                .map(|c| c.saturating_sub(taken.orders(&l.location_id)));
             (
                 l.location_id.as_str(),
                 Candidate {
@@ -122,22 +159,43 @@ async fn candidates(
             )
         })
         .collect();
-    for lv in levels {
-        if let (Some(c), Some(loc)) = (
-            out.get_mut(lv.location_id.as_str()),
-            locations.get(&lv.location_id),
-        ) {
-            let a = available(lv.on_hand, lv.reserved, loc.safety_stock);
-            let a = channel.as_ref().map_or(a, |c| c.available(&lv.sku, a));
-            c.available.insert(lv.sku, a);
+    for line in lines {
+        for lv in truth.levels.get(&line.sku).into_iter().flatten() {
+            if let (Some(c), Some(loc)) = (
+                out.get_mut(lv.location_id.as_str()),
+                locations.get(&lv.location_id),
+            ) {
+                let reserved = lv
+                    .reserved
+                    .saturating_add(taken.stock(&lv.location_id, &lv.sku));
+                let a = available(lv.on_hand, reserved, loc.safety_stock);
+                c.available
+                    .insert(lv.sku.clone(), truth.channel_available(&lv.sku, a));
+            }
         }
     }
     let mut v: Vec<Candidate> = out.into_values().collect();
     v.sort_by(|a, b| a.location_id.cmp(&b.location_id));
-    Ok(v)
+    v
 }
 
-fn decide(order: &Order, candidates: &[Candidate]) -> RouteOutcome {
+/// `read_truth` then `candidates`, for one order decided on its own.
+async fn candidates_now(
+    conn: &mut PgConnection,
+    locations: &HashMap<String, Location>,
+    order: &Order,
+) -> Result<Vec<Candidate>, sqlx::Error> {
+    let skus: Vec<String> = order.lines.iter().map(|l| l.sku.clone()).collect();
+    let truth = read_truth(conn, &skus, order.channel.as_deref()).await?;
+    Ok(candidates(
+        &truth,
+        locations,
+        &order.lines,
+        &Taken::default(),
+    ))
+}
+
+pub(crate) fn decide(order: &Order, candidates: &[Candidate]) -> RouteOutcome {
     routing::route(
         &RouteRequest {
             lines: &order.lines,
@@ -152,7 +210,7 @@ fn decide(order: &Order, candidates: &[Candidate]) -> RouteOutcome {
     )
 }
 
-fn response(
+pub(crate) fn response(
     order: &Order,
     outcome: &RouteOutcome,
     holds: &[(String, DateTime<Utc>)],
@@ -201,9 +259,7 @@ pub struct RouteAnswer {
 /// Timed in `omnistock_route_duration_seconds` by outcome; an order no location could serve
 /// also counts in `omnistock_oversell_attempts_total` (unless a dry run).
 pub async fn route_order(
-    pool: PgPool,
-    cache: Arc<StockCache>,
-    directory: Directory,
+    queues: RouteQueues,
     order: Order,
     dry_run: bool,
 ) -> Result<Routed, RouteError> {
@@ -211,14 +267,15 @@ pub async fn route_order(
     // passed) leaves the route whole, committed, or rolled back with its slots given back.
     let task = tokio::spawn(async move {
         let timer = metrics::Timed::start(metrics::ROUTE_SECONDS);
-        let routed = route_timed(&pool, &cache, &directory, &order, dry_run).await;
+        let channel = order.channel.clone();
+        let routed = route_timed(&queues, order, dry_run).await;
         timer.finish(match &routed {
             Ok(Routed::Done(_)) if dry_run => "dry_run",
             Ok(Routed::Done(_)) => "routed",
             Ok(Routed::Replay(_)) => "replay",
             Ok(Routed::NoOption(_)) if dry_run => "dry_run_no_option",
             Ok(Routed::NoOption(_)) => {
-                metrics::oversell_attempt("route", order.channel.as_deref());
+                metrics::oversell_attempt("route", channel.as_deref());
                 "no_option"
             }
             Err(RouteError::Invalid(_)) => "invalid",
@@ -232,36 +289,41 @@ pub async fn route_order(
 }
 
 async fn route_timed(
-    pool: &PgPool,
-    cache: &StockCache,
-    directory: &Directory,
-    order: &Order,
+    queues: &RouteQueues,
+    order: Order,
     dry_run: bool,
 ) -> Result<Routed, RouteError> {
     let expires_at =
         reservation::expires_at(Utc::now(), order.ttl_seconds).map_err(RouteError::Invalid)?;
-    if dry_run {
-        if let Some(previous) = db::orders::response(pool, &order.order_id).await? {
-            return Ok(Routed::Replay(previous));
-        }
-        let locations = directory.snapshot();
-        let mut conn = pool.acquire().await?;
-        let outcome = decide(
-            order,
-            &candidates(
-                &mut conn,
-                &locations,
-                &order.lines,
-                order.channel.as_deref(),
-            )
-            .await?,
-        );
-        return Ok(if outcome.assignments.is_empty() {
-            Routed::NoOption(outcome)
-        } else {
-            Routed::Done(response(order, &outcome, &[], true))
-        });
+    if !dry_run {
+        return queues.route(order, expires_at).await;
     }
+    let (pool, directory) = (queues.pool(), queues.directory());
+    if let Some(previous) = db::orders::response(pool, &order.order_id).await? {
+        return Ok(Routed::Replay(previous));
+    }
+    let locations = directory.snapshot();
+    let mut conn = pool.acquire().await?;
+    let outcome = decide(
+        &order,
+        &candidates_now(&mut conn, &locations, &order).await?,
+    );
+    Ok(if outcome.assignments.is_empty() {
+        Routed::NoOption(outcome)
+    } else {
+        Routed::Done(response(&order, &outcome, &[], true))
+    })
+}
+
+/// Routes one order in transactions of its own, deciding again after each lost race: what a
+/// route group falls back to when its transaction fails.
+pub(crate) async fn route_single(
+    pool: &PgPool,
+    cache: &StockCache,
+    directory: &Directory,
+    order: &Order,
+    expires_at: DateTime<Utc>,
+) -> Result<Routed, RouteError> {
     for attempt in 1..=ATTEMPTS {
         match try_route(pool, cache, directory, order, expires_at).await {
             Ok(Some(routed)) => return Ok(routed),
@@ -300,14 +362,7 @@ async fn try_route(
         return Ok(Some(Routed::Replay(previous)));
     }
     let locations = directory.snapshot();
-    let candidates = candidates(
-        &mut conn,
-        &locations,
-        &order.lines,
-        order.channel.as_deref(),
-    )
-    .await?;
-    let outcome = decide(order, &candidates);
+    let outcome = decide(order, &candidates_now(&mut conn, &locations, order).await?);
     if outcome.assignments.is_empty() {
         return Ok(Some(Routed::NoOption(outcome)));
     }

@@ -92,6 +92,8 @@ pub struct Shared {
     pub deadlines: Deadlines,
     /// Holds queued per hot level, group-committed.
     pub holds: crate::holds::group::HoldQueues,
+    /// Routes queued per channel, group-committed.
+    pub routes: crate::holds::route_group::RouteQueues,
 }
 
 /// How long a request may take (making the response: the body of a live stream is not

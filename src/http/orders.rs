@@ -1,8 +1,6 @@
 //! `POST /v1/orders/route`: where an online order ships from (or is picked up), with the stock
 //! held before the answer is given. `?dry_run=true` answers without holding.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -167,13 +165,7 @@ async fn route(
         placed_at_location_id: body.placed_at_location_id,
     };
     let dry_run = q.dry_run.unwrap_or(false);
-    let routed = route_order(
-        state.pool.clone(),
-        Arc::clone(&state.cache),
-        state.directory.clone(),
-        order,
-        dry_run,
-    );
+    let routed = route_order(state.routes.clone(), order, dry_run);
     match routed.await {
         Ok(Routed::Done(v)) | Ok(Routed::Replay(v)) => Ok((StatusCode::OK, Json(v))),
         Ok(Routed::NoOption(outcome)) => Err(ApiError::Conflict {

@@ -109,6 +109,7 @@ pub const HTTP_REQUEST_SECONDS: &str = "omnistock_http_request_duration_seconds"
 pub const HOLD_SECONDS: &str = "omnistock_hold_duration_seconds";
 pub const HOLD_GROUP_SIZE: &str = "omnistock_hold_group_size";
 pub const ROUTE_SECONDS: &str = "omnistock_route_duration_seconds";
+pub const ROUTE_GROUP_SIZE: &str = "omnistock_route_group_size";
 // Gauges and counters fed by the background jobs.
 pub const CONSUMER_PENDING: &str = "omnistock_ingest_consumer_pending_messages";
 pub const CONSUMER_ACK_PENDING: &str = "omnistock_ingest_consumer_ack_pending_messages";
@@ -168,6 +169,11 @@ const HISTOGRAMS: &[(&str, &[f64], &str)] = &[
         HOLD_GROUP_SIZE,
         SIZE_BUCKETS,
         "Holds on one (location, SKU) taken in one transaction (group commit).",
+    ),
+    (
+        ROUTE_GROUP_SIZE,
+        SIZE_BUCKETS,
+        "Routes decided and held in one transaction (group commit).",
     ),
     (
         ROUTE_SECONDS,

@@ -191,6 +191,45 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `send` in a task of its own, to answer while the test goes on.
+    pub fn spawn_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &'static str,
+        body: Value,
+    ) -> tokio::task::JoinHandle<(u16, Value)> {
+        let (http, url) = (self.http.clone(), self.url(path));
+        tokio::spawn(async move {
+            let r = http
+                .request(method, url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .expect("request");
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        })
+    }
+
+    /// Holds a level's row lock from outside the daemon until the transaction ends, so that
+    /// what the daemon is sent meanwhile queues behind it.
+    pub async fn block_level(
+        &self,
+        location: &str,
+        sku: &str,
+    ) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut tx = self.pool.begin().await.expect("begin");
+        sqlx::query("SELECT 1 FROM stock_levels WHERE location_id = $1 AND sku = $2 FOR UPDATE")
+            .bind(location)
+            .bind(sku)
+            .execute(&mut *tx)
+            .await
+            .expect("lock level");
+        tx
+    }
+
     /// The daemon's `/metrics` text.
     pub async fn metrics(&self) -> String {
         self.http
@@ -331,7 +370,6 @@ impl TestApp {
         d
     }
 
-    /// The invariant: every level's on-hand equals what its ledger implies.
     /// Waits until some session of this database waits for a lock: the transaction under test
     /// has reached the row another one holds.
     pub async fn wait_for_a_lock_wait(&self, what: &str) {
@@ -348,6 +386,7 @@ impl TestApp {
         .await;
     }
 
+    /// The invariant: every level's on-hand equals what its ledger implies.
     pub async fn assert_ledger_consistent(&self) {
         let bad = omnistock::db::invariants::ledger_mismatches(&self.pool, 10)
             .await

@@ -777,36 +777,8 @@ async fn bad_listing_parameters_are_a_422_naming_the_field() {
     assert_eq!((status, body["next_cursor"].clone()), (200, Value::Null));
 }
 
-/// Holds the level's row lock from outside the daemon, so that the holds sent meanwhile queue
-/// in the daemon and go in one group once `release` commits.
-async fn block_level(
-    app: &TestApp,
-    location: &str,
-    sku: &str,
-) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let mut tx = app.pool.begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM stock_levels WHERE location_id = $1 AND sku = $2 FOR UPDATE")
-        .bind(location)
-        .bind(sku)
-        .execute(&mut *tx)
-        .await
-        .expect("lock level");
-    tx
-}
-
 fn spawn_hold(app: &TestApp, body: Value) -> tokio::task::JoinHandle<(u16, Value)> {
-    let (http, url) = (app.http.clone(), app.url("/v1/reservations"));
-    tokio::spawn(async move {
-        let r = http
-            .post(url)
-            .bearer_auth(RESERVE_KEY)
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    })
+    app.spawn_send(Method::POST, "/v1/reservations", RESERVE_KEY, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -814,7 +786,7 @@ async fn idempotent_repeats_in_one_group_answer_the_same_reservation() {
     let app = spawn_app().await;
     app.store("GRP1", 25.05306, 121.52639).await;
     app.stock("GRP1", "HOT", 100).await;
-    let lock = block_level(&app, "GRP1", "HOT").await;
+    let lock = app.block_level("GRP1", "HOT").await;
     let front = spawn_hold(
         &app,
         json!({"reservation_id": "front", "location_id": "GRP1",
@@ -874,7 +846,7 @@ async fn a_hold_that_fails_in_a_group_does_not_fail_the_others() {
     .execute(&app.pool)
     .await
     .expect("trigger");
-    let lock = block_level(&app, "GRP2", "HOT").await;
+    let lock = app.block_level("GRP2", "HOT").await;
     let front = spawn_hold(
         &app,
         json!({"reservation_id": "front", "location_id": "GRP2",

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -543,4 +545,187 @@ async fn routes_holds_and_movements_racing_on_the_same_stock_stay_consistent() {
             assert!(on_hand >= 50 - 60, "{loc} {sku}: {on_hand}");
         }
     }
+}
+
+fn spawn_route(app: &TestApp, body: Value) -> tokio::task::JoinHandle<(u16, Value)> {
+    app.spawn_send(Method::POST, "/v1/orders/route", RESERVE_KEY, body)
+}
+
+/// Routes queued while a group commits go together in the next one: one transaction, each
+/// answered on its own (routed, refused, or the same answer again for a repeated order id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_queued_together_are_held_in_one_group_each_with_its_own_answer() {
+    let app = spawn_app().await;
+    cities(&app, None).await;
+    app.stock("TAOYUAN", "GRP", 30).await;
+    let groups_before = app
+        .metric("omnistock_route_group_size_count")
+        .await
+        .unwrap_or(0.0);
+    let routes_before = app
+        .metric("omnistock_route_group_size_sum")
+        .await
+        .unwrap_or(0.0);
+    let lock = app.block_level("TAOYUAN", "GRP").await;
+    let front = spawn_route(
+        &app,
+        order("grp-front", json!([{"sku": "GRP", "quantity": 1}])),
+    );
+    app.wait_for_a_lock_wait("a route waiting for the level lock")
+        .await;
+    let mut queued = Vec::new();
+    for i in 0..12 {
+        let body = order(&format!("grp-{i}"), json!([{"sku": "GRP", "quantity": 2}]));
+        queued.push(spawn_route(&app, body));
+    }
+    // The same order twice, and one no location can serve.
+    let twice = [
+        spawn_route(
+            &app,
+            order("grp-twice", json!([{"sku": "GRP", "quantity": 1}])),
+        ),
+        spawn_route(
+            &app,
+            order("grp-twice", json!([{"sku": "GRP", "quantity": 1}])),
+        ),
+    ];
+    let greedy = spawn_route(
+        &app,
+        order("grp-greedy", json!([{"sku": "GRP", "quantity": 31}])),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.commit().await.expect("release the level");
+
+    assert_eq!(front.await.expect("front").0, 200);
+    let mut reservations = std::collections::HashSet::new();
+    for t in queued {
+        let (status, body) = t.await.expect("route");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["assignments"][0]["location_id"], "TAOYUAN", "{body}");
+        let id = body["assignments"][0]["reservation_id"]
+            .as_str()
+            .expect("a hold");
+        assert!(
+            reservations.insert(id.to_owned()),
+            "one hold per route: {body}"
+        );
+    }
+    let [a, b] = twice;
+    let (a, b) = (a.await.expect("twice"), b.await.expect("twice"));
+    assert_eq!((a.0, b.0), (200, 200));
+    assert_eq!(a.1, b.1, "the repeated order id answers the same route");
+    // More than there is, whatever the order the group decided them in.
+    let (status, body) = greedy.await.expect("greedy");
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(reason_of(&body, "TAOYUAN")["code"], "no_stock", "{body}");
+    assert_eq!(app.reserved("TAOYUAN", "GRP").await, 26);
+    assert_eq!(slots_and_assignments(&app, "TAOYUAN").await, (14, 14));
+    app.assert_ledger_consistent().await;
+
+    let groups = app
+        .metric("omnistock_route_group_size_count")
+        .await
+        .unwrap_or(0.0)
+        - groups_before;
+    let routes = app
+        .metric("omnistock_route_group_size_sum")
+        .await
+        .unwrap_or(0.0)
+        - routes_before;
+    assert!(routes >= 16.0, "every route went through a group: {routes}");
+    // The front route's group, the queued ones' group, and the repeated id decided again.
+    assert!(groups <= 4.0, "{groups} groups for {routes} routes");
+}
+
+/// A route decides on levels read without a lock. If another writer takes the stock before
+/// the route's group locks the level, the route is decided again on what is left, as a route
+/// alone would be: never held where the stock went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_whose_stock_goes_before_its_lock_is_decided_again() {
+    let app = spawn_app().await;
+    cities(&app, None).await;
+    app.stock("TAOYUAN", "GONE", 5).await;
+    app.stock("HSINCHU", "GONE", 5).await;
+    let mut lock = app.block_level("TAOYUAN", "GONE").await;
+    let route = spawn_route(
+        &app,
+        order("gone-1", json!([{"sku": "GONE", "quantity": 2}])),
+    );
+    app.wait_for_a_lock_wait("a route waiting for the level lock")
+        .await;
+    // What a sale of all five would leave, written straight under the lock (put back below).
+    sqlx::query(
+        "UPDATE stock_levels SET on_hand = 0 WHERE location_id = 'TAOYUAN' AND sku = 'GONE'",
+    )
+    .execute(&mut *lock)
+    .await
+    .expect("empty the level");
+    lock.commit().await.expect("release the level");
+    let (status, body) = route.await.expect("route");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["assignments"][0]["location_id"], "HSINCHU", "{body}");
+    assert_eq!(app.reserved("TAOYUAN", "GONE").await, 0);
+    assert_eq!(app.reserved("HSINCHU", "GONE").await, 2);
+    assert_eq!(slots_and_assignments(&app, "TAOYUAN").await, (0, 0));
+    sqlx::query(
+        "UPDATE stock_levels SET on_hand = 5 WHERE location_id = 'TAOYUAN' AND sku = 'GONE'",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("put the stock back");
+    app.assert_ledger_consistent().await;
+}
+
+/// A route the database refuses fails its group's transaction; the group is then taken one
+/// route at a time, so only that route fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_fails_in_a_group_does_not_fail_the_others() {
+    let app = spawn_app().await;
+    cities(&app, None).await;
+    app.stock("TAOYUAN", "PSN", 50).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison_order() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.order_id = 'poison' THEN RAISE EXCEPTION 'poisoned order'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_poison_order BEFORE INSERT ON orders
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison_order();",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("trigger");
+    let lock = app.block_level("TAOYUAN", "PSN").await;
+    let front = spawn_route(
+        &app,
+        order("psn-front", json!([{"sku": "PSN", "quantity": 1}])),
+    );
+    app.wait_for_a_lock_wait("a route waiting for the level lock")
+        .await;
+    let mut queued = Vec::new();
+    for i in 0..6 {
+        let id = if i == 3 {
+            "poison".to_owned()
+        } else {
+            format!("psn-{i}")
+        };
+        queued.push((
+            id.clone(),
+            spawn_route(&app, order(&id, json!([{"sku": "PSN", "quantity": 2}]))),
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.commit().await.expect("release the level");
+    assert_eq!(front.await.expect("front").0, 200);
+    for (id, t) in queued {
+        let (status, body) = t.await.expect("route");
+        if id == "poison" {
+            assert_eq!(status, 500, "{body}");
+        } else {
+            assert_eq!(status, 200, "{id}: {body}");
+        }
+    }
+    assert_eq!(app.reserved("TAOYUAN", "PSN").await, 1 + 5 * 2);
+    assert_eq!(slots_and_assignments(&app, "TAOYUAN").await, (6, 6));
+    app.assert_ledger_consistent().await;
 }

@@ -32,6 +32,7 @@ use super::location::LocationKind;
 
 mod cover;
 mod explain;
+pub mod group;
 mod quantity;
 #[cfg(test)]
 mod quantity_tests;
