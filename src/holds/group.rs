@@ -11,7 +11,8 @@
 //! commit on success).
 //!
 //! If a group's transaction fails (a deadlock, an id taken meanwhile by another path, a broken
-//! row), its holds are taken again one by one, so one bad request never fails the others.
+//! row), its holds are taken again one by one, so one bad request never fails the others
+//! (unless PostgreSQL is unreachable or timed out: see `GroupError::one_by_one`).
 //! The group runs in a task of its own: a caller that gives up (its client went away, its
 //! deadline passed) leaves the group whole, committed or rolled back, never half done.
 

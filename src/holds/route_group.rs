@@ -272,8 +272,11 @@ async fn apply(
         // group waited for them counts, as it does for a hold.
         let terms = db::events::location_terms(&mut tx, &loc_ids).await?;
         days = db::orders::lock_days(&mut tx, &loc_ids).await?;
-        let level =
-            |loc: &str, sku: &str| locked.iter().find(|l| l.location_id == loc && l.sku == sku);
+        let locked: HashMap<(&str, &str), &db::levels::LevelRow> = locked
+            .iter()
+            .map(|l| ((l.location_id.as_str(), l.sku.as_str()), l))
+            .collect();
+        let level = |loc: &str, sku: &str| locked.get(&(loc, sku)).copied();
         let chosen: Vec<&[Assignment]> = decided
             .iter()
             .filter_map(|d| match d {

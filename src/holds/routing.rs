@@ -5,6 +5,10 @@
 //! the current truth (levels from PostgreSQL, locations from the in-memory directory, today's
 //! routed orders) and holds what it chose. If a concurrent order took the stock (or the last
 //! capacity) between the decision and the hold, it decides again on fresh data.
+//!
+//! Routes are group-committed (`super::route_group`); this module has what a group shares with
+//! a route taken alone (`route_single`, a group's fallback): the truth read, the candidates,
+//! the decision and the answer.
 
 use std::collections::HashMap;
 
