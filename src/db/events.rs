@@ -58,22 +58,12 @@ pub async fn network_available(
         .collect())
 }
 
-/// Creates missing network states (as they were before this transaction), then locks them all
-/// in SKU order and returns them. The lock serialises alert decisions per SKU.
+/// Locks the network states of those of `skus` that have one, in SKU order, and returns
+/// them. The lock serialises alert decisions per SKU.
 pub async fn lock_network_states(
     conn: &mut PgConnection,
     skus: &[&str],
-    initial: &[&str],
 ) -> Result<HashMap<String, String>, sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO network_alert_state (sku, state)
-         SELECT s, st FROM UNNEST($1::text[], $2::text[]) AS n(s, st) ORDER BY s
-         ON CONFLICT (sku) DO NOTHING",
-    )
-    .bind(skus)
-    .bind(initial)
-    .execute(&mut *conn)
-    .await?;
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT sku, state FROM network_alert_state WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
     )
@@ -81,6 +71,25 @@ pub async fn lock_network_states(
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// Creates the network states of SKUs that have none (as they were before this transaction),
+/// in SKU order; one created meanwhile by another transaction is kept.
+pub async fn create_network_states(
+    conn: &mut PgConnection,
+    skus: &[&str],
+    initial: &[&str],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO network_alert_state (sku, state)
+         SELECT s, st FROM UNNEST($1::text[], $2::text[]) AS n(s, st) ORDER BY s
+         ON CONFLICT (sku) DO NOTHING",
+    )
+    .bind(skus)
+    .bind(initial)
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 pub async fn set_network_states(

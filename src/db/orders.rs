@@ -168,62 +168,54 @@ pub async fn lock_days(
         .collect())
 }
 
-/// Adds `orders[i]` to the count of (`location_ids[i]`, `days[i]`), locked by `lock_days`.
-pub async fn add_to_days(
-    conn: &mut PgConnection,
-    location_ids: &[&str],
-    days: &[NaiveDate],
-    orders: &[i64],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE daily_order_counts AS c SET orders = c.orders + t.n
-         FROM UNNEST($1::text[], $2::date[], $3::int8[]) AS t(location_id, local_date, n)
-         WHERE c.location_id = t.location_id AND c.local_date = t.local_date",
-    )
-    .bind(location_ids)
-    .bind(days)
-    .bind(orders)
-    .execute(conn)
-    .await
-    .map(|_| ())
+
+/// What a group of routes writes besides its holds: each order's answer, each assignment
+/// (order, location, hold, the location's day), and the orders added to each location's day.
+pub struct RoutedRows<'a> {
+    pub order_ids: &'a [&'a str],
+    pub responses: &'a [Value],
+    pub assignment_orders: &'a [&'a str],
+    pub assignment_locations: &'a [&'a str],
+    pub assignment_reservations: &'a [&'a str],
+    pub assignment_days: &'a [NaiveDate],
+    pub day_locations: &'a [&'a str],
+    pub day_dates: &'a [NaiveDate],
+    pub day_orders: &'a [i64],
 }
 
-/// Stores the answers of several routed orders; returns the ids stored (an id stored meanwhile
-/// by another transaction is left out).
-pub async fn insert_many(
+/// Stores a group's routed orders in one statement (their answers, assignments and day
+/// counts); returns the ids stored (an id stored meanwhile by another transaction is left
+/// out, and the caller rolls back).
+pub async fn insert_routed(
     conn: &mut PgConnection,
-    order_ids: &[&str],
-    responses: &[Value],
+    rows: &RoutedRows<'_>,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
-        "INSERT INTO orders (order_id, response)
-         SELECT * FROM UNNEST($1::text[], $2::jsonb[])
-         ON CONFLICT (order_id) DO NOTHING
-         RETURNING order_id",
+        "WITH o AS (
+             INSERT INTO orders (order_id, response)
+             SELECT * FROM UNNEST($1::text[], $2::jsonb[])
+             ON CONFLICT (order_id) DO NOTHING
+             RETURNING order_id
+         ), a AS (
+             INSERT INTO order_assignments (order_id, location_id, reservation_id, local_date)
+             SELECT * FROM UNNEST($3::text[], $4::text[], $5::text[], $6::date[])
+         ), d AS (
+             UPDATE daily_order_counts AS c SET orders = c.orders + t.n
+             FROM UNNEST($7::text[], $8::date[], $9::int8[]) AS t(location_id, local_date, n)
+             WHERE c.location_id = t.location_id AND c.local_date = t.local_date
+         )
+         SELECT order_id FROM o",
     )
-    .bind(order_ids)
-    .bind(responses)
+    .bind(rows.order_ids)
+    .bind(rows.responses)
+    .bind(rows.assignment_orders)
+    .bind(rows.assignment_locations)
+    .bind(rows.assignment_reservations)
+    .bind(rows.assignment_days)
+    .bind(rows.day_locations)
+    .bind(rows.day_dates)
+    .bind(rows.day_orders)
     .fetch_all(conn)
     .await
 }
 
-/// `insert_assignment` for several at once.
-pub async fn insert_assignments(
-    conn: &mut PgConnection,
-    order_ids: &[&str],
-    location_ids: &[&str],
-    reservation_ids: &[&str],
-    days: &[NaiveDate],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO order_assignments (order_id, location_id, reservation_id, local_date)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[])",
-    )
-    .bind(order_ids)
-    .bind(location_ids)
-    .bind(reservation_ids)
-    .bind(days)
-    .execute(conn)
-    .await
-    .map(|_| ())
-}

@@ -52,14 +52,27 @@ pub async fn record(conn: &mut PgConnection, changes: &[LevelChange]) -> Result<
     if changes.is_empty() {
         return Ok(());
     }
-    let default = DEFAULT_LOW_STOCK.load(Ordering::Relaxed);
     let mut locs: Vec<&str> = changes.iter().map(|c| c.location_id.as_str()).collect();
     locs.sort_unstable();
     locs.dedup();
+    let terms = db::events::location_terms(conn, &locs).await?;
+    record_with_terms(conn, changes, &terms).await
+}
+
+/// `record`, for a caller that has read the terms of the changes' locations in its
+/// transaction already (after its level locks, as `record` would).
+pub async fn record_with_terms(
+    conn: &mut PgConnection,
+    changes: &[LevelChange],
+    terms: &HashMap<String, db::events::LocationTerms>,
+) -> Result<(), sqlx::Error> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let default = DEFAULT_LOW_STOCK.load(Ordering::Relaxed);
     let mut skus: Vec<&str> = changes.iter().map(|c| c.sku.as_str()).collect();
     skus.sort_unstable();
     skus.dedup();
-    let terms = db::events::location_terms(conn, &locs).await?;
     let sku_thresholds = db::events::sku_thresholds(conn, &skus).await?;
     let now = Utc::now();
     let mut subjects = Vec::with_capacity(changes.len());
@@ -156,15 +169,24 @@ async fn network_alerts(
     }
     let skus: Vec<&str> = delta.keys().copied().collect();
     let threshold = |sku: &str| sku_thresholds.get(sku).copied().unwrap_or(default);
-    let totals = db::events::network_available(conn, &skus).await?;
     let total = |totals: &HashMap<String, i64>, sku: &str| totals.get(sku).copied().unwrap_or(0);
-    // A SKU seen for the first time starts from its state before this transaction.
-    let initial: Vec<&str> = skus
-        .iter()
-        .map(|s| classify(total(&totals, s).saturating_sub(delta[s]), threshold(s)).as_str())
-        .collect();
-    let stored = db::events::lock_network_states(conn, &skus, &initial).await?;
-    // Read again under the lock: every earlier decision on these SKUs has committed by now.
+    let mut stored = db::events::lock_network_states(conn, &skus).await?;
+    if stored.len() < skus.len() {
+        // A SKU seen for the first time starts from its state before this transaction.
+        let missing: Vec<&str> = skus
+            .iter()
+            .copied()
+            .filter(|s| !stored.contains_key(*s))
+            .collect();
+        let totals = db::events::network_available(conn, &missing).await?;
+        let initial: Vec<&str> = missing
+            .iter()
+            .map(|s| classify(total(&totals, s).saturating_sub(delta[s]), threshold(s)).as_str())
+            .collect();
+        db::events::create_network_states(conn, &missing, &initial).await?;
+        stored = db::events::lock_network_states(conn, &skus).await?;
+    }
+    // Read under the lock: every earlier decision on these SKUs has committed by now.
     let totals = db::events::network_available(conn, &skus).await?;
     let mut changed_skus = Vec::new();
     let mut changed_states = Vec::new();

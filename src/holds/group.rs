@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -33,15 +32,12 @@ use crate::domain::reservation::{plan_group, Decision, Status};
 use crate::domain::routing::OrderLine;
 use crate::events;
 
-use super::queue::{GroupError, Queues};
+use super::queue::{self, GroupError, Queues};
 use super::reservations::{view, Created, LineView, NewHold, ReservationView};
 use super::takes::{self, Take};
 
 /// Most holds one transaction takes (the rest wait for the next).
 const MAX_GROUP: usize = 512;
-/// How long a caller waits for its group's answer. The group's statements are bounded by
-/// `statement_timeout` and `lock_timeout`; this bounds the wait in the queue too.
-const WAIT: Duration = Duration::from_secs(60);
 
 /// Holds on the same levels, through the same channel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -114,13 +110,7 @@ impl HoldQueues {
                 let inner = Arc::clone(&inner);
                 async move { run(&inner, &key, batch).await }
             });
-        match tokio::time::timeout(WAIT, rx).await {
-            Ok(Ok(answer)) => answer,
-            // The task ended without answering (it cannot, short of a panic), or the queue
-            // did not move in time: the hold was taken whole or not at all; a retry with the
-            // same id tells which.
-            Ok(Err(_)) | Err(_) => Err(sqlx::Error::PoolTimedOut),
-        }
+        queue::answer(rx).await.unwrap_or(Err(sqlx::Error::PoolTimedOut))
     }
 }
 

@@ -8,6 +8,20 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+/// How long a caller waits for its group's answer. The group's statements are bounded by
+/// `statement_timeout` and `lock_timeout`; this bounds the wait in the queue too.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A queued request's answer, or `None` when the drain ended without answering (it cannot,
+/// short of a panic) or the queue did not move in time. Either way the request was taken
+/// whole or not at all, and a retry with the same id tells which.
+pub(crate) async fn answer<A>(rx: oneshot::Receiver<A>) -> Option<A> {
+    tokio::time::timeout(WAIT, rx).await.ok()?.ok()
+}
 
 pub struct Queues<K, T> {
     /// A key is present while a task drains its queue.

@@ -25,7 +25,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
@@ -41,15 +40,12 @@ use crate::domain::routing::group::{admit, Taken};
 use crate::domain::routing::{Assignment, RouteOutcome};
 use crate::events;
 
-use super::queue::{GroupError, Queues};
+use super::queue::{self, GroupError, Queues};
 use super::routing::{self, Order, RouteError, Routed, ATTEMPTS};
 use super::takes::{self, Take};
 
 /// Most routes one transaction takes (the rest wait for the next).
 const MAX_GROUP: usize = 128;
-/// How long a caller waits for its route's answer. The group's statements are bounded by
-/// `statement_timeout` and `lock_timeout`; this bounds the wait in the queue too.
-const WAIT: Duration = Duration::from_secs(60);
 
 struct Pending {
     order: Order,
@@ -113,13 +109,7 @@ impl RouteQueues {
                 let inner = Arc::clone(&inner);
                 async move { run(&inner, key, group).await }
             });
-        match tokio::time::timeout(WAIT, rx).await {
-            Ok(Ok(answer)) => answer,
-            // The task ended without answering (it cannot, short of a panic), or the queue
-            // did not move in time: the route was taken whole or not at all; a retry with the
-            // same order id tells which.
-            Ok(Err(_)) | Err(_) => Err(RouteError::Db(sqlx::Error::PoolTimedOut)),
-        }
+        queue::answer(rx).await.unwrap_or(Err(RouteError::Db(sqlx::Error::PoolTimedOut)))
     }
 }
 
@@ -259,7 +249,7 @@ async fn apply(
         .collect();
     pairs.sort_unstable();
     pairs.dedup();
-    let mut days = HashMap::new();
+    let (mut days, mut terms) = (HashMap::new(), HashMap::new());
     if !pairs.is_empty() {
         let (locs, lock_skus): (Vec<String>, Vec<String>) = pairs
             .iter()
@@ -270,7 +260,7 @@ async fn apply(
         loc_ids.dedup();
         // After the level locks, in a snapshot of their own: a safety stock raised while the
         // group waited for them counts, as it does for a hold.
-        let terms = db::events::location_terms(&mut tx, &loc_ids).await?;
+        terms = db::events::location_terms(&mut tx, &loc_ids).await?;
         days = db::orders::lock_days(&mut tx, &loc_ids).await?;
         let locked: HashMap<(&str, &str), &db::levels::LevelRow> = locked
             .iter()
@@ -312,7 +302,7 @@ async fn apply(
         }
     }
 
-    let written = write(&mut tx, group, &decided, &days).await?;
+    let written = write(&mut tx, group, &decided, &days, &terms).await?;
     if written.changed.is_empty() {
         tx.rollback().await?;
     } else {
@@ -345,6 +335,7 @@ async fn write(
     group: &[Pending],
     decided: &[Decided],
     days: &HashMap<String, (NaiveDate, Option<i64>)>,
+    terms: &HashMap<String, db::events::LocationTerms>,
 ) -> Result<Written, GroupError> {
     let routes: Vec<(&Pending, &RouteOutcome)> = group
         .iter()
@@ -375,7 +366,7 @@ async fn write(
                 .collect()
         })
         .collect();
-    let (mut r_locs, mut r_ids, mut r_expires, mut r_orders, mut r_days) =
+    let (mut r_locs, mut r_ids, mut r_expires, mut a_orders, mut r_days) =
         (vec![], vec![], vec![], vec![], vec![]);
     let mut takes = Vec::new();
     for ((p, o), hs) in routes.iter().zip(&holds) {
@@ -383,7 +374,7 @@ async fn write(
             r_locs.push(a.location_id.as_str());
             r_ids.push(id.as_str());
             r_expires.push(*until);
-            r_orders.push(Some(p.order.order_id.as_str()));
+            a_orders.push(p.order.order_id.as_str());
             r_days.push(
                 days.get(&a.location_id)
                     .map(|d| d.0)
@@ -397,6 +388,7 @@ async fn write(
             }));
         }
     }
+    let r_orders: Vec<Option<&str>> = a_orders.iter().copied().map(Some).collect();
     let inserted =
         db::reservations::insert_many(tx, &r_locs, &r_ids, &r_expires, &r_orders).await?;
     if inserted.len() != r_ids.len() {
@@ -404,7 +396,7 @@ async fn write(
     }
     let (changed, changes) = takes::write(tx, &takes).await?;
     // After every level lock of the transaction: recording takes per-SKU alert locks.
-    events::record(tx, &changes).await?;
+    events::record_with_terms(tx, &changes, terms).await?;
     let bodies: Vec<Value> = routes
         .iter()
         .zip(&holds)
@@ -414,15 +406,6 @@ async fn write(
         .iter()
         .map(|(p, _)| p.order.order_id.as_str())
         .collect();
-    if db::orders::insert_many(tx, &order_ids, &bodies)
-        .await?
-        .len()
-        != order_ids.len()
-    {
-        return Err(GroupError::Raced);
-    }
-    let a_orders: Vec<&str> = r_orders.iter().map(|o| o.unwrap_or_default()).collect();
-    db::orders::insert_assignments(tx, &a_orders, &r_locs, &r_ids, &r_days).await?;
     let mut per_day: HashMap<(&str, NaiveDate), i64> = HashMap::new();
     for (l, d) in r_locs.iter().zip(&r_days) {
         *per_day.entry((l, *d)).or_default() += 1;
@@ -433,6 +416,23 @@ async fn write(
         d_days.push(d);
         d_n.push(n);
     }
-    db::orders::add_to_days(tx, &d_locs, &d_days, &d_n).await?;
+    let stored = db::orders::insert_routed(
+        tx,
+        &db::orders::RoutedRows {
+            order_ids: &order_ids,
+            responses: &bodies,
+            assignment_orders: &a_orders,
+            assignment_locations: &r_locs,
+            assignment_reservations: &r_ids,
+            assignment_days: &r_days,
+            day_locations: &d_locs,
+            day_dates: &d_days,
+            day_orders: &d_n,
+        },
+    )
+    .await?;
+    if stored.len() != order_ids.len() {
+        return Err(GroupError::Raced);
+    }
     Ok(Written { changed, bodies })
 }

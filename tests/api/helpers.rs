@@ -179,16 +179,7 @@ impl TestApp {
         key: &str,
         body: &Value,
     ) -> (u16, Value) {
-        let r = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(key)
-            .json(body)
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        send(&self.http, method, self.url(path), key, body).await
     }
 
     /// `send` in a task of its own, to answer while the test goes on.
@@ -200,17 +191,25 @@ impl TestApp {
         body: Value,
     ) -> tokio::task::JoinHandle<(u16, Value)> {
         let (http, url) = (self.http.clone(), self.url(path));
-        tokio::spawn(async move {
-            let r = http
-                .request(method, url)
-                .bearer_auth(key)
-                .json(&body)
-                .send()
-                .await
-                .expect("request");
-            let status = r.status().as_u16();
-            (status, r.json().await.unwrap_or(Value::Null))
-        })
+        tokio::spawn(async move { send(&http, method, url, key, &body).await })
+    }
+
+    /// Makes the database refuse a row inserted into `table` whose `column` is `value`, as
+    /// a broken request would be: it fails its group's transaction.
+    pub async fn refuse_on_insert(&self, table: &str, column: &str, value: &str) {
+        let name = format!("refuse_{table}");
+        sqlx::raw_sql(&format!(
+            "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.{column} = '{value}' THEN RAISE EXCEPTION 'refused {value}'; END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER {name} BEFORE INSERT ON {table}
+                 FOR EACH ROW EXECUTE FUNCTION {name}();"
+        ))
+        .execute(&self.pool)
+        .await
+        .expect("trigger");
     }
 
     /// Holds a level's row lock from outside the daemon until the transaction ends, so that
@@ -487,4 +486,22 @@ pub fn movement_at(
     let mut m = movement(event_id, location, sku, kind, quantity);
     m["occurred_at"] = json!(at);
     m
+}
+
+async fn send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    key: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let r = http
+        .request(method, url)
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
 }

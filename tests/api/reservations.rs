@@ -834,18 +834,8 @@ async fn a_hold_that_fails_in_a_group_does_not_fail_the_others() {
     app.stock("GRP2", "HOT", 100).await;
     // A row the database refuses, as a broken hold would be: it fails its group's
     // transaction, and the group is taken again one by one.
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF NEW.reservation_id = 'poison' THEN RAISE EXCEPTION 'poisoned hold'; END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_poison BEFORE INSERT ON reservation_lines
-             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
-    )
-    .execute(&app.pool)
-    .await
-    .expect("trigger");
+    app.refuse_on_insert("reservation_lines", "reservation_id", "poison")
+        .await;
     let lock = app.block_level("GRP2", "HOT").await;
     let front = spawn_hold(
         &app,

@@ -683,18 +683,7 @@ async fn a_route_that_fails_in_a_group_does_not_fail_the_others() {
     let app = spawn_app().await;
     cities(&app, None).await;
     app.stock("TAOYUAN", "PSN", 50).await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_poison_order() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF NEW.order_id = 'poison' THEN RAISE EXCEPTION 'poisoned order'; END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_poison_order BEFORE INSERT ON orders
-             FOR EACH ROW EXECUTE FUNCTION refuse_poison_order();",
-    )
-    .execute(&app.pool)
-    .await
-    .expect("trigger");
+    app.refuse_on_insert("orders", "order_id", "poison").await;
     let lock = app.block_level("TAOYUAN", "PSN").await;
     let front = spawn_route(
         &app,
