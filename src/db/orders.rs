@@ -168,7 +168,6 @@ pub async fn lock_days(
         .collect())
 }
 
-
 /// What a group of routes writes besides its holds: each order's answer, each assignment
 /// (order, location, hold, the location's day), and the orders added to each location's day.
 pub struct RoutedRows<'a> {
@@ -218,4 +217,3 @@ pub async fn insert_routed(
     .fetch_all(conn)
     .await
 }
-

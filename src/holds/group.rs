@@ -110,7 +110,9 @@ impl HoldQueues {
                 let inner = Arc::clone(&inner);
                 async move { run(&inner, &key, batch).await }
             });
-        queue::answer(rx).await.unwrap_or(Err(sqlx::Error::PoolTimedOut))
+        queue::answer(rx)
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
     }
 }
 

@@ -109,7 +109,9 @@ impl RouteQueues {
                 let inner = Arc::clone(&inner);
                 async move { run(&inner, key, group).await }
             });
-        queue::answer(rx).await.unwrap_or(Err(RouteError::Db(sqlx::Error::PoolTimedOut)))
+        queue::answer(rx)
+            .await
+            .unwrap_or(Err(RouteError::Db(sqlx::Error::PoolTimedOut)))
     }
 }
 
