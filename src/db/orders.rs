@@ -168,8 +168,8 @@ pub async fn lock_days(
         .collect())
 }
 
-/// What a group of routes writes besides its holds: each order's answer, each assignment
-/// (order, location, hold, the location's day), and the orders added to each location's day.
+/// What a group of routes writes besides its holds: each order's answer, and each assignment
+/// (order, location, hold, the location's day).
 pub struct RoutedRows<'a> {
     pub order_ids: &'a [&'a str],
     pub responses: &'a [Value],
@@ -177,14 +177,12 @@ pub struct RoutedRows<'a> {
     pub assignment_locations: &'a [&'a str],
     pub assignment_reservations: &'a [&'a str],
     pub assignment_days: &'a [NaiveDate],
-    pub day_locations: &'a [&'a str],
-    pub day_dates: &'a [NaiveDate],
-    pub day_orders: &'a [i64],
 }
 
-/// Stores a group's routed orders in one statement (their answers, assignments and day
-/// counts); returns the ids stored (an id stored meanwhile by another transaction is left
-/// out, and the caller rolls back).
+/// Stores a group's routed orders in one statement: their answers, their assignments, and
+/// each assignment counted on its location's day (locked by `lock_days`). Returns the ids
+/// stored (an id stored meanwhile by another transaction is left out, and the caller rolls
+/// back).
 pub async fn insert_routed(
     conn: &mut PgConnection,
     rows: &RoutedRows<'_>,
@@ -200,8 +198,9 @@ pub async fn insert_routed(
              SELECT * FROM UNNEST($3::text[], $4::text[], $5::text[], $6::date[])
          ), d AS (
              UPDATE daily_order_counts AS c SET orders = c.orders + t.n
-             FROM UNNEST($7::text[], $8::date[], $9::int8[]) AS t(location_id, local_date, n)
-             WHERE c.location_id = t.location_id AND c.local_date = t.local_date
+             FROM (SELECT l, d, count(*) AS n FROM UNNEST($4::text[], $6::date[]) AS u(l, d)
+                   GROUP BY l, d) AS t
+             WHERE c.location_id = t.l AND c.local_date = t.d
          )
          SELECT order_id FROM o",
     )
@@ -211,9 +210,6 @@ pub async fn insert_routed(
     .bind(rows.assignment_locations)
     .bind(rows.assignment_reservations)
     .bind(rows.assignment_days)
-    .bind(rows.day_locations)
-    .bind(rows.day_dates)
-    .bind(rows.day_orders)
     .fetch_all(conn)
     .await
 }

@@ -408,16 +408,6 @@ async fn write(
         .iter()
         .map(|(p, _)| p.order.order_id.as_str())
         .collect();
-    let mut per_day: HashMap<(&str, NaiveDate), i64> = HashMap::new();
-    for (l, d) in r_locs.iter().zip(&r_days) {
-        *per_day.entry((l, *d)).or_default() += 1;
-    }
-    let (mut d_locs, mut d_days, mut d_n) = (vec![], vec![], vec![]);
-    for ((l, d), n) in per_day {
-        d_locs.push(l);
-        d_days.push(d);
-        d_n.push(n);
-    }
     let stored = db::orders::insert_routed(
         tx,
         &db::orders::RoutedRows {
@@ -427,9 +417,6 @@ async fn write(
             assignment_locations: &r_locs,
             assignment_reservations: &r_ids,
             assignment_days: &r_days,
-            day_locations: &d_locs,
-            day_dates: &d_days,
-            day_orders: &d_n,
         },
     )
     .await?;
