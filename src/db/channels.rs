@@ -130,19 +130,6 @@ pub async fn overrides_for(
         .collect())
 }
 
-/// The overrides of every channel, for some SKUs.
-pub async fn overrides_of_skus(
-    db: impl PgExecutor<'_>,
-    skus: &[String],
-) -> Result<Vec<OverrideRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {OVERRIDE_COLUMNS} FROM channel_skus WHERE sku = ANY($1)"
-    ))
-    .bind(skus)
-    .fetch_all(db)
-    .await
-}
-
 pub async fn get_override(
     db: impl PgExecutor<'_>,
     channel: &str,

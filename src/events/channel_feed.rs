@@ -3,9 +3,11 @@
 //!
 //! The outbox relay marks the SKUs of the change events it publishes (`channel_dirty`, in the
 //! transaction that marks them sent); a channel or override change marks the SKUs it affects.
-//! Each run then takes a page of marked SKUs, computes every channel's total from PostgreSQL,
+//! Each run then takes a page of marked SKUs, reads every channel's total from PostgreSQL,
 //! publishes those that differ from the total last published for that (channel, SKU), and
-//! records them and unmarks the page in one transaction. So:
+//! records them and unmarks the page in one transaction. A channel's total is the one the level
+//! triggers keep in `sku_totals` (the figure reads answer too), so a run reads one row per
+//! (SKU, channel), not every level of its SKUs. So:
 //! - at least once, after the commit: a total is computed from committed levels, and a run
 //!   that fails after publishing is rolled back and publishes again;
 //! - per SKU in order: runs hold the relay's turn (one at a time across daemons) and each run
@@ -26,9 +28,7 @@ use sqlx::PgPool;
 
 use crate::config::Subjects;
 use crate::db;
-use crate::domain::availability::{available, network_total};
-use crate::domain::channel::{is_built_in, pool_available, ChannelDef, SkuOverride};
-use crate::domain::location::Location;
+use crate::domain::channel::is_built_in;
 use crate::metrics::METRICS;
 
 /// SKUs per run.
@@ -55,21 +55,6 @@ struct ChannelAlert<'a> {
     threshold: i64,
     at: DateTime<Utc>,
     event_id: String,
-}
-
-/// A channel's total of one SKU, from its levels (location id, on-hand, reserved).
-pub fn total(
-    def: &ChannelDef,
-    overrides: Option<&SkuOverride>,
-    levels: &[&db::levels::LevelRow],
-    locations: &HashMap<String, Location>,
-) -> i64 {
-    let terms = def.terms(overrides);
-    network_total(levels.iter().filter_map(|l| {
-        let loc = locations.get(&l.location_id)?;
-        def.includes(&l.location_id, loc.kind, loc.ship_from)
-            .then(|| pool_available(available(l.on_hand, l.reserved, loc.safety_stock), terms))
-    }))
 }
 
 /// FNV-1a: a stable short stand-in for a SKU in a message id (a SKU may hold characters a
@@ -104,32 +89,19 @@ pub async fn publish_once(
         return Ok(0);
     }
     let defs = db::channels::list(&mut *tx).await?;
-    let locations: HashMap<String, Location> = db::locations::list(&mut *tx)
+    // The totals the level triggers keep (`sku_totals`): one row per (SKU, channel), whatever
+    // the number of locations; a pair without a row is 0.
+    let totals: HashMap<(String, String), i64> = db::totals::for_skus(&mut *tx, &skus)
         .await?
         .into_iter()
-        .map(|l| (l.location_id.clone(), l))
+        .map(|t| ((t.channel, t.sku), t.available))
         .collect();
-    let levels = db::levels::for_skus(&mut *tx, &skus).await?;
-    let mut by_sku: HashMap<&str, Vec<&db::levels::LevelRow>> = HashMap::new();
-    for l in &levels {
-        by_sku.entry(l.sku.as_str()).or_default().push(l);
-    }
-    let overrides: HashMap<(String, String), SkuOverride> =
-        db::channels::overrides_of_skus(&mut *tx, &skus)
-            .await?
-            .into_iter()
-            .map(|r| {
-                let t = r.terms();
-                ((r.channel, r.sku), t)
-            })
-            .collect();
     let published = db::channels::published(&mut tx, &skus).await?;
     let mut pending = Vec::new();
     for sku in &skus {
-        let sku_levels = by_sku.get(sku.as_str()).map_or(&[][..], Vec::as_slice);
         for def in &defs {
             let key = (def.channel.clone(), sku.clone());
-            let now_total = total(def, overrides.get(&key), sku_levels, &locations);
+            let now_total = totals.get(&key).copied().unwrap_or(0);
             let last = published.get(&key);
             if last.map(|l| l.0) == Some(now_total) {
                 continue;
