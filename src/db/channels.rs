@@ -210,24 +210,6 @@ pub async fn mark_all_dirty(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> 
     .map(|_| ())
 }
 
-/// Marks the SKUs of the given outbox change events.
-pub async fn mark_dirty_from_outbox(
-    conn: &mut PgConnection,
-    ids: &[i64],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO channel_dirty (sku)
-         SELECT DISTINCT payload->>'sku' FROM outbox
-         WHERE id = ANY($1) AND subject LIKE 'changes.%' AND payload ? 'sku'
-         ORDER BY 1
-         ON CONFLICT (sku) DO UPDATE SET marked_at = now()",
-    )
-    .bind(ids)
-    .execute(conn)
-    .await
-    .map(|_| ())
-}
-
 /// Locks up to `limit` marked SKUs, in SKU order.
 pub async fn lock_dirty(conn: &mut PgConnection, limit: i64) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT sku FROM channel_dirty ORDER BY sku LIMIT $1 FOR UPDATE")
