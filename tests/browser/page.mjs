@@ -21,7 +21,7 @@ const SKU = env("OMNISTOCK_SKU");
 const HERE = env("OMNISTOCK_HERE");
 const NEARBY = JSON.parse(env("OMNISTOCK_NEARBY")); // expected order of nearby store ids
 const STALE = env("OMNISTOCK_STALE"); // a location whose last movement is past the red threshold
-const SHOTS = process.env.OMNISTOCK_SCREENSHOTS || join(here, "../../docs/screenshots");
+const SHOTS = process.env.OMNISTOCK_SCREENSHOTS || join(here, "../../target/screenshots");
 const CHROMIUM = process.env.OMNISTOCK_CHROMIUM || "/usr/bin/chromium";
 const TIMEOUT = 20000;
 
