@@ -272,8 +272,6 @@ async fn publish_row(
         .await?)
 }
 
-/// Events of one SKU must leave in order; the SKU of an event is in its payload (an event
-/// without one is ordered with its subject).
 /// The SKUs of the level changes among `rows`, sorted and once each. Taken from the rows in
 /// hand: reading them back from the outbox by id cost the relay 20 ms a batch under load.
 fn changed_skus(rows: &[db::events::OutboxRow]) -> Vec<&str> {
@@ -287,6 +285,8 @@ fn changed_skus(rows: &[db::events::OutboxRow]) -> Vec<&str> {
     skus
 }
 
+/// Events of one SKU must leave in order; the SKU of an event is in its payload (an event
+/// without one is ordered with its subject).
 fn order_key(r: &db::events::OutboxRow) -> String {
     match r.payload.get("sku").and_then(|s| s.as_str()) {
         Some(sku) => format!("sku:{sku}"),
