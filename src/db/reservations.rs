@@ -331,18 +331,6 @@ pub async fn existing(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Strin
         .await
 }
 
-/// A location's safety stock, read in a snapshot of its own (after the caller's level locks);
-/// `None` when the location is not registered.
-pub async fn location_safety(
-    conn: &mut PgConnection,
-    location_id: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT safety_stock FROM locations WHERE location_id = $1")
-        .bind(location_id)
-        .fetch_optional(conn)
-        .await
-}
-
 /// Inserts new holds, set-based (`locations[i]` is the location of `ids[i]`); returns the ids
 /// it inserted, with their creation and expiry times as stored (an id another transaction took
 /// meanwhile is left out).
@@ -388,19 +376,18 @@ pub async fn insert_lines_many(
 }
 
 /// Adds the holds of a group to `reserved` of locked levels (`totals[i]` held at
-/// (`locations[i]`, `skus[i]`) by `holds[i]` holds), bumping each level's version once per hold
-/// (each hold has its own change event); returns the levels after.
+/// (`locations[i]`, `skus[i]`)), bumping each level's version once: the group commits as one
+/// change of each level (one change event); returns the levels after.
 pub async fn add_held_group(
     conn: &mut PgConnection,
     locations: &[&str],
     skus: &[&str],
     totals: &[i64],
-    holds: &[i64],
 ) -> Result<Vec<LevelRow>, sqlx::Error> {
     sqlx::query_as(
-        "UPDATE stock_levels AS s SET reserved = s.reserved + n.q, version = s.version + n.k,
+        "UPDATE stock_levels AS s SET reserved = s.reserved + n.q, version = s.version + 1,
                 updated_at = now()
-         FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) AS n(location_id, sku, q, k)
+         FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS n(location_id, sku, q)
          WHERE s.location_id = n.location_id AND s.sku = n.sku
          RETURNING s.location_id, s.sku, s.on_hand, s.reserved, s.in_transit, s.version,
                    s.last_count_at, s.last_movement_at",
@@ -408,7 +395,6 @@ pub async fn add_held_group(
     .bind(locations)
     .bind(skus)
     .bind(totals)
-    .bind(holds)
     .fetch_all(conn)
     .await
 }

@@ -178,8 +178,9 @@ async fn apply(inner: &Inner, key: &Key, holds: &[&Hold]) -> Result<Vec<Created>
     };
     let levels = db::levels::lock_at(&mut tx, loc, &skus).await?;
     // After the locks, in a snapshot of its own: a safety stock raised while the group
-    // waited for them counts.
-    let Some(safety) = db::reservations::location_safety(&mut tx, loc).await? else {
+    // waited for them counts. The same read serves the change events.
+    let terms = db::events::location_terms(&mut tx, &[loc]).await?;
+    let Some(safety) = terms.get(loc).map(|t| t.safety_stock) else {
         tx.rollback().await?;
         return Ok(holds.iter().map(|_| Created::UnknownLocation).collect());
     };
@@ -238,7 +239,7 @@ async fn apply(inner: &Inner, key: &Key, holds: &[&Hold]) -> Result<Vec<Created>
             })
             .collect();
         let (changed, changes) = takes::write(&mut tx, &takes).await?;
-        events::record(&mut tx, &changes).await?;
+        events::record_with_terms(&mut tx, &changes, &terms).await?;
         commit::commit(tx, Some(&inner.cache), &changed).await?;
     }
     let mut answers = Vec::with_capacity(holds.len());

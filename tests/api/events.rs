@@ -486,3 +486,70 @@ async fn one_relay_batch_with_many_changes_per_sku_publishes_each_skus_in_versio
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_holds_is_one_change_of_its_level() {
+    let app = spawn_app().await;
+    app.store("GRPE", 25.05306, 121.52639).await;
+    app.stock("GRPE", "HOT", 100).await;
+    let lock = app.block_level("GRPE", "HOT").await;
+    let front = app.spawn_send(
+        Method::POST,
+        "/v1/reservations",
+        RESERVE_KEY,
+        json!({"reservation_id": "front", "location_id": "GRPE",
+               "lines": [{"sku": "HOT", "quantity": 1}]}),
+    );
+    app.wait_for_a_lock_wait("a hold waiting for the level lock")
+        .await;
+    // Queued behind the hold in front: they are decided and committed together.
+    let queued: Vec<_> = (1..=5)
+        .map(|q| {
+            app.spawn_send(
+                Method::POST,
+                "/v1/reservations",
+                RESERVE_KEY,
+                json!({"reservation_id": format!("g{q}"), "location_id": "GRPE",
+                       "lines": [{"sku": "HOT", "quantity": q}]}),
+            )
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    lock.commit().await.expect("release the level");
+    assert_eq!(front.await.expect("front").0, 201);
+    for t in queued {
+        let (status, body) = t.await.expect("hold");
+        assert_eq!(status, 201, "{body}");
+    }
+
+    let events = wait_for_changes(&app, "GRPE", "HOT", 3).await;
+    let got: Vec<(i64, i64, &str, &Value)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["version"].as_i64().expect("v"),
+                e["reserved"].as_i64().expect("r"),
+                e["cause"].as_str().expect("cause"),
+                &e["reference"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, 0, "receipt", &events[0]["reference"]),
+            (2, 1, "reservation_hold", &json!("front")),
+            // Five holds, one commit: one event, the version up by one, no single reference.
+            (3, 16, "reservation_hold", &Value::Null),
+        ]
+    );
+    assert_eq!(events[2]["available"], json!(84));
+    let (version, reserved): (i64, i64) = sqlx::query_as(
+        "SELECT version, reserved FROM stock_levels WHERE location_id = 'GRPE' AND sku = 'HOT'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("level");
+    assert_eq!((version, reserved), (3, 16));
+    app.assert_ledger_consistent().await;
+}
