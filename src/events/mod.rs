@@ -55,7 +55,10 @@ pub async fn record(conn: &mut PgConnection, changes: &[LevelChange]) -> Result<
     let mut locs: Vec<&str> = changes.iter().map(|c| c.location_id.as_str()).collect();
     locs.sort_unstable();
     locs.dedup();
-    let terms = db::events::location_terms(conn, &locs).await?;
+    let mut skus: Vec<&str> = changes.iter().map(|c| c.sku.as_str()).collect();
+    skus.sort_unstable();
+    skus.dedup();
+    let terms = db::events::terms(conn, &locs, &skus).await?;
     record_with_terms(conn, changes, &terms).await
 }
 
@@ -64,16 +67,13 @@ pub async fn record(conn: &mut PgConnection, changes: &[LevelChange]) -> Result<
 pub async fn record_with_terms(
     conn: &mut PgConnection,
     changes: &[LevelChange],
-    terms: &HashMap<String, db::events::LocationTerms>,
+    terms: &db::events::EventTerms,
 ) -> Result<(), sqlx::Error> {
     if changes.is_empty() {
         return Ok(());
     }
     let default = DEFAULT_LOW_STOCK.load(Ordering::Relaxed);
-    let mut skus: Vec<&str> = changes.iter().map(|c| c.sku.as_str()).collect();
-    skus.sort_unstable();
-    skus.dedup();
-    let sku_thresholds = db::events::sku_thresholds(conn, &skus).await?;
+    let sku_thresholds = &terms.sku_thresholds;
     let now = Utc::now();
     let mut subjects = Vec::with_capacity(changes.len());
     let mut payloads = Vec::with_capacity(changes.len());
@@ -81,7 +81,7 @@ pub async fn record_with_terms(
     let mut network_delta: BTreeMap<&str, i64> = BTreeMap::new();
 
     for c in changes {
-        let Some(t) = terms.get(&c.location_id) else {
+        let Some(t) = terms.locations.get(&c.location_id) else {
             continue;
         };
         let before = available(c.before_on_hand, c.before_reserved, t.safety_stock);
@@ -123,7 +123,7 @@ pub async fn record_with_terms(
     network_alerts(
         conn,
         &network_delta,
-        &sku_thresholds,
+        sku_thresholds,
         default,
         now,
         &mut subjects,

@@ -179,8 +179,8 @@ async fn apply(inner: &Inner, key: &Key, holds: &[&Hold]) -> Result<Vec<Created>
     let levels = db::levels::lock_at(&mut tx, loc, &skus).await?;
     // After the locks, in a snapshot of its own: a safety stock raised while the group
     // waited for them counts. The same read serves the change events.
-    let terms = db::events::location_terms(&mut tx, &[loc]).await?;
-    let Some(safety) = terms.get(loc).map(|t| t.safety_stock) else {
+    let terms = db::events::terms(&mut tx, &[loc], &skus).await?;
+    let Some(safety) = terms.locations.get(loc).map(|t| t.safety_stock) else {
         tx.rollback().await?;
         return Ok(holds.iter().map(|_| Created::UnknownLocation).collect());
     };

@@ -251,7 +251,7 @@ async fn apply(
         .collect();
     pairs.sort_unstable();
     pairs.dedup();
-    let (mut days, mut terms) = (HashMap::new(), HashMap::new());
+    let (mut days, mut terms) = (HashMap::new(), db::events::EventTerms::default());
     if !pairs.is_empty() {
         let (locs, lock_skus): (Vec<String>, Vec<String>) = pairs
             .iter()
@@ -262,7 +262,10 @@ async fn apply(
         loc_ids.dedup();
         // After the level locks, in a snapshot of their own: a safety stock raised while the
         // group waited for them counts, as it does for a hold.
-        terms = db::events::location_terms(&mut tx, &loc_ids).await?;
+        let mut sku_ids: Vec<&str> = pairs.iter().map(|p| p.1).collect();
+        sku_ids.sort_unstable();
+        sku_ids.dedup();
+        terms = db::events::terms(&mut tx, &loc_ids, &sku_ids).await?;
         days = db::orders::lock_days(&mut tx, &loc_ids).await?;
         let locked: HashMap<(&str, &str), &db::levels::LevelRow> = locked
             .iter()
@@ -278,7 +281,7 @@ async fn apply(
             .collect();
         let admitted = admit(
             &chosen,
-            |loc, sku, more| match (level(loc, sku), terms.get(loc)) {
+            |loc, sku, more| match (level(loc, sku), terms.locations.get(loc)) {
                 (Some(l), Some(t)) => {
                     let a = available(l.on_hand, l.reserved.saturating_add(more), t.safety_stock);
                     truth.channel_available(sku, a)
@@ -337,7 +340,7 @@ async fn write(
     group: &[Pending],
     decided: &[Decided],
     days: &HashMap<String, (NaiveDate, Option<i64>)>,
-    terms: &HashMap<String, db::events::LocationTerms>,
+    terms: &db::events::EventTerms,
 ) -> Result<Written, GroupError> {
     let routes: Vec<(&Pending, &RouteOutcome)> = group
         .iter()
