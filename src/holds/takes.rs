@@ -64,7 +64,8 @@ fn per_level<'a>(takes: &[Take<'a>]) -> BTreeMap<(&'a str, &'a str), PerLevel<'a
             reference: Some(t.reservation_id),
         });
         // Saturating: the sum was checked against the level's available when the group was
-        // decided, so it cannot reach the bound; if it did the update's checks would refuse it.
+        // decided, so it cannot reach the bound; if it did, the update's bigint addition would
+        // fail the group rather than wrap.
         e.quantity = e.quantity.saturating_add(t.quantity);
         if e.reference != Some(t.reservation_id) {
             e.reference = None;
@@ -84,7 +85,6 @@ fn changes(
             let l = per_level.get(&(a.location_id.as_str(), a.sku.as_str()))?;
             let mut before = a.clone();
             before.reserved = a.reserved.saturating_sub(l.quantity);
-            before.version = a.version.saturating_sub(1);
             Some((
                 l.first,
                 change(
