@@ -3,10 +3,10 @@ use std::collections::HashMap;
 use serde_json::Value;
 use sqlx::{FromRow, PgConnection};
 
-/// What change events and alerts need to know of a location.
+/// What change events and alerts need to know of a location (keyed by its id in
+/// `EventTerms::locations`).
 #[derive(Debug, Clone)]
 pub struct LocationTerms {
-    pub location_id: String,
     pub safety_stock: i64,
     pub low_stock_threshold: Option<i64>,
     /// Counts in the online channel (ships to customers).
@@ -44,7 +44,6 @@ pub async fn terms(
     for (is_location, id, safety_stock, low_stock_threshold, ships) in rows {
         if is_location {
             let t = LocationTerms {
-                location_id: id.clone(),
                 safety_stock,
                 low_stock_threshold,
                 ships,
