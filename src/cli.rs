@@ -373,7 +373,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .into_iter()
                 .map(|l| l.location_id)
                 .collect();
-            let report = crate::nats_config::generate(&out, &Subjects::new(&subject_prefix), &ids)?;
+            let report =
+                crate::ops::nats_config::generate(&out, &Subjects::new(&subject_prefix), &ids)?;
             print!("{report}");
             println!(
                 "wrote {} ({} store users); include it from the nats-server config and reload",

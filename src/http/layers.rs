@@ -160,7 +160,7 @@ fn request_span(req: &Request) -> Span {
         otel.kind = "server",
         otel.status_code = Empty,
     );
-    crate::otel::adopt_remote_parent(&span, req.headers());
+    crate::telemetry::otel::adopt_remote_parent(&span, req.headers());
     span
 }
 

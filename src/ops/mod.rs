@@ -8,6 +8,7 @@ pub mod healthcheck;
 pub mod import;
 pub mod keys;
 pub mod loadgen;
+pub mod nats_config;
 pub mod reconcile;
 pub mod reservations_cli;
 pub mod simulate;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use futures::StreamExt;
 use omnistock::config::{Connections, NatsAuth, Subjects};
-use omnistock::nats_config::{store_inbox, SERVICE_INBOX};
+use omnistock::ops::nats_config::{store_inbox, SERVICE_INBOX};
 
 use crate::daemon::{Daemon, Urls, PREFIX};
 use crate::serve::tail;

@@ -1,6 +1,8 @@
 //! Logging: human-readable on a terminal, JSON lines otherwise (for log shippers).
 //! The filter comes from `RUST_LOG` (default `info`). Spans are also exported over OTLP when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`crate::otel`]).
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`crate::telemetry::otel`]).
+
+pub mod otel;
 
 use std::io::IsTerminal;
 
@@ -17,7 +19,7 @@ pub fn init() {
     } else {
         fmt.json().flatten_event(true).boxed()
     };
-    let (otel, otel_error) = match crate::otel::layer() {
+    let (otel, otel_error) = match crate::telemetry::otel::layer() {
         Ok(layer) => (layer, None),
         Err(e) => (None, Some(e)),
     };
@@ -36,7 +38,7 @@ pub fn init() {
 
 /// Flushes what the process still has to report (the last spans); call once it has stopped.
 pub async fn shutdown() {
-    if crate::otel::enabled() {
-        let _ = tokio::task::spawn_blocking(crate::otel::shutdown).await;
+    if crate::telemetry::otel::enabled() {
+        let _ = tokio::task::spawn_blocking(crate::telemetry::otel::shutdown).await;
     }
 }
