@@ -105,9 +105,14 @@ impl RouteQueues {
         let inner = Arc::clone(&self.inner);
         self.inner
             .queues
-            .push(key, pending, MAX_GROUP, move |key, group| {
+            // Never hands off early: a group requeues the routes it could not decide, for the
+            // next group, which must therefore not have started.
+            .push(key, pending, MAX_GROUP, move |key, group, ends| {
                 let inner = Arc::clone(&inner);
-                async move { run(&inner, key, group).await }
+                async move {
+                    run(&inner, key, group).await;
+                    drop(ends);
+                }
             });
         queue::answer(rx)
             .await
