@@ -8,9 +8,7 @@
 //! taken one after another), writes the accepted ones set-based and commits once. While a
 //! group commits, the next one gathers, so the group grows with the load and a lone hold goes
 //! through at once. In the spirit of AliSQL's Inventory Hint (a statement queue per hot row,
-//! commit on success). Once a group has written its levels it hands off (`queue::Handoff`):
-//! the next group begins its transaction and reads while this one waits for its commit, then
-//! queues for the level locks behind it.
+//! commit on success).
 //!
 //! If a group's transaction fails (a deadlock, an id taken meanwhile by another path, a broken
 //! row), its holds are taken again one by one, so one bad request never fails the others
@@ -34,7 +32,7 @@ use crate::domain::reservation::{plan_group, Decision, Status};
 use crate::domain::routing::OrderLine;
 use crate::events;
 
-use super::queue::{self, GroupError, Handoff, Queues};
+use super::queue::{self, GroupError, Queues};
 use super::reservations::{view, Created, LineView, NewHold, ReservationView};
 use super::takes::{self, Take};
 
@@ -108,9 +106,9 @@ impl HoldQueues {
         let inner = Arc::clone(&self.inner);
         self.inner
             .queues
-            .push(key, pending, MAX_GROUP, move |key, batch, handoff| {
+            .push(key, pending, MAX_GROUP, move |key, batch| {
                 let inner = Arc::clone(&inner);
-                async move { run(&inner, &key, batch, handoff).await }
+                async move { run(&inner, &key, batch).await }
             });
         queue::answer(rx)
             .await
@@ -118,7 +116,7 @@ impl HoldQueues {
     }
 }
 
-async fn run(inner: &Inner, key: &Key, batch: Vec<Pending>, mut handoff: Handoff) {
+async fn run(inner: &Inner, key: &Key, batch: Vec<Pending>) {
     // A caller that gave up (its request timed out: a 503 while PostgreSQL was down) was told
     // the hold failed: taking it later would hold stock nobody knows about.
     let batch: Vec<Pending> = batch
@@ -130,7 +128,7 @@ async fn run(inner: &Inner, key: &Key, batch: Vec<Pending>, mut handoff: Handoff
     }
     let holds: Vec<&Hold> = batch.iter().map(|p| &p.hold).collect();
     crate::metrics::observe(crate::metrics::HOLD_GROUP_SIZE, holds.len() as f64);
-    match apply(inner, key, &holds, &mut handoff).await {
+    match apply(inner, key, &holds).await {
         Ok(answers) => {
             for (p, a) in batch.into_iter().zip(answers) {
                 let _ = p.answer.send(Ok(a));
@@ -168,12 +166,7 @@ async fn run(inner: &Inner, key: &Key, batch: Vec<Pending>, mut handoff: Handoff
 }
 
 /// One transaction for the whole group: the answers in arrival order.
-async fn apply(
-    inner: &Inner,
-    key: &Key,
-    holds: &[&Hold],
-    handoff: &mut Handoff,
-) -> Result<Vec<Created>, GroupError> {
+async fn apply(inner: &Inner, key: &Key, holds: &[&Hold]) -> Result<Vec<Created>, GroupError> {
     let loc = key.location_id.as_str();
     let skus: Vec<&str> = key.skus.iter().map(String::as_str).collect();
     let ids: Vec<&str> = holds.iter().map(|h| h.reservation_id.as_str()).collect();
@@ -247,9 +240,6 @@ async fn apply(
             .collect();
         let (changed, changes) = takes::write(&mut tx, &takes).await?;
         events::record_with_terms(&mut tx, &changes, &terms).await?;
-        // The levels are locked and written: the next group may begin and queue behind them
-        // while this one commits.
-        handoff.now();
         commit::commit(tx, Some(&inner.cache), &changed).await?;
     }
     let mut answers = Vec::with_capacity(holds.len());

@@ -105,14 +105,9 @@ impl RouteQueues {
         let inner = Arc::clone(&self.inner);
         self.inner
             .queues
-            // Never hands off early: a group requeues the routes it could not decide, for the
-            // next group, which must therefore not have started.
-            .push(key, pending, MAX_GROUP, move |key, group, ends| {
+            .push(key, pending, MAX_GROUP, move |key, group| {
                 let inner = Arc::clone(&inner);
-                async move {
-                    run(&inner, key, group).await;
-                    drop(ends);
-                }
+                async move { run(&inner, key, group).await }
             });
         queue::answer(rx)
             .await
