@@ -514,3 +514,21 @@ async fn channel_totals_are_published_when_they_change_and_only_then() {
     deduped.dedup();
     assert_eq!(totals, deduped);
 }
+
+/// The channel feed reads its last published totals by SKU once per relay batch
+/// (`db::channels::published`): an index must lead with the SKU, or the read scans every SKU of
+/// every channel (150,000 rows at 50,000 SKUs). A btree led by the channel still "serves" the
+/// read in a plan, as a scan of the whole index, so the schema is what is checked.
+#[tokio::test]
+async fn the_feeds_read_of_published_totals_by_sku_has_an_index_led_by_the_sku() {
+    let app = spawn_app().await;
+    let led_by_sku: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_index i
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+         WHERE i.indrelid = 'channel_published'::regclass AND a.attname = 'sku'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("catalogue");
+    assert_eq!(led_by_sku, 1);
+}
