@@ -35,6 +35,7 @@ pub async fn existing_event_ids(
 ) -> Result<HashSet<String>, sqlx::Error> {
     let rows: Vec<String> =
         sqlx::query_scalar("SELECT event_id FROM movements WHERE event_id = ANY($1)")
+            .persistent(false)
             .bind(event_ids)
             .fetch_all(conn)
             .await?;

@@ -134,6 +134,7 @@ pub async fn responses(
 ) -> Result<HashMap<String, Value>, sqlx::Error> {
     let rows: Vec<(String, Value)> =
         sqlx::query_as("SELECT order_id, response FROM orders WHERE order_id = ANY($1)")
+            .persistent(false)
             .bind(order_ids)
             .fetch_all(conn)
             .await?;

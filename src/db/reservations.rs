@@ -326,6 +326,7 @@ pub async fn fully_consumed(
 /// Of the given reservation ids, those already taken.
 pub async fn existing(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT reservation_id FROM reservations WHERE reservation_id = ANY($1)")
+        .persistent(false)
         .bind(ids)
         .fetch_all(conn)
         .await
