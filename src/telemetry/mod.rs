@@ -1,6 +1,6 @@
 //! Logging: human-readable on a terminal, JSON lines otherwise (for log shippers).
 //! The filter comes from `RUST_LOG` (default `info`). Spans are also exported over OTLP when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`crate::telemetry::otel`]).
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`otel`]).
 
 pub mod otel;
 
@@ -19,14 +19,14 @@ pub fn init() {
     } else {
         fmt.json().flatten_event(true).boxed()
     };
-    let (otel, otel_error) = match crate::telemetry::otel::layer() {
+    let (exporter, otel_error) = match otel::layer() {
         Ok(layer) => (layer, None),
         Err(e) => (None, Some(e)),
     };
     let result = tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
-        .with(otel)
+        .with(exporter)
         .try_init();
     // Already initialised (tests call this once per app): keep the first subscriber.
     if result.is_ok() {
@@ -38,7 +38,7 @@ pub fn init() {
 
 /// Flushes what the process still has to report (the last spans); call once it has stopped.
 pub async fn shutdown() {
-    if crate::telemetry::otel::enabled() {
-        let _ = tokio::task::spawn_blocking(crate::telemetry::otel::shutdown).await;
+    if otel::enabled() {
+        let _ = tokio::task::spawn_blocking(otel::shutdown).await;
     }
 }
